@@ -50,14 +50,12 @@ func GoTool(ctx context.Context, pkg, version string) (string, error) {
 	}
 	// Build into a temporary directory and rename, so that an interrupted
 	// build never leaves a half-written binary behind a valid cache key.
-	tmp, err := os.MkdirTemp(dir+string(os.PathSeparator), ".install-")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("creating cache directory: %w", err)
+	}
+	tmp, err := os.MkdirTemp(dir, ".install-")
 	if err != nil {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return "", fmt.Errorf("creating cache directory: %w", err)
-		}
-		if tmp, err = os.MkdirTemp(dir, ".install-"); err != nil {
-			return "", fmt.Errorf("creating cache directory: %w", err)
-		}
+		return "", fmt.Errorf("creating cache directory: %w", err)
 	}
 	defer os.RemoveAll(tmp)
 	cmd := exec.CommandContext(ctx, "go", "install", pkg+"@"+version)
