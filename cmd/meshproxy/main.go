@@ -1,0 +1,22 @@
+// Command meshproxy is the mesh's in-cluster binary.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/meshctl/mesh/internal/cli/meshproxy"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cmd := meshproxy.NewRootCmd(meshproxy.Streams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr})
+	if err := cmd.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "meshproxy:", err)
+		os.Exit(1)
+	}
+}
