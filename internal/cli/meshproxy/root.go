@@ -29,5 +29,6 @@ func NewRootCmd(s Streams) *cobra.Command {
 	root.SetOut(s.Out)
 	root.SetErr(s.ErrOut)
 	root.AddCommand(newVersionCmd(s))
+	root.AddCommand(newInitCmd(s))
 	return root
 }
