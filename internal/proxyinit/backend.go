@@ -41,6 +41,9 @@ type ExecRunner struct {
 	// LookPath resolves a tool name; nil means exec.LookPath. The CLI leaves
 	// it nil; a library never reads PATH on its own initiative beyond this.
 	LookPath func(string) (string, error)
+	// Start starts a prepared command; nil means cmd.Start. Tests set it to
+	// start the tools inside a network namespace of their own.
+	Start func(*exec.Cmd) error
 }
 
 var _ Runner = ExecRunner{}
@@ -65,7 +68,15 @@ func (r ExecRunner) Run(ctx context.Context, name string, args []string, stdin [
 	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
+	start := cmd.Start
+	if r.Start != nil {
+		start = func() error { return r.Start(cmd) }
+	}
+	err = start()
+	if err == nil {
+		err = cmd.Wait()
+	}
+	if err != nil {
 		return nil, fmt.Errorf("running %s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return stdout.Bytes(), nil
