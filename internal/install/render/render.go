@@ -9,7 +9,6 @@ package render
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io/fs"
 	"path"
@@ -225,9 +224,6 @@ func ChartVersion() (version, appVersion string) {
 	}
 	return chrt.Metadata.Version, chrt.Metadata.AppVersion
 }
-
-// errNotFound is returned by lookups of absent keys.
-var errNotFound = errors.New("not found")
 
 // sortedKeys returns m's keys in order.
 func sortedKeys[V any](m map[string]V) []string {

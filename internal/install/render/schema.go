@@ -46,8 +46,17 @@ func ValidateValues(values map[string]any) error {
 	if len(v.problems) == 0 {
 		return nil
 	}
-	sort.Strings(v.problems)
-	return &InvalidValuesError{Problems: v.problems}
+	sort.SliceStable(v.problems, func(i, j int) bool {
+		if v.problems[i].key != v.problems[j].key {
+			return v.problems[i].key < v.problems[j].key
+		}
+		return v.problems[i].text < v.problems[j].text
+	})
+	e := &InvalidValuesError{}
+	for _, p := range v.problems {
+		e.Problems = append(e.Problems, p.text)
+	}
+	return e
 }
 
 // schema is the subset of a JSON Schema the chart's values schema uses.
@@ -156,11 +165,17 @@ func compilePatterns(s *schema) error {
 
 type validator struct {
 	root     *schema
-	problems []string
+	problems []problem
+}
+
+// problem is one finding; key orders the report.
+type problem struct {
+	key, text string
 }
 
 func (v *validator) addf(path []string, format string, args ...any) {
-	v.problems = append(v.problems, keyString(path)+": "+fmt.Sprintf(format, args...))
+	key := keyString(path)
+	v.problems = append(v.problems, problem{key, key + ": " + fmt.Sprintf(format, args...)})
 }
 
 func (v *validator) resolve(s *schema) *schema {
@@ -185,7 +200,7 @@ func (v *validator) validate(s *schema, value any, path []string) {
 		return
 	}
 	if len(s.Enum) > 0 && !inEnum(s.Enum, value) {
-		v.addf(path, "%s is not one of %s", describe(value), enumString(s.Enum))
+		v.addf(path, "%s is not one of %s", scalar(value), enumString(s.Enum))
 	}
 	switch value := value.(type) {
 	case string:
@@ -193,18 +208,18 @@ func (v *validator) validate(s *schema, value any, path []string) {
 			if *s.MinLength == 1 {
 				v.addf(path, "must not be empty")
 			} else {
-				v.addf(path, "%s is shorter than %d characters", describe(value), *s.MinLength)
+				v.addf(path, "%s is shorter than %d characters", scalar(value), *s.MinLength)
 			}
 		}
 		if s.pattern != nil && !s.pattern.MatchString(value) {
-			v.addf(path, "%s does not match %s", describe(value), s.Pattern)
+			v.addf(path, "%s does not match %s", scalar(value), s.Pattern)
 		}
 	case float64:
 		if s.Minimum != nil && value < *s.Minimum {
-			v.addf(path, "%s is less than the minimum %s", describe(value), number(*s.Minimum))
+			v.addf(path, "%s is less than the minimum %s", number(value), number(*s.Minimum))
 		}
 		if s.Maximum != nil && value > *s.Maximum {
-			v.addf(path, "%s is more than the maximum %s", describe(value), number(*s.Maximum))
+			v.addf(path, "%s is more than the maximum %s", number(value), number(*s.Maximum))
 		}
 	case []any:
 		if s.Items != nil {
@@ -234,7 +249,7 @@ func (v *validator) validateObject(s *schema, value map[string]any, path []strin
 		case s.AdditionalProperties.schema != nil:
 			v.validate(s.AdditionalProperties.schema, value[k], child)
 		default:
-			v.problems = append(v.problems, unknownKey(child, sortedKeys(s.Properties)))
+			v.problems = append(v.problems, problem{keyString(child), unknownKey(child, sortedKeys(s.Properties))})
 		}
 	}
 }
@@ -350,6 +365,17 @@ func describe(value any) string {
 		return "object"
 	}
 	return fmt.Sprintf("%T", value)
+}
+
+// scalar prints a value as the user wrote it, strings quoted.
+func scalar(value any) string {
+	switch value := value.(type) {
+	case string:
+		return strconv.Quote(value)
+	case float64:
+		return number(value)
+	}
+	return describe(value)
 }
 
 func number(f float64) string {
