@@ -199,6 +199,12 @@ func (e *Env) startAPIServer(ctx context.Context, c *credentials, etcdURL string
 			"--etcd-servers="+etcdURL,
 			"--bind-address=127.0.0.1",
 			"--advertise-address=127.0.0.1",
+			// The reconciler would publish the advertise address as the
+			// kubernetes Service's endpoint, and the API server rejects
+			// loopback endpoints (logging so every 10 s). Nothing could
+			// reach the API server through that Service anyway: there is
+			// no kube-proxy.
+			"--endpoint-reconciler-type=none",
 			"--secure-port="+strconv.Itoa(ports[0]),
 			"--cert-dir="+filepath.Join(e.Dir, "apiserver"),
 			"--tls-cert-file="+c.servingCert,

@@ -66,28 +66,28 @@ func (e *Env) EnsureNode(ctx context.Context, name string) (netip.Addr, error) {
 		return ip, nil
 	}
 	nodes := e.clientset.CoreV1().Nodes()
-	n, err := nodes.Create(ctx, &corev1.Node{
+	_, err := nodes.Create(ctx, &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:   name,
 			Labels: map[string]string{"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"},
 		},
 	}, metav1.CreateOptions{})
-	switch {
-	case apierrors.IsAlreadyExists(err):
-		if n, err = nodes.Get(ctx, name, metav1.GetOptions{}); err != nil {
-			return netip.Addr{}, fmt.Errorf("getting node %s: %w", name, err)
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return netip.Addr{}, fmt.Errorf("creating node %s: %w", name, err)
+	}
+	// Status is ignored on create; a kubelet writes it afterwards too.
+	// Controllers annotate a new node at once, hence the retry.
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		n, err := nodes.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
 		}
 		for _, a := range n.Status.Addresses {
-			if a.Type == corev1.NodeInternalIP {
-				if addr, err := netip.ParseAddr(a.Address); err == nil {
-					ip = addr
-				}
+			if addr, err := netip.ParseAddr(a.Address); err == nil && a.Type == corev1.NodeInternalIP {
+				ip = addr // a node made earlier, maybe by another env user
+				return nil
 			}
 		}
-	case err != nil:
-		return netip.Addr{}, fmt.Errorf("creating node %s: %w", name, err)
-	default:
-		// Status is ignored on create; a kubelet writes it afterwards too.
 		now := metav1.Now()
 		capacity := corev1.ResourceList{
 			corev1.ResourceCPU:    resource.MustParse("8"),
@@ -110,9 +110,11 @@ func (e *Env) EnsureNode(ctx context.Context, name string) (netip.Addr, error) {
 				ContainerRuntimeVersion: "testenv://" + KubeVersion,
 			},
 		}
-		if _, err := nodes.UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
-			return netip.Addr{}, fmt.Errorf("writing the status of node %s: %w", name, err)
-		}
+		_, err = nodes.UpdateStatus(ctx, n, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("writing the status of node %s: %w", name, err)
 	}
 	e.mu.Lock()
 	e.nodes[name] = ip
