@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 )
 
 // CacheDir is where built components live: $MESHCTL_TEST_CACHE, else
@@ -27,8 +26,6 @@ func CacheDir() (string, error) {
 	return filepath.Join(base, "meshctl-test"), nil
 }
 
-var installMu sync.Mutex
-
 // GoTool returns the path of the binary that `go install pkg@version` builds,
 // building it into the cache first if it is not there yet. pkg is the main
 // package's import path; version must be exact (not "latest") so that the
@@ -43,8 +40,16 @@ func GoTool(ctx context.Context, pkg, version string) (string, error) {
 	}
 	binDir := filepath.Join(dir, "tools", strings.ReplaceAll(pkg, "/", "_")+"@"+version)
 	bin := filepath.Join(binDir, filepath.Base(pkg))
-	installMu.Lock()
-	defer installMu.Unlock()
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	// go test runs packages in parallel processes: lock across them, then
+	// look again in case another process installed it meanwhile.
+	unlock, err := lockCache(ctx, dir, "tool-"+filepath.Base(binDir))
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil
 	}
