@@ -1,7 +1,10 @@
 package testenv_test
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -214,6 +217,18 @@ func TestDeploymentBecomesReadyWithEndpoints(t *testing.T) {
 	})
 	stopKubelet()
 	<-done
+	waiting, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range waiting.Items {
+		if p.Status.Phase != corev1.PodPending {
+			t.Errorf("pod %s waiting for its image is %s, want Pending", p.Name, p.Status.Phase)
+		}
+		if c := condition(p, corev1.PodReady); c == nil || c.Status != corev1.ConditionFalse || !strings.Contains(c.Message, "web") {
+			t.Errorf("pod %s Ready condition = %+v, want False naming container web", p.Name, c)
+		}
+	}
 	d, err := cs.AppsV1().Deployments(ns).Get(ctx, "web", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -232,6 +247,18 @@ func TestDeploymentBecomesReadyWithEndpoints(t *testing.T) {
 	}
 	want := map[string]bool{}
 	for _, p := range pods {
+		if c := condition(p, corev1.PodReady); p.Status.Phase != corev1.PodRunning || c == nil || c.Status != corev1.ConditionTrue {
+			t.Errorf("pod %s: phase %s, Ready %+v; want Running and Ready", p.Name, p.Status.Phase, c)
+		}
+		if n := len(p.Status.InitContainerStatuses); n != 2 {
+			t.Fatalf("pod %s has %d init container statuses, want 2", p.Name, n)
+		}
+		if s := p.Status.InitContainerStatuses[0]; s.State.Terminated == nil || s.State.Terminated.ExitCode != 0 {
+			t.Errorf("init container %s: %+v, want terminated with exit code 0", s.Name, s.State)
+		}
+		if s := p.Status.InitContainerStatuses[1]; s.State.Running == nil || !s.Ready {
+			t.Errorf("sidecar %s: ready %v, %+v; want running and ready", s.Name, s.Ready, s.State)
+		}
 		if !testenv.PodCIDR.Contains(mustAddr(t, p.Status.PodIP)) {
 			t.Errorf("pod %s has IP %s outside %s", p.Name, p.Status.PodIP, testenv.PodCIDR)
 		}
@@ -274,6 +301,15 @@ func TestDeploymentBecomesReadyWithEndpoints(t *testing.T) {
 	})
 }
 
+func condition(p corev1.Pod, t corev1.PodConditionType) *corev1.PodCondition {
+	for i := range p.Status.Conditions {
+		if p.Status.Conditions[i].Type == t {
+			return &p.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
 func mustAddr(t *testing.T, s string) netip.Addr {
 	t.Helper()
 	a, err := netip.ParseAddr(s)
@@ -313,4 +349,54 @@ func TestStopEndsComponents(t *testing.T) {
 	if err := env.Stop(); err != nil {
 		t.Errorf("second Stop: %v", err)
 	}
+}
+
+// childEnvVar makes the test binary, run again by
+// TestComponentsDieWithTestProcess, start an env, print where it is and
+// wait to be killed.
+const childEnvVar = "TESTENV_TEST_CHILD"
+
+// A test binary killed by `go test -timeout` (or by a person) must not
+// leave a control plane running: the components get SIGKILL when it dies.
+func TestComponentsDieWithTestProcess(t *testing.T) {
+	if os.Getenv(childEnvVar) == "1" {
+		env, err := testenv.Start(context.Background(), testenv.Options{NoControllerManager: true, KeepDir: true})
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		fmt.Printf("env %s %s\n", env.Config.Host, env.Dir)
+		select {} // until killed
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestComponentsDieWithTestProcess$")
+	cmd.Env = append(os.Environ(), childEnvVar+"=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	fields := strings.Fields(line)
+	if err != nil || len(fields) != 3 || fields[0] != "env" {
+		t.Fatalf("child test process: %q, %v", line, err)
+	}
+	host, dir := strings.TrimPrefix(fields[1], "https://"), fields[2]
+	defer os.RemoveAll(dir)
+	if c, err := net.Dial("tcp", host); err != nil {
+		t.Fatalf("the child's API server does not answer: %v", err)
+	} else {
+		c.Close()
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	poll(t, 10*time.Second, "the child's API server to die with it", func(context.Context) (bool, error) {
+		c, err := net.Dial("tcp", host)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil, nil
+	})
 }
