@@ -129,6 +129,23 @@ func Render(opts Options) (*Manifest, error) {
 	if err := ValidateValues(opts.Values); err != nil {
 		return nil, err
 	}
+	values := MergeValues(opts.Values, nil)
+	for key, pem := range creds {
+		setPath(values, key, string(pem))
+	}
+	m, err := renderChart(opts, values)
+	if err != nil {
+		return nil, fmt.Errorf("rendering the control plane: %w", err)
+	}
+	if err := m.validateMeshConfig(); err != nil {
+		return nil, fmt.Errorf("rendering the control plane: %w", err)
+	}
+	return m, nil
+}
+
+// renderChart runs Helm's engine on the embedded chart with values as they
+// are, as `helm template` would.
+func renderChart(opts Options, values map[string]any) (*Manifest, error) {
 	chrt, err := loadChart()
 	if err != nil {
 		return nil, err
@@ -136,19 +153,13 @@ func Render(opts Options) (*Manifest, error) {
 	if opts.Version != "" {
 		chrt.Metadata.AppVersion = opts.Version
 	}
-
-	values := MergeValues(opts.Values, nil)
-	for key, pem := range creds {
-		setPath(values, key, string(pem))
-	}
-
 	kubeVersion := opts.KubeVersion
 	if kubeVersion == "" {
 		kubeVersion = DefaultKubeVersion
 	}
 	kv, err := chartutil.ParseKubeVersion(kubeVersion)
 	if err != nil {
-		return nil, fmt.Errorf("rendering the control plane: parsing Kubernetes version %q: %w", kubeVersion, err)
+		return nil, fmt.Errorf("parsing Kubernetes version %q: %w", kubeVersion, err)
 	}
 	caps := chartutil.DefaultCapabilities.Copy()
 	caps.KubeVersion = *kv
@@ -161,22 +172,15 @@ func Render(opts Options) (*Manifest, error) {
 		IsUpgrade: opts.Upgrade,
 	}, caps)
 	if err != nil {
-		return nil, fmt.Errorf("rendering the control plane: %w", err)
+		return nil, err
 	}
 	top["Release"].(map[string]any)["Service"] = ManagedBy
 
 	files, err := engine.Render(chrt, top)
 	if err != nil {
-		return nil, fmt.Errorf("rendering the control plane: %w", err)
+		return nil, err
 	}
-	m, err := decodeManifest(files)
-	if err != nil {
-		return nil, fmt.Errorf("rendering the control plane: %w", err)
-	}
-	if err := m.validateMeshConfig(); err != nil {
-		return nil, fmt.Errorf("rendering the control plane: %w", err)
-	}
-	return m, nil
+	return decodeManifest(files)
 }
 
 // loadChart loads the embedded chart afresh: Render changes its metadata, and
