@@ -29,6 +29,7 @@ func NewRootCmd(s Streams) *cobra.Command {
 	root.SetOut(s.Out)
 	root.SetErr(s.ErrOut)
 	root.AddCommand(newVersionCmd(s))
+	root.AddCommand(newRunCmd(s))
 	root.AddCommand(newInitCmd(s))
 	return root
 }

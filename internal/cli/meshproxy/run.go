@@ -1,0 +1,159 @@
+package meshproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meshctl/mesh/internal/proxy"
+	"github.com/meshctl/mesh/internal/proxy/admin"
+	"github.com/meshctl/mesh/internal/proxy/config"
+	"github.com/meshctl/mesh/internal/proxy/metrics"
+	"github.com/meshctl/mesh/internal/version"
+	"github.com/meshctl/mesh/internal/wellknown"
+)
+
+// RunOptions are the flags of `meshproxy run`.
+type RunOptions struct {
+	ConfigPath   string
+	AdminAddress string
+	LogLevel     string
+	LogFormat    string
+	AccessLog    bool
+	DrainDelay   time.Duration
+	DrainTimeout time.Duration
+}
+
+func newRunCmd(s Streams) *cobra.Command {
+	o := &RunOptions{}
+	cmd := &cobra.Command{
+		Use:   "run --config FILE",
+		Short: "Run the sidecar proxy",
+		Long: `Run the sidecar proxy: the outbound and inbound listeners that the
+interception rules of "meshproxy init" redirect to, and the admin API.
+
+The proxy drains on SIGTERM or SIGINT (and on POST /drain): /ready turns 503,
+the listeners close after --drain-delay, in-flight requests finish for up to
+--drain-timeout, then it exits 0. SIGHUP (or POST /reload from loopback)
+reloads the configuration file without dropping connections.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runRun(cmd.Context(), o, s)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.ConfigPath, "config", "", "path of the configuration file (YAML or JSON); required")
+	f.StringVar(&o.AdminAddress, "admin-address", ":"+strconv.Itoa(wellknown.ProxyAdminPort), "address of the admin API")
+	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error (POST /logging?level= changes it at run time)")
+	f.StringVar(&o.LogFormat, "log-format", "json", "log format on stderr: json or text")
+	f.BoolVar(&o.AccessLog, "access-log", false, "write one JSON line per request and TCP connection to stdout")
+	f.DurationVar(&o.DrainDelay, "drain-delay", 0, "how long the listeners keep accepting after a drain begins")
+	f.DurationVar(&o.DrainTimeout, "drain-timeout", 20*time.Second, "how long in-flight requests may take to finish once the listeners close")
+	_ = cmd.MarkFlagRequired("config")
+	return cmd
+}
+
+func runRun(ctx context.Context, o *RunOptions, s Streams) error {
+	level := new(slog.LevelVar)
+	if err := level.UnmarshalText([]byte(o.LogLevel)); err != nil {
+		return fmt.Errorf("invalid --log-level %q: use debug, info, warn or error", o.LogLevel)
+	}
+	var h slog.Handler
+	switch o.LogFormat {
+	case "json":
+		h = slog.NewJSONHandler(s.ErrOut, &slog.HandlerOptions{Level: level})
+	case "text":
+		h = slog.NewTextHandler(s.ErrOut, &slog.HandlerOptions{Level: level})
+	default:
+		return fmt.Errorf("invalid --log-format %q: use json or text", o.LogFormat)
+	}
+	if o.DrainDelay < 0 || o.DrainTimeout < 0 {
+		return errors.New("--drain-delay and --drain-timeout must not be negative")
+	}
+	log := slog.New(h)
+
+	store := &config.Store{}
+	snap, err := config.Load(o.ConfigPath)
+	if err != nil {
+		return err
+	}
+	store.Swap(snap)
+
+	var accessLog io.Writer
+	if o.AccessLog {
+		accessLog = s.Out
+	}
+	reg := metrics.New()
+	p, err := proxy.New(proxy.Options{
+		Config:       store,
+		Metrics:      reg,
+		Log:          log,
+		AccessLog:    accessLog,
+		DrainDelay:   o.DrainDelay,
+		DrainTimeout: o.DrainTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	if err := p.Start(ctx); err != nil {
+		return err
+	}
+	reload := func() (*config.Snapshot, error) {
+		snap, err := store.Reload(o.ConfigPath)
+		if err != nil {
+			log.Error("reloading configuration", "error", err)
+			return nil, err
+		}
+		log.Info("configuration reloaded", "config_version", snap.Version())
+		return snap, nil
+	}
+	adminLn, err := proxy.Listen(ctx, o.AdminAddress)
+	if err != nil {
+		p.Shutdown()
+		_ = p.Serve(ctx)
+		return fmt.Errorf("binding admin listener: %w", err)
+	}
+	adminSrv := &http.Server{
+		Handler:           admin.NewHandler(admin.Options{Proxy: p, Config: store, Metrics: reg, Level: level, Reload: reload, Log: log}),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		ErrorLog:          slog.NewLogLogger(h, slog.LevelDebug),
+	}
+	go func() {
+		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("serving admin API", "error", err)
+		}
+	}()
+	log.Info("meshproxy running", "version", version.Get().Version, "admin", adminLn.Addr().String(), "config", o.ConfigPath, "config_version", snap.Version())
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				_, _ = reload()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	err = p.Serve(ctx)
+	shutCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = adminSrv.Shutdown(shutCtx)
+	log.Info("meshproxy stopped")
+	return err
+}

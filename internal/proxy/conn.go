@@ -1,0 +1,210 @@
+package proxy
+
+import (
+	"errors"
+	"log"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshctl/mesh/internal/proxy/config"
+	"github.com/meshctl/mesh/internal/proxy/detect"
+	"github.com/meshctl/mesh/internal/proxy/metrics"
+)
+
+// session is what the proxy knows about one accepted connection.
+type session struct {
+	p        *Proxy
+	dir      metrics.Direction
+	snap     *config.Snapshot
+	limits   config.Limits
+	dst      netip.AddrPort
+	target   *config.Target // nil: unknown outbound destination, or inbound
+	service  string
+	series   *metrics.Series
+	client   net.Conn
+	tracked  *trackedConn
+	accepted time.Time
+	proto    string
+	sni      string
+}
+
+// handle owns c until it is closed.
+func (p *Proxy) handle(l *listener, raw net.Conn, snap *config.Snapshot) {
+	s := &session{p: p, dir: l.dir, snap: snap, limits: snap.Config.Limits, accepted: time.Now()}
+	cc := &countingConn{Conn: raw}
+	s.client = cc
+	s.tracked = p.track(raw)
+	defer p.untrack(s.tracked)
+	defer raw.Close()
+
+	dst, err := p.origDst(raw)
+	if err != nil {
+		s.series = p.metrics.Series(l.dir, metrics.Unknown)
+		s.series.ConnOpened()
+		s.series.Error(metrics.ReasonNoOriginalDst)
+		p.log.Debug("dropping connection", "listener", l.name, "peer", raw.RemoteAddr().String(), "error", err)
+		s.series.ConnClosed(0, 0)
+		return
+	}
+	s.dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	switch l.dir {
+	case metrics.Outbound:
+		s.target = snap.Target(s.dst)
+		s.service = metrics.Unknown
+		if s.target != nil {
+			s.service = s.target.Label
+		}
+	case metrics.Inbound:
+		s.service = snap.Config.Workload.Name
+	}
+	s.series = p.metrics.Series(l.dir, s.service)
+	s.series.ConnOpened()
+	defer func() { s.series.ConnClosed(cc.read.Load(), cc.written.Load()) }()
+
+	if p.isLoop(s.dst) {
+		s.series.Error(metrics.ReasonLoop)
+		p.log.Warn("refusing connection to the proxy itself", "listener", l.name, "destination", s.dst.String())
+		return
+	}
+
+	if s.opaque() {
+		p.metrics.Detected(l.dir, metrics.DetectOpaque)
+		s.proto = "opaque"
+		s.forwardTCP(cc)
+		return
+	}
+	res, err := detect.Sniff(raw, s.limits.DetectTimeout.D())
+	if err != nil {
+		// The client left before saying anything.
+		return
+	}
+	// Reads go through the sniffed bytes first, and are counted.
+	cc.Conn = res.Conn
+	s.sni = res.SNI
+	switch {
+	case res.TimedOut:
+		p.metrics.Detected(l.dir, metrics.DetectTimeout)
+	case res.Protocol == detect.HTTP1:
+		p.metrics.Detected(l.dir, metrics.DetectHTTP1)
+	case res.Protocol == detect.HTTP2:
+		p.metrics.Detected(l.dir, metrics.DetectHTTP2)
+	case res.Protocol == detect.TLS:
+		p.metrics.Detected(l.dir, metrics.DetectTLS)
+	default:
+		p.metrics.Detected(l.dir, metrics.DetectTCP)
+	}
+	s.proto = res.Protocol.String()
+	switch res.Protocol {
+	case detect.HTTP1:
+		s.serveHTTP1()
+	case detect.HTTP2:
+		s.serveHTTP2()
+	default:
+		s.forwardTCP(cc)
+	}
+}
+
+// opaque reports whether detection is skipped for this connection.
+func (s *session) opaque() bool {
+	if s.dir == metrics.Inbound {
+		return s.snap.InboundOpaque(s.dst.Port())
+	}
+	if s.snap.OutboundOpaque(s.dst.Port()) {
+		return true
+	}
+	return s.target != nil && s.target.Port.Protocol == config.ProtocolOpaque
+}
+
+// isLoop reports whether dst is one of the proxy's own listeners, which a
+// connection reaches when it was not redirected (or redirected twice):
+// forwarding it would connect the proxy to itself without end.
+func (p *Proxy) isLoop(dst netip.AddrPort) bool {
+	if !p.listenPort[dst.Port()] {
+		return false
+	}
+	a := dst.Addr()
+	return a.IsLoopback() || a.IsUnspecified() || p.localAddrs[a]
+}
+
+// upstream chooses where this connection or request goes: an endpoint of
+// the target, the original destination, or for inbound the application.
+// The returned release must be called when the request or connection ends.
+func (s *session) upstream() (addr string, release func(), err error) {
+	switch {
+	case s.dir == metrics.Inbound:
+		if s.snap.Config.Inbound.ForwardTo == config.ForwardLoopback {
+			lo := netip.AddrFrom4([4]byte{127, 0, 0, 1})
+			if s.dst.Addr().Is6() {
+				lo = netip.IPv6Loopback()
+			}
+			return netip.AddrPortFrom(lo, s.dst.Port()).String(), noop, nil
+		}
+		return s.dst.String(), noop, nil
+	case s.target == nil:
+		return s.dst.String(), noop, nil
+	}
+	ep := pick(s.target.Endpoints, s.p.rand)
+	if ep == nil {
+		return "", noop, errNoEndpoints
+	}
+	ep.Active.Add(1)
+	return ep.Addr.String(), func() { ep.Active.Add(-1) }, nil
+}
+
+var errNoEndpoints = errors.New("service has no endpoints")
+
+func noop() {}
+
+// countingConn counts the bytes a connection carries each way, for the TCP
+// byte counters of every connection whatever its protocol.
+type countingConn struct {
+	net.Conn
+	read    atomic.Int64
+	written atomic.Int64
+}
+
+func (c *countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.read.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.written.Add(int64(n))
+	return n, err
+}
+
+// CloseWrite half-closes the underlying TCP connection.
+func (c *countingConn) CloseWrite() error {
+	if cw, ok := tcpConn(c.Conn); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// tcpConn finds the *net.TCPConn under the wrappers.
+func tcpConn(c net.Conn) (*net.TCPConn, bool) {
+	for {
+		switch v := c.(type) {
+		case *net.TCPConn:
+			return v, true
+		case *countingConn:
+			c = v.Conn
+		case *detectConn:
+			c = v.Conn
+		default:
+			return nil, false
+		}
+	}
+}
+
+type detectConn = detect.Conn
+
+// slogStd adapts the structured logger for the net/http error log.
+func slogStd(l *slog.Logger) *log.Logger {
+	return slog.NewLogLogger(l.Handler(), slog.LevelDebug)
+}

@@ -1,0 +1,385 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshctl/mesh/internal/proxy/metrics"
+)
+
+// The HTTP/1 server side is a small loop over http.ReadRequest and
+// http.Response.Write rather than net/http's Server, for two reasons that
+// matter to a proxy: net/http silently drops Content-Length when
+// Transfer-Encoding is also present (the proxy must refuse such a request,
+// a classic smuggling vector), and it offers no hook to count header fields.
+// Framing, chunking and trailers are still the standard library's.
+
+var (
+	brPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+	bwPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
+)
+
+// h1conn is the server side of one HTTP/1 client connection.
+type h1conn struct {
+	s   *session
+	rec headRecorder
+	br  *bufio.Reader
+	bw  *bufio.Writer
+	// wmu orders writes to bw between the request loop and a transport
+	// goroutine sending "100 Continue".
+	wmu sync.Mutex
+}
+
+func (s *session) serveHTTP1() {
+	h := &h1conn{s: s}
+	h.rec.r = s.client
+	h.br = brPool.Get().(*bufio.Reader)
+	h.br.Reset(&h.rec)
+	h.bw = bwPool.Get().(*bufio.Writer)
+	h.bw.Reset(deadlineWriter{s.client, s.limits.StreamIdleTimeout.D()})
+	defer func() {
+		h.br.Reset(nil)
+		brPool.Put(h.br)
+		h.bw.Reset(nil)
+		bwPool.Put(h.bw)
+		h.rec.release()
+	}()
+	for h.serveOne() {
+	}
+}
+
+// serveOne reads and forwards one request; it reports whether the
+// connection may carry another.
+func (h *h1conn) serveOne() bool {
+	s := h.s
+	c := s.client
+	// Wait for the next request without holding anything but the
+	// connection; the drain wakes idle connections through their deadline.
+	s.tracked.idle.Store(true)
+	if s.p.draining.Load() {
+		return false
+	}
+	setReadDeadline(c, s.limits.IdleTimeout.D())
+	if _, err := h.br.Peek(1); err != nil {
+		s.tracked.idle.Store(false)
+		return false
+	}
+	s.tracked.idle.Store(false)
+	start := time.Now()
+	setReadDeadline(c, s.limits.HeaderReadTimeout.D())
+	h.rec.begin(h.br, s.limits.MaxHeaderBytes)
+	req, err := http.ReadRequest(h.br)
+	head := h.rec.end()
+	if err != nil {
+		switch {
+		case h.rec.tooLarge:
+			h.fail(start, nil, http.StatusRequestHeaderFieldsTooLarge, metrics.ReasonHeaderLimit, "request header too large")
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			h.fail(start, nil, http.StatusRequestTimeout, metrics.ReasonTimeout, "request header timeout")
+		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isNetClosed(err):
+			s.series.Error(metrics.ReasonClientReset)
+		default:
+			h.fail(start, nil, http.StatusBadRequest, metrics.ReasonBadRequest, "malformed request")
+		}
+		return false
+	}
+	setReadDeadline(c, 0)
+	v := scanHead(head)
+	switch {
+	case v.bad:
+		h.fail(start, req, http.StatusBadRequest, metrics.ReasonBadRequest, "malformed request")
+		return false
+	case v.contentLength && v.transferEncoding:
+		h.fail(start, req, http.StatusBadRequest, metrics.ReasonBadRequest, "both Content-Length and Transfer-Encoding")
+		return false
+	case v.fields > s.limits.MaxHeaderCount:
+		h.fail(start, req, http.StatusRequestHeaderFieldsTooLarge, metrics.ReasonHeaderLimit, "too many header fields")
+		return false
+	case v.size > s.limits.MaxHeaderBytes:
+		h.fail(start, req, http.StatusRequestHeaderFieldsTooLarge, metrics.ReasonHeaderLimit, "request header too large")
+		return false
+	}
+	return h.forward(req, start)
+}
+
+// forward sends req upstream and the response back; it reports whether the
+// connection may carry another request.
+func (h *h1conn) forward(req *http.Request, start time.Time) bool {
+	s := h.s
+	class := metrics.ClassOf(req.Method)
+	addr, release, err := s.upstream()
+	defer release()
+	if err != nil {
+		h.fail(start, req, http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "no endpoints")
+		return false
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	guard := newIdleGuard(s.limits.StreamIdleTimeout.D(), s.limits.RequestTimeout.D(), func() {
+		cancel()
+		s.client.SetDeadline(time.Now())
+	})
+	defer guard.stop()
+
+	upgrade := upgradeType(req.Header)
+	clientClose := req.Close
+	body := &h1Body{rc: req.Body, h: h, guard: guard, expect: expectsContinue(req)}
+	out := req.WithContext(ctx)
+	out.Body = body
+	if req.ContentLength == 0 {
+		out.Body = http.NoBody
+		body.eof.Store(true)
+	}
+	out.RequestURI = ""
+	out.URL.Scheme = "http"
+	out.URL.Host = addr
+	out.Close = false
+	removeHopByHop(out.Header)
+	if upgrade != "" {
+		out.Header.Set("Connection", "Upgrade")
+		out.Header.Set("Upgrade", upgrade)
+	}
+	if _, ok := out.Header["User-Agent"]; !ok {
+		// An empty value stops the transport from adding its own.
+		out.Header["User-Agent"] = []string{""}
+	}
+
+	resp, err := s.p.h1Transport.RoundTrip(out)
+	if err != nil {
+		code, reason := http.StatusBadGateway, metrics.ReasonConnect
+		if guard.fired() {
+			code, reason = http.StatusGatewayTimeout, metrics.ReasonTimeout
+		}
+		h.fail(start, req, code, reason, "upstream: "+err.Error())
+		return false
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return h.switchProtocols(req, resp, start, guard)
+	}
+	removeHopByHop(resp.Header)
+	keep := !clientClose && !s.p.draining.Load()
+	noBody := req.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified || resp.StatusCode < 200
+	if resp.ContentLength < 0 && !noBody {
+		if req.ProtoAtLeast(1, 1) {
+			resp.TransferEncoding = []string{"chunked"}
+		} else {
+			// An HTTP/1.0 client learns the end of the body from the close.
+			resp.TransferEncoding = nil
+			keep = false
+		}
+	} else {
+		resp.TransferEncoding = nil
+	}
+	if keep && !req.ProtoAtLeast(1, 1) {
+		resp.Header.Set("Connection", "keep-alive")
+	}
+	resp.Close = !keep
+	rb := &respBody{rc: resp.Body, h: h, guard: guard, flush: resp.ContentLength < 0}
+	resp.Body = rb
+	h.wmu.Lock()
+	body.responded = true
+	err = resp.Write(h.bw)
+	if err == nil {
+		err = h.bw.Flush()
+	}
+	h.wmu.Unlock()
+	rb.rc.Close()
+	code := resp.StatusCode
+	reason := ""
+	if err != nil {
+		// The response was cut: by the upstream, the client or a timeout.
+		switch {
+		case guard.fired():
+			s.series.Error(metrics.ReasonTimeout)
+			reason = "timeout"
+		case rb.err != nil:
+			s.series.Error(metrics.ReasonUpstream)
+			reason = "upstream"
+		default:
+			s.series.Error(metrics.ReasonClientReset)
+			reason = "client_reset"
+		}
+		keep = false
+	}
+	d := time.Since(start)
+	s.series.Request(code, class, d, body.n, rb.n)
+	s.logRequest(req, code, d, body.n, rb.n, addr, reason)
+	if !body.eof.Load() {
+		// The upstream answered without reading the whole request body;
+		// what is left of it cannot be told apart from the next request.
+		return false
+	}
+	return keep
+}
+
+// switchProtocols completes an Upgrade (WebSocket and others): it sends the
+// 101 response and then copies bytes both ways until both sides close.
+func (h *h1conn) switchProtocols(req *http.Request, resp *http.Response, start time.Time, guard *idleGuard) bool {
+	s := h.s
+	guard.stop()
+	upConn, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		h.fail(start, req, http.StatusBadGateway, metrics.ReasonUpstream, "upstream switched protocols without a connection")
+		return false
+	}
+	defer upConn.Close()
+	resp.Body = nil
+	h.wmu.Lock()
+	err := resp.Write(h.bw)
+	if err == nil {
+		err = h.bw.Flush()
+	}
+	h.wmu.Unlock()
+	s.series.Request(resp.StatusCode, metrics.ClassOf(req.Method), time.Since(start), 0, 0)
+	s.logRequest(req, resp.StatusCode, time.Since(start), 0, 0, "", "")
+	if err != nil {
+		return false
+	}
+	// Bytes the client sent after its request are already buffered.
+	if n := h.br.Buffered(); n > 0 {
+		b, _ := h.br.Peek(n)
+		if _, err := upConn.Write(b); err != nil {
+			return false
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		io.Copy(upConn, s.client)
+		if cw, ok := upConn.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+		close(done)
+	}()
+	io.Copy(s.client, upConn)
+	closeWrite(s.client)
+	<-done
+	return false
+}
+
+// fail answers the client with a short plain-text error and counts it. The
+// connection is closed after: its state is unknown.
+func (h *h1conn) fail(start time.Time, req *http.Request, code int, reason metrics.Reason, msg string) {
+	s := h.s
+	s.series.Error(reason)
+	class := metrics.MethodOther
+	if req != nil {
+		class = metrics.ClassOf(req.Method)
+	}
+	s.series.Request(code, class, time.Since(start), 0, 0)
+	if req != nil {
+		s.logRequest(req, code, time.Since(start), 0, 0, "", reason.String())
+	}
+	text := http.StatusText(code)
+	body := text + ": " + msg + "\n"
+	h.wmu.Lock()
+	defer h.wmu.Unlock()
+	fmt.Fprintf(h.bw, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", code, text, len(body), body)
+	h.bw.Flush()
+}
+
+// h1Body is the request body as the transport reads it: counted, watched
+// by the idle guard, and sending "100 Continue" when the client waits for
+// it before sending.
+type h1Body struct {
+	rc        io.ReadCloser
+	h         *h1conn
+	guard     *idleGuard
+	expect    bool
+	responded bool // under h.wmu
+	n         int64
+	eof       atomic.Bool
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	if b.expect {
+		b.expect = false
+		b.h.wmu.Lock()
+		if !b.responded {
+			b.h.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+			b.h.bw.Flush()
+		}
+		b.h.wmu.Unlock()
+	}
+	n, err := b.rc.Read(p)
+	b.n += int64(n)
+	b.guard.touch()
+	if err == io.EOF {
+		b.eof.Store(true)
+	}
+	return n, err
+}
+
+// Close is a no-op: the request body belongs to the client connection,
+// which outlives the transport's use of it.
+func (b *h1Body) Close() error { return nil }
+
+// respBody is the upstream response body as Response.Write copies it to
+// the client. For a body of unknown length, it flushes what was written
+// before it blocks on the upstream again, so streamed responses (server-sent
+// events, long polls) reach the client as they come.
+type respBody struct {
+	rc    io.ReadCloser
+	h     *h1conn
+	guard *idleGuard
+	flush bool
+	n     int64
+	err   error
+}
+
+func (b *respBody) Read(p []byte) (int, error) {
+	if b.flush && b.h.bw.Buffered() > 0 {
+		if err := b.h.bw.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	n, err := b.rc.Read(p)
+	b.n += int64(n)
+	b.guard.touch()
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+func (b *respBody) Close() error { return b.rc.Close() }
+
+func expectsContinue(r *http.Request) bool {
+	return r.ProtoAtLeast(1, 1) && r.ContentLength != 0 && asciiEqualFold(r.Header.Get("Expect"), "100-continue")
+}
+
+func setReadDeadline(c net.Conn, d time.Duration) {
+	if d <= 0 {
+		c.SetReadDeadline(time.Time{})
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(d))
+}
+
+// deadlineWriter bounds every write to the client, so that a client that
+// stops reading cannot hold the proxy's buffers and upstream connection.
+type deadlineWriter struct {
+	c net.Conn
+	d time.Duration
+}
+
+func (w deadlineWriter) Write(b []byte) (int, error) {
+	if w.d > 0 {
+		w.c.SetWriteDeadline(time.Now().Add(w.d))
+	}
+	return w.c.Write(b)
+}
+
+func isNetClosed(err error) bool {
+	var ne *net.OpError
+	return errors.Is(err, net.ErrClosed) || errors.As(err, &ne)
+}

@@ -1,0 +1,191 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/meshctl/mesh/internal/proxy/metrics"
+)
+
+// serveHTTP2 serves an h2c connection with the Go HTTP/2 server and
+// forwards each stream with httputil.ReverseProxy over pooled, multiplexed
+// h2c connections to the upstream. Trailers, streaming in both directions
+// and cancellation (RST_STREAM both ways) are the standard library's.
+func (s *session) serveHTTP2() {
+	s.p.h2Server.ServeConn(s.client, &http2.ServeConnOpts{
+		Context:    context.Background(),
+		Handler:    &h2Handler{s: s},
+		BaseConfig: s.p.h2Base,
+	})
+}
+
+type h2Handler struct{ s *session }
+
+// connectionSpecific are the fields RFC 9113 section 8.2.2 forbids in
+// HTTP/2: a request carrying one is malformed.
+var connectionSpecific = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade"}
+
+func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s := h.s
+	start := time.Now()
+	class := metrics.ClassOf(r.Method)
+	sw := &statusWriter{ResponseWriter: w}
+
+	if malformedH2(r) {
+		s.series.Error(metrics.ReasonBadRequest)
+		s.series.Request(0, class, time.Since(start), 0, 0)
+		// A malformed request is a stream error of type PROTOCOL_ERROR;
+		// the Go server resets the stream when the handler aborts.
+		panic(http.ErrAbortHandler)
+	}
+	fields, size := 0, 0
+	for k, vs := range r.Header {
+		fields += len(vs)
+		for _, v := range vs {
+			size += len(k) + len(v) + 32 // the HPACK entry overhead
+		}
+	}
+	if fields > s.limits.MaxHeaderCount || size > s.limits.MaxHeaderBytes {
+		s.series.Error(metrics.ReasonHeaderLimit)
+		http.Error(sw, "request header fields too large", http.StatusRequestHeaderFieldsTooLarge)
+		s.series.Request(http.StatusRequestHeaderFieldsTooLarge, class, time.Since(start), 0, 0)
+		s.logRequest(r, http.StatusRequestHeaderFieldsTooLarge, time.Since(start), 0, 0, "", "header_limit")
+		return
+	}
+
+	addr, release, err := s.upstream()
+	defer release()
+	if err != nil {
+		s.series.Error(metrics.ReasonNoEndpoints)
+		http.Error(sw, "no endpoints", http.StatusServiceUnavailable)
+		s.series.Request(http.StatusServiceUnavailable, class, time.Since(start), 0, 0)
+		s.logRequest(r, http.StatusServiceUnavailable, time.Since(start), 0, 0, "", "no_endpoints")
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	guard := newIdleGuard(s.limits.StreamIdleTimeout.D(), s.limits.RequestTimeout.D(), cancel)
+	defer guard.stop()
+	sw.guard = guard
+	body := &h2Body{rc: r.Body, guard: guard}
+	r = r.WithContext(ctx)
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = body
+	}
+	var failReason metrics.Reason = 255
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = addr
+			pr.Out.Host = pr.In.Host
+		},
+		Transport:     s.p.h2Transport,
+		FlushInterval: -1,
+		BufferPool:    copyBufPool{},
+		ErrorLog:      slogStd(s.p.log),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			code := http.StatusBadGateway
+			failReason = metrics.ReasonConnect
+			switch {
+			case guard.fired():
+				code, failReason = http.StatusGatewayTimeout, metrics.ReasonTimeout
+			case r.Context().Err() != nil:
+				code, failReason = 499, metrics.ReasonClientReset
+			}
+			s.series.Error(failReason)
+			s.p.log.Debug("forwarding HTTP/2 request", "upstream", addr, "error", err)
+			w.WriteHeader(code)
+		},
+	}
+	rp.ServeHTTP(sw, r)
+	d := time.Since(start)
+	reason := ""
+	if failReason != 255 {
+		reason = failReason.String()
+	}
+	s.series.Request(sw.code, class, d, body.n, sw.n)
+	s.logRequest(r, sw.code, d, body.n, sw.n, addr, reason)
+}
+
+// malformedH2 reports a request that RFC 9113 section 8.2.2 calls
+// malformed: connection-specific fields, or TE other than "trailers".
+func malformedH2(r *http.Request) bool {
+	for _, k := range connectionSpecific {
+		if _, ok := r.Header[k]; ok {
+			return true
+		}
+	}
+	for _, v := range r.Header["Te"] {
+		if v != "trailers" {
+			return true
+		}
+	}
+	return false
+}
+
+// statusWriter records the status and body bytes of a response; Unwrap
+// lets ReverseProxy reach Flush and the trailers of the real writer.
+type statusWriter struct {
+	http.ResponseWriter
+	code  int
+	n     int64
+	guard *idleGuard
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 && code >= 200 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.n += int64(n)
+	if w.guard != nil {
+		w.guard.touch()
+	}
+	return n, err
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+type h2Body struct {
+	rc interface {
+		Read([]byte) (int, error)
+		Close() error
+	}
+	guard *idleGuard
+	n     int64
+}
+
+func (b *h2Body) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.n += int64(n)
+	b.guard.touch()
+	return n, err
+}
+
+func (b *h2Body) Close() error { return b.rc.Close() }
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyBufPool lends ReverseProxy its copy buffers.
+type copyBufPool struct{}
+
+func (copyBufPool) Get() []byte  { return *(copyBufs.Get().(*[]byte)) }
+func (copyBufPool) Put(b []byte) { copyBufs.Put(&b) }

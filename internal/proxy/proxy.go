@@ -1,0 +1,323 @@
+// Package proxy is the data plane: the inbound and outbound listeners, the
+// protocol detection that chooses how a connection is forwarded, HTTP/1,
+// HTTP/2 and TCP forwarding, and the drain that ends it all gracefully.
+//
+// A connection reads the configuration snapshot in force when it was
+// accepted and keeps it to the end, so a reload never changes a connection
+// mid-way; new connections see the new snapshot.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/meshctl/mesh/internal/adminapi"
+	"github.com/meshctl/mesh/internal/proxy/config"
+	"github.com/meshctl/mesh/internal/proxy/metrics"
+)
+
+// Options are the proxy's dependencies. Config and Metrics are required;
+// everything else has a default.
+type Options struct {
+	// Config holds the snapshot in force; it must hold one before Start.
+	Config *config.Store
+	// Metrics receives the counts.
+	Metrics *metrics.Registry
+	// Log receives the proxy's own events. Default: discard.
+	Log *slog.Logger
+	// AccessLog, when set, receives one JSON line per request and per TCP
+	// connection.
+	AccessLog io.Writer
+	// OriginalDst finds where a redirected connection was going. Default:
+	// SocketOriginalDst. Tests inject their own to drive the listeners
+	// without iptables.
+	OriginalDst OriginalDstFunc
+	// Dial opens upstream connections. Default: a net.Dialer bounded by
+	// limits.connectTimeout.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Rand returns a uniform integer in [0, n) for the balancer. Default:
+	// math/rand/v2.
+	Rand func(n int) int
+	// DrainDelay is how long the listeners keep accepting after a drain
+	// begins, so that peers notice /ready turning 503 before connections
+	// are refused.
+	DrainDelay time.Duration
+	// DrainTimeout bounds how long in-flight requests and connections may
+	// take to finish after the listeners close; then they are cut.
+	DrainTimeout time.Duration
+}
+
+// Proxy is the sidecar's data plane.
+type Proxy struct {
+	cfg       *config.Store
+	metrics   *metrics.Registry
+	log       *slog.Logger
+	accessLog *accessLog
+	origDst   OriginalDstFunc
+	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
+	rand      func(n int) int
+	opts      Options
+
+	h1Transport *http.Transport
+	h2Transport *http2.Transport
+	h2Server    *http2.Server
+	// h2Base carries the HTTP/2 server's settings and, through its
+	// Shutdown, sends GOAWAY on every HTTP/2 connection when draining.
+	h2Base *http.Server
+
+	listeners  []*listener
+	listenPort map[uint16]bool
+	localAddrs map[netip.Addr]bool
+
+	conns    sync.WaitGroup
+	tracked  sync.Map // *trackedConn -> struct{}
+	draining atomic.Bool
+	drainCh  chan struct{}
+	drainOne sync.Once
+	abortCh  chan struct{}
+	abortOne sync.Once
+}
+
+// New builds a proxy. It binds nothing until Start.
+func New(o Options) (*Proxy, error) {
+	if o.Config == nil || o.Config.Load() == nil {
+		return nil, errors.New("creating proxy: no configuration loaded")
+	}
+	if o.Metrics == nil {
+		return nil, errors.New("creating proxy: no metrics registry")
+	}
+	p := &Proxy{
+		cfg:       o.Config,
+		metrics:   o.Metrics,
+		log:       o.Log,
+		origDst:   o.OriginalDst,
+		dial:      o.Dial,
+		rand:      o.Rand,
+		opts:      o,
+		drainCh:   make(chan struct{}),
+		abortCh:   make(chan struct{}),
+		accessLog: newAccessLog(o.AccessLog),
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	if p.origDst == nil {
+		p.origDst = SocketOriginalDst
+	}
+	limits := o.Config.Load().Config.Limits
+	if p.dial == nil {
+		d := &net.Dialer{Timeout: limits.ConnectTimeout.D(), KeepAlive: 30 * time.Second}
+		p.dial = d.DialContext
+	}
+	if p.rand == nil {
+		p.rand = rand.IntN
+	}
+	p.h1Transport = newH1Transport(p.dial, limits)
+	p.h2Transport = newH2Transport(p.dial, limits)
+	p.h2Base = &http.Server{
+		MaxHeaderBytes: limits.MaxHeaderBytes,
+		IdleTimeout:    limits.IdleTimeout.D(),
+		ErrorLog:       slogStd(p.log),
+	}
+	p.h2Server = &http2.Server{
+		MaxConcurrentStreams: uint32(limits.MaxConcurrentStreams),
+		IdleTimeout:          limits.IdleTimeout.D(),
+		// The Go server's default is large; a proxy that forwards every
+		// frame has no use for more than a few upstream-sized frames.
+		MaxReadFrameSize: 1 << 16,
+	}
+	if err := http2.ConfigureServer(p.h2Base, p.h2Server); err != nil {
+		return nil, fmt.Errorf("configuring HTTP/2: %w", err)
+	}
+	return p, nil
+}
+
+// Start binds the inbound and outbound listeners of the snapshot in force
+// and starts accepting. Listener addresses are read once: changing them
+// takes a restart.
+func (p *Proxy) Start(ctx context.Context) error {
+	c := p.cfg.Load().Config
+	var err error
+	p.localAddrs, err = localAddrs()
+	if err != nil {
+		return fmt.Errorf("starting proxy: %w", err)
+	}
+	p.listenPort = map[uint16]bool{}
+	for _, spec := range []struct {
+		name, addr string
+		dir        metrics.Direction
+	}{
+		{"outbound", c.Outbound.Address, metrics.Outbound},
+		{"inbound", c.Inbound.Address, metrics.Inbound},
+	} {
+		ln, err := Listen(ctx, spec.addr)
+		if err != nil {
+			for _, l := range p.listeners {
+				l.ln.Close()
+			}
+			return fmt.Errorf("binding %s listener: %w", spec.name, err)
+		}
+		l := newListener(spec.name, spec.dir, ln)
+		p.listeners = append(p.listeners, l)
+		p.listenPort[l.port] = true
+	}
+	for _, l := range p.listeners {
+		go p.acceptLoop(l)
+	}
+	p.log.Info("proxy started", "outbound", p.listeners[0].ln.Addr().String(), "inbound", p.listeners[1].ln.Addr().String(), "config_version", c.Version)
+	return nil
+}
+
+func localAddrs() (map[netip.Addr]bool, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("listing local addresses: %w", err)
+	}
+	m := map[netip.Addr]bool{}
+	for _, a := range addrs {
+		if pfx, err := netip.ParsePrefix(a.String()); err == nil {
+			m[pfx.Addr().Unmap()] = true
+		}
+	}
+	return m, nil
+}
+
+// Serve waits until ctx is done or Drain is called, then drains: /ready
+// turns 503 at once, the listeners keep accepting for DrainDelay, then close;
+// HTTP/2 connections get GOAWAY, HTTP/1 connections close after their
+// request in flight, and everything still open after DrainTimeout is cut.
+// Shutdown skips the waiting. Serve returns when no connection is left.
+func (p *Proxy) Serve(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+	case <-p.drainCh:
+	case <-p.abortCh:
+	}
+	p.draining.Store(true)
+	p.log.Info("draining", "delay", p.opts.DrainDelay, "timeout", p.opts.DrainTimeout)
+	if p.opts.DrainDelay > 0 {
+		t := time.NewTimer(p.opts.DrainDelay)
+		select {
+		case <-t.C:
+		case <-p.abortCh:
+			t.Stop()
+		}
+	}
+	for _, l := range p.listeners {
+		l.ln.Close()
+	}
+	// Ask HTTP/2 clients to go away and wake idle HTTP/1 connections.
+	shutCtx, cancel := context.WithCancel(context.Background())
+	cancel() // Shutdown only needs to run its hooks; we wait below.
+	_ = p.h2Base.Shutdown(shutCtx)
+	p.closeIdle()
+
+	done := make(chan struct{})
+	go func() { p.conns.Wait(); close(done) }()
+	timer := time.NewTimer(p.opts.DrainTimeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+		p.log.Info("drained")
+	case <-timer.C:
+		p.log.Warn("drain timeout: closing connections still open")
+		p.closeAll()
+		<-done
+	case <-p.abortCh:
+		p.closeAll()
+		<-done
+	}
+	p.h1Transport.CloseIdleConnections()
+	p.h2Transport.CloseIdleConnections()
+	return nil
+}
+
+// Drain starts the same graceful drain as cancelling Serve's context.
+func (p *Proxy) Drain() { p.drainOne.Do(func() { close(p.drainCh) }) }
+
+// Shutdown ends the proxy without waiting: listeners and connections close
+// at once.
+func (p *Proxy) Shutdown() { p.abortOne.Do(func() { close(p.abortCh) }) }
+
+// Draining reports whether a drain has begun.
+func (p *Proxy) Draining() bool { return p.draining.Load() }
+
+// Ready reports whether the proxy should receive traffic, and if not why.
+func (p *Proxy) Ready() (bool, string) {
+	if p.cfg.Load() == nil {
+		return false, "no configuration"
+	}
+	if p.draining.Load() {
+		return false, "draining"
+	}
+	if len(p.listeners) == 0 {
+		return false, "not started"
+	}
+	return true, ""
+}
+
+// Listeners describes the data listeners.
+func (p *Proxy) Listeners() []adminapi.Listener {
+	out := make([]adminapi.Listener, 0, len(p.listeners))
+	for _, l := range p.listeners {
+		out = append(out, adminapi.Listener{Name: l.name, Address: l.ln.Addr().String(), ActiveConnections: l.active.Load()})
+	}
+	return out
+}
+
+// Gauges are the proxy's own gauges for /metrics.
+func (p *Proxy) Gauges() []metrics.Gauge {
+	var g []metrics.Gauge
+	for _, l := range p.listeners {
+		g = append(g, metrics.Gauge{Name: "meshproxy_connections_active", Help: "Connections open, by listener.", Labels: [][2]string{{"direction", l.name}}, Value: float64(l.active.Load())})
+	}
+	draining := 0.0
+	if p.draining.Load() {
+		draining = 1
+	}
+	g = append(g, metrics.Gauge{Name: "meshproxy_draining", Help: "1 while the proxy drains.", Value: draining})
+	return g
+}
+
+// trackedConn lets the drain reach connections: idle HTTP/1 connections are
+// woken so that they close, and anything left at the timeout is cut.
+type trackedConn struct {
+	c    net.Conn
+	idle atomic.Bool
+}
+
+func (p *Proxy) track(c net.Conn) *trackedConn {
+	t := &trackedConn{c: c}
+	p.tracked.Store(t, struct{}{})
+	return t
+}
+
+func (p *Proxy) untrack(t *trackedConn) { p.tracked.Delete(t) }
+
+func (p *Proxy) closeIdle() {
+	p.tracked.Range(func(k, _ any) bool {
+		if t := k.(*trackedConn); t.idle.Load() {
+			t.c.SetReadDeadline(time.Now())
+		}
+		return true
+	})
+}
+
+func (p *Proxy) closeAll() {
+	p.tracked.Range(func(k, _ any) bool {
+		k.(*trackedConn).c.Close()
+		return true
+	})
+}

@@ -1,0 +1,157 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meshctl/mesh/internal/proxy/config"
+	"github.com/meshctl/mesh/internal/proxy/metrics"
+)
+
+// testProxy is a proxy on ephemeral loopback ports whose original
+// destinations come from the test instead of iptables: the listeners,
+// detection and forwarding are the real ones.
+type testProxy struct {
+	*Proxy
+	store    *config.Store
+	metrics  *metrics.Registry
+	outbound string
+	inbound  string
+	cancel   context.CancelFunc
+	done     chan error
+}
+
+// fixedDst sends every connection to one original destination.
+func fixedDst(ap string) OriginalDstFunc {
+	dst := netip.MustParseAddrPort(ap)
+	return func(net.Conn) (netip.AddrPort, error) { return dst, nil }
+}
+
+func startProxy(t testing.TB, cfg string, dst OriginalDstFunc, mod ...func(*Options)) *testProxy {
+	t.Helper()
+	doc := "version: test-1\ninbound: {address: \"127.0.0.1:0\"}\noutbound: {address: \"127.0.0.1:0\"}\n" + cfg
+	snap, err := config.Parse([]byte(doc), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &config.Store{}
+	store.Swap(snap)
+	reg := metrics.New()
+	o := Options{Config: store, Metrics: reg, OriginalDst: dst, DrainTimeout: 5 * time.Second}
+	for _, m := range mod {
+		m(&o)
+	}
+	p, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tp := &testProxy{Proxy: p, store: store, metrics: reg, cancel: cancel, done: make(chan error, 1),
+		outbound: p.listeners[0].ln.Addr().String(), inbound: p.listeners[1].ln.Addr().String()}
+	go func() { tp.done <- p.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-tp.done:
+		case <-time.After(10 * time.Second):
+			t.Error("proxy did not stop")
+		}
+	})
+	return tp
+}
+
+func (tp *testProxy) metricsText(t testing.TB) string {
+	var b strings.Builder
+	if err := tp.metrics.WriteText(&b, tp.Gauges()); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// countingServer is an HTTP/1 backend that counts the connections it
+// accepted, to tell connection reuse from reconnection.
+func countingServer(t testing.TB, h http.Handler) (*httptest.Server, *atomic.Int64) {
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv, &conns
+}
+
+func hostPort(u string) string { return strings.TrimPrefix(u, "http://") }
+
+func TestHTTP1PassthroughReusesUpstreamConnections(t *testing.T) {
+	backend, conns := countingServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Connection") != "" || r.Header.Get("X-Hop") != "" {
+			t.Errorf("hop-by-hop headers reached the upstream: %v", r.Header)
+		}
+		fmt.Fprintf(w, "%s %s %s", r.Method, r.Host, r.URL.Path)
+	}))
+	tp := startProxy(t, "", fixedDst(hostPort(backend.URL)))
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "tcp", tp.outbound)
+	}}}
+	for i := range 20 {
+		req, _ := http.NewRequest("GET", fmt.Sprintf("http://example.test/p%d", i), nil)
+		req.Header.Set("Connection", "X-Hop")
+		req.Header.Set("X-Hop", "1")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := fmt.Sprintf("GET example.test /p%d", i); string(b) != want {
+			t.Fatalf("body %q, want %q", b, want)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("upstream saw %d connections for 20 sequential requests, want 1", n)
+	}
+	m := tp.metricsText(t)
+	for _, want := range []string{
+		`meshproxy_requests_total{direction="outbound",service="unknown",code="200",method_class="read"} 20`,
+		`meshproxy_detections_total{direction="outbound",protocol="http1"} 1`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s\n%s", want, m)
+		}
+	}
+}
+
+// rawRequest sends raw bytes and returns the status line of the answer.
+func rawRequest(t *testing.T, addr, raw string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading status line: %v", err)
+	}
+	return strings.TrimSpace(line)
+}

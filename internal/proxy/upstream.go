@@ -1,0 +1,56 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/meshctl/mesh/internal/proxy/config"
+)
+
+// boundedDial applies limits.connectTimeout to every upstream dial, whatever
+// dialer was injected.
+func boundedDial(dial func(context.Context, string, string) (net.Conn, error), timeout time.Duration) func(context.Context, string, string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return dial(ctx, network, addr)
+	}
+}
+
+// newH1Transport pools HTTP/1.1 connections per endpoint address.
+func newH1Transport(dial func(context.Context, string, string) (net.Conn, error), l config.Limits) *http.Transport {
+	return &http.Transport{
+		Proxy:                  nil, // never an environment proxy: the mesh is the proxy
+		DialContext:            boundedDial(dial, l.ConnectTimeout.D()),
+		MaxIdleConnsPerHost:    l.MaxIdleConnsPerEndpoint,
+		IdleConnTimeout:        90 * time.Second,
+		ExpectContinueTimeout:  time.Second,
+		DisableCompression:     true,
+		MaxResponseHeaderBytes: 1 << 20,
+		WriteBufferSize:        4096,
+		ReadBufferSize:         4096,
+	}
+}
+
+// newH2Transport multiplexes h2c streams over pooled connections per
+// endpoint address, opening another connection when the upstream's stream
+// limit is reached.
+func newH2Transport(dial func(context.Context, string, string) (net.Conn, error), l config.Limits) *http2.Transport {
+	d := boundedDial(dial, l.ConnectTimeout.D())
+	return &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return d(ctx, network, addr)
+		},
+		DisableCompression: true,
+		// Find dead upstream connections by PING instead of waiting for
+		// the kernel to give up.
+		ReadIdleTimeout: 30 * time.Second,
+		PingTimeout:     15 * time.Second,
+	}
+}
