@@ -1,0 +1,268 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"testing"
+
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
+	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/meshctl/mesh/internal/meshconfig"
+)
+
+const testPod = `{"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"web-","namespace":"shop","annotations":{"a/b":"c"}},"spec":{"containers":[{"name":"app","image":"shop/web:1","resources":{"limits":{"cpu":"1.5"}}}]}}`
+
+// markingInjector stands in for the injection library in the tests of the
+// handler's plumbing: it adds an annotation and a container, or skips pods
+// that opt out, so the tests can tell what the patch carried.
+func markingInjector(_ context.Context, req PodRequest) (Decision, error) {
+	var pod map[string]any
+	if err := json.Unmarshal(req.Pod, &pod); err != nil {
+		return Decision{}, err
+	}
+	meta := pod["metadata"].(map[string]any)
+	ann, _ := meta["annotations"].(map[string]any)
+	if ann["meshctl.dev/inject"] == "disabled" {
+		return Decision{Skipped: "opted out by annotation meshctl.dev/inject=disabled"}, nil
+	}
+	if ann == nil {
+		ann = map[string]any{}
+		meta["annotations"] = ann
+	}
+	ann["meshctl.dev/injected"] = `{"image":"` + req.Config.Proxy.Image + `"}`
+	spec := pod["spec"].(map[string]any)
+	spec["containers"] = append(spec["containers"].([]any), map[string]any{"name": "meshproxy", "image": req.Config.Proxy.Image})
+	out, err := json.Marshal(pod)
+	return Decision{Pod: out}, err
+}
+
+func review(t *testing.T, mutate func(*admissionv1.AdmissionRequest)) []byte {
+	t.Helper()
+	req := &admissionv1.AdmissionRequest{
+		UID:       "7c0c7c0c-0000-4000-8000-000000000001",
+		Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+		Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+		Namespace: "shop",
+		Operation: admissionv1.Create,
+		Object:    runtime.RawExtension{Raw: []byte(testPod)},
+	}
+	if mutate != nil {
+		mutate(req)
+	}
+	body, err := json.Marshal(admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request:  req,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
+}
+
+func TestHandler(t *testing.T) {
+	cfg := meshconfig.Default("ghcr.io/meshctl/meshproxy:v1")
+	withAnnotation := func(r *admissionv1.AdmissionRequest) {
+		r.Object.Raw = []byte(strings.Replace(testPod, `"a/b":"c"`, `"meshctl.dev/inject":"disabled"`, 1))
+	}
+	tests := []struct {
+		name    string
+		body    []byte
+		method  string
+		ctype   string
+		config  error // from the MeshConfig source
+		inject  Injector
+		status  int
+		result  Result
+		patched bool
+		warning string
+	}{
+		{name: "pod created is injected", body: review(t, nil), status: 200, result: Injected, patched: true},
+		{name: "opted-out pod is allowed unchanged", body: review(t, withAnnotation), status: 200, result: Skipped},
+		{name: "deployment is allowed unchanged", body: review(t, func(r *admissionv1.AdmissionRequest) {
+			r.Kind = metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}
+			r.Resource = metav1.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+		}), status: 200, result: Skipped},
+		{name: "pod update is allowed unchanged", body: review(t, func(r *admissionv1.AdmissionRequest) {
+			r.Operation = admissionv1.Update
+		}), status: 200, result: Skipped},
+		{name: "pod subresource is allowed unchanged", body: review(t, func(r *admissionv1.AdmissionRequest) {
+			r.SubResource = "binding"
+		}), status: 200, result: Skipped},
+		{name: "no MeshConfig yet allows unchanged with a warning", body: review(t, nil), config: errors.New("no valid MeshConfig seen yet"),
+			status: 200, result: Error, warning: "meshctl: the proxy was not injected: no valid MeshConfig seen yet"},
+		{name: "injection failure allows unchanged with a warning", body: review(t, nil),
+			inject: func(context.Context, PodRequest) (Decision, error) { return Decision{}, errors.New("boom") },
+			status: 200, result: Error, warning: "meshctl: the proxy was not injected: injecting: boom"},
+		{name: "injected document that is not an object allows unchanged", body: review(t, nil),
+			inject: func(context.Context, PodRequest) (Decision, error) { return Decision{Pod: []byte(`[]`)}, nil },
+			status: 200, result: Error, warning: "meshctl: the proxy was not injected: computing the patch: diffing documents: both must be JSON objects"},
+		{name: "malformed JSON is a bad request", body: []byte(`{"apiVersion":`), status: 400, result: Invalid},
+		{name: "other kind is a bad request", body: []byte(`{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"x"}}`), status: 400, result: Invalid},
+		{name: "review without request is a bad request", body: []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`), status: 400, result: Invalid},
+		{name: "request without uid is a bad request", body: []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{}}`), status: 400, result: Invalid},
+		{name: "GET is not allowed", method: http.MethodGet, status: 405, result: Invalid},
+		{name: "YAML is not supported", body: review(t, nil), ctype: "application/yaml", status: 415, result: Invalid},
+		{name: "oversized body is refused", body: bytes.Repeat([]byte(" "), MaxRequestBytes+1), status: 413, result: Invalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			m := &Metrics{}
+			h := &Handler{
+				Inject:  markingInjector,
+				Config:  func() (meshconfig.Spec, error) { return cfg, tt.config },
+				Logger:  slog.New(slog.NewTextHandler(&logs, nil)),
+				Metrics: m,
+			}
+			if tt.inject != nil {
+				h.Inject = tt.inject
+			}
+			method, ctype := http.MethodPost, "application/json"
+			if tt.method != "" {
+				method = tt.method
+			}
+			if tt.ctype != "" {
+				ctype = tt.ctype
+			}
+			r := httptest.NewRequest(method, Path, bytes.NewReader(tt.body))
+			r.Header.Set("Content-Type", ctype)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != tt.status {
+				t.Fatalf("status %d, want %d; body %s", w.Code, tt.status, w.Body)
+			}
+			if got := m.Count(tt.result); got != 1 {
+				t.Errorf("requests counted as %s: %d, want 1; logs:\n%s", tt.result, got, logs.String())
+			}
+			if tt.status != 200 {
+				return
+			}
+			var out admissionv1.AdmissionReview
+			if err := json.Unmarshal(w.Body.Bytes(), &out); err != nil {
+				t.Fatalf("decoding the response: %v", err)
+			}
+			if out.APIVersion != "admission.k8s.io/v1" || out.Kind != "AdmissionReview" {
+				t.Errorf("response type %s %s", out.APIVersion, out.Kind)
+			}
+			resp := out.Response
+			if resp == nil || resp.UID != "7c0c7c0c-0000-4000-8000-000000000001" || !resp.Allowed {
+				t.Fatalf("response %+v: want allowed with the request's uid", resp)
+			}
+			if got := strings.Join(resp.Warnings, "\n"); got != tt.warning {
+				t.Errorf("warnings %q, want %q", got, tt.warning)
+			}
+			if !tt.patched {
+				if resp.Patch != nil || resp.PatchType != nil {
+					t.Errorf("patch %s, want none", resp.Patch)
+				}
+				return
+			}
+			if resp.PatchType == nil || *resp.PatchType != admissionv1.PatchTypeJSONPatch {
+				t.Fatalf("patch type %v, want JSONPatch", resp.PatchType)
+			}
+			want, err := markingInjector(context.Background(), PodRequest{Pod: []byte(testPod), Config: cfg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertPatchYields(t, []byte(testPod), resp.Patch, want.Pod)
+		})
+	}
+}
+
+// assertPatchYields applies patch to doc as the API server does (with the
+// same JSON Patch library) and compares the result with want.
+func assertPatchYields(t *testing.T, doc, patch, want []byte) {
+	t.Helper()
+	p, err := jsonpatch.DecodePatch(patch)
+	if err != nil {
+		t.Fatalf("decoding the patch %s: %v", patch, err)
+	}
+	got, err := p.Apply(doc)
+	if err != nil {
+		t.Fatalf("applying the patch %s: %v", patch, err)
+	}
+	var g, w any
+	if err := json.Unmarshal(got, &g); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(want, &w); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(g, w) {
+		t.Errorf("patched document\n%s\nwant\n%s\npatch %s", got, want, patch)
+	}
+}
+
+func TestDiff(t *testing.T) {
+	tests := []struct {
+		name, from, to, patch string
+	}{
+		{"unchanged", `{"a":1,"b":[1,2]}`, `{"b":[1,2],"a":1}`, `[]`},
+		{"member added under an escaped key", `{"metadata":{}}`, `{"metadata":{"annotations":{"meshctl.dev/x~y":"1"}}}`,
+			`[{"op":"add","path":"/metadata/annotations","value":{"meshctl.dev/x~y":"1"}}]`},
+		{"member added to an existing object", `{"m":{"a/b":"1"}}`, `{"m":{"a/b":"1","c/d~":"2"}}`,
+			`[{"op":"add","path":"/m/c~1d~0","value":"2"}]`},
+		{"member removed", `{"m":{"a":1,"b":2}}`, `{"m":{"a":1}}`, `[{"op":"remove","path":"/m/b"}]`},
+		{"array replaced whole", `{"s":{"c":[{"n":"app"}]}}`, `{"s":{"c":[{"n":"init"},{"n":"app"}]}}`,
+			`[{"op":"replace","path":"/s/c","value":[{"n":"init"},{"n":"app"}]}]`},
+		{"null kept as a value", `{"a":1}`, `{"a":null}`, `[{"op":"replace","path":"/a","value":null}]`},
+		{"numbers kept as written", `{"a":1}`, `{"a":12345678901234567890}`, `[{"op":"replace","path":"/a","value":12345678901234567890}]`},
+		{"type change", `{"a":{"b":1}}`, `{"a":"x"}`, `[{"op":"replace","path":"/a","value":"x"}]`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ops, err := Diff([]byte(tt.from), []byte(tt.to))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ops == nil {
+				ops = []Operation{}
+			}
+			got, err := json.Marshal(ops)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tt.patch {
+				t.Errorf("patch\n%s\nwant\n%s", got, tt.patch)
+			}
+			assertPatchYields(t, []byte(tt.from), got, []byte(tt.to))
+		})
+	}
+	if _, err := Diff([]byte(`{}`), []byte(`{} {}`)); err == nil {
+		t.Error("trailing data: no error")
+	}
+}
+
+func TestMetricsText(t *testing.T) {
+	m := &Metrics{}
+	m.Observe(Injected, 2_000_000) // 2 ms
+	m.Observe(Skipped, 20_000_000)
+	var b strings.Builder
+	if err := m.WriteMetrics(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`meshctl_controller_webhook_requests_total{result="injected"} 1`,
+		`meshctl_controller_webhook_requests_total{result="error"} 0`,
+		`meshctl_controller_webhook_request_duration_seconds_bucket{le="0.001"} 0`,
+		`meshctl_controller_webhook_request_duration_seconds_bucket{le="0.0025"} 1`,
+		`meshctl_controller_webhook_request_duration_seconds_bucket{le="0.025"} 2`,
+		`meshctl_controller_webhook_request_duration_seconds_bucket{le="+Inf"} 2`,
+		`meshctl_controller_webhook_request_duration_seconds_sum 0.022`,
+		`meshctl_controller_webhook_request_duration_seconds_count 2`,
+	} {
+		if !strings.Contains(b.String(), want+"\n") {
+			t.Errorf("metrics lack %q:\n%s", want, b.String())
+		}
+	}
+}
