@@ -1,0 +1,152 @@
+// Command bench is the mesh's load harness. In one run it measures, with
+// fortio, a client pod talking to an echo server pod directly, through
+// meshproxy, and through HAProxy and nginx in the same places, first at a
+// fixed rate and then at the highest rate each setup sustains with every
+// proxy confined to one core, and prints the figures as ratios to the
+// direct path and to HAProxy. The pods are network namespaces and the
+// proxies are reached through the rules of `meshproxy init`, so it must run
+// as root. See bench/README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/meshctl/mesh/internal/testenv"
+)
+
+const fortioVersion = "v1.63.9"
+
+type options struct {
+	duration    time.Duration
+	warmup      time.Duration
+	rate        int
+	connections int
+	payload     int
+	meshproxy   string
+	keep        bool
+	only        string
+}
+
+func main() {
+	var o options
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measured phase")
+	flag.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured load before each phase")
+	flag.IntVar(&o.rate, "rate", 1000, "requests per second of the fixed-rate phases")
+	flag.IntVar(&o.connections, "connections", 16, "concurrent connections of the load generator")
+	flag.IntVar(&o.payload, "payload", 1024, "request body size in bytes (the echo server returns it)")
+	flag.StringVar(&o.meshproxy, "meshproxy", "", "meshproxy binary to measure (default: build ./cmd/meshproxy)")
+	flag.BoolVar(&o.keep, "keep", false, "keep the work directory with configurations and logs")
+	flag.StringVar(&o.only, "only", "direct,meshproxy,haproxy,nginx", "comma-separated proxies to measure (direct is the baseline of every ratio)")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o options) error {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root: the pods are network namespaces with iptables rules (run: sudo go run ./bench)")
+	}
+	for _, tool := range []string{"ip", "iptables-restore", "taskset"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s not found: apt-get install iproute2 iptables util-linux", tool)
+		}
+	}
+	work, err := os.MkdirTemp("", "meshbench-")
+	if err != nil {
+		return err
+	}
+	// The proxies run as the mesh's proxy user and must reach their files.
+	if err := os.Chmod(work, 0o755); err != nil {
+		return err
+	}
+	if o.keep {
+		fmt.Fprintln(os.Stderr, "bench: work directory", work)
+	} else {
+		defer os.RemoveAll(work)
+	}
+
+	t := tools{workDir: work}
+	fmt.Fprintln(os.Stderr, "bench: building fortio", fortioVersion, "(cached after the first run)")
+	if t.fortio, err = testenv.GoTool(ctx, "fortio.org/fortio", fortioVersion); err != nil {
+		return err
+	}
+	if t.meshproxy = o.meshproxy; t.meshproxy == "" {
+		t.meshproxy = filepath.Join(work, "meshproxy")
+		fmt.Fprintln(os.Stderr, "bench: building ./cmd/meshproxy")
+		build := exec.CommandContext(ctx, "go", "build", "-o", t.meshproxy, "./cmd/meshproxy")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("building meshproxy (run from the repository root): %w", err)
+		}
+	}
+
+	want := map[kind]bool{}
+	for _, k := range strings.Split(o.only, ",") {
+		switch k := kind(strings.TrimSpace(k)); k {
+		case kindNone, kindMeshproxy, kindHAProxy, kindNginx:
+			want[k] = true
+		default:
+			return fmt.Errorf("unknown setup %q in -only: use direct, meshproxy, haproxy, nginx", k)
+		}
+	}
+	if want[kindHAProxy] {
+		if t.haproxy, err = exec.LookPath("haproxy"); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: haproxy not found, skipping it: apt-get install haproxy")
+			want[kindHAProxy] = false
+		}
+	}
+	if want[kindNginx] {
+		if t.nginx, err = exec.LookPath("nginx"); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: nginx not found, skipping it: apt-get install nginx-light")
+			want[kindNginx] = false
+		}
+	}
+	var setups []setup
+	for _, pair := range []bool{false, true} {
+		for _, k := range []kind{kindNone, kindMeshproxy, kindHAProxy, kindNginx} {
+			if want[k] && !(pair && k == kindNone) {
+				setups = append(setups, setup{kind: k, pair: pair})
+			}
+		}
+	}
+
+	lastCPU := runtime.NumCPU() - 1
+	var results []result
+	for i, s := range setups {
+		for _, rate := range []int{o.rate, 0} {
+			subnet := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 240, byte(i), 0}), 24)
+			r, err := measure(ctx, o, t, s, rate, subnet, lastCPU)
+			if err != nil {
+				return fmt.Errorf("measuring %s: %w", s, err)
+			}
+			fmt.Fprintf(os.Stderr, "bench: %-12s %-5s %8.0f req/s  p50 %.3f ms  p99 %.3f ms\n", s, rateName(rate), r.qps, r.p50*1e3, r.p99*1e3)
+			results = append(results, r)
+		}
+	}
+	report(os.Stdout, o, results)
+	return nil
+}
+
+func rateName(rate int) string {
+	if rate == 0 {
+		return "max"
+	}
+	return fmt.Sprint(rate)
+}

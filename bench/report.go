@@ -1,0 +1,159 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"time"
+)
+
+// report prints the results as Markdown tables, ready for
+// docs/benchmarks.md: absolute figures first, then the ratios the targets are
+// stated in.
+func report(w io.Writer, o options, results []result) {
+	fixed := map[string]result{}
+	maxed := map[string]result{}
+	var order []string
+	for _, r := range results {
+		name := r.setup.String()
+		if r.rate == 0 {
+			maxed[name] = r
+		} else {
+			fixed[name] = r
+			order = append(order, name)
+		}
+	}
+	direct := fixed["direct"]
+
+	fmt.Fprintf(w, "Run of %s on %d CPUs (%s/%s): fortio, %d connections, %d-byte echo, %s per phase after %s of warm-up.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, o.connections, o.payload, o.duration, o.warmup)
+
+	fmt.Fprintf(w, "### Fixed rate: %d req/s\n\n", o.rate)
+	fmt.Fprintln(w, "| setup | req/s | p50 ms | p90 ms | p99 ms | added p50 ms | added p90 ms | added p99 ms | proxy CPU s per 1000 req | peak RSS MB | failed |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, name := range order {
+		r := fixed[name]
+		fmt.Fprintf(w, "| %s | %.0f | %.3f | %.3f | %.3f | %s | %s | %s | %s | %s | %d |\n", name, r.qps,
+			ms(r.p50), ms(r.p90), ms(r.p99),
+			added(r, direct, r.p50, direct.p50), added(r, direct, r.p90, direct.p90), added(r, direct, r.p99, direct.p99),
+			perThousand(r), rssMB(r), r.failed)
+	}
+
+	fmt.Fprint(w, "\n### Maximum rate, each proxy on one core\n\n")
+	fmt.Fprintln(w, "| setup | req/s | p50 ms | p99 ms | proxy cores busy | req/s per proxy core | failed |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
+	for _, name := range order {
+		r := maxed[name]
+		fmt.Fprintf(w, "| %s | %.0f | %.3f | %.3f | %s | %s | %d |\n", name, r.qps, ms(r.p50), ms(r.p99), coresBusy(r, o.duration), perCore(r), r.failed)
+	}
+
+	fmt.Fprint(w, "\n### Ratios\n\n")
+	fmt.Fprint(w, "Added latency is the setup's percentile minus the direct path's at the fixed rate. Lower is better except for req/s per core.\n\n")
+	fmt.Fprintln(w, "| comparison | added p50 | added p99 | req/s per proxy core | CPU per 1000 req | peak RSS at fixed rate |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
+	for _, pair := range [][2]string{
+		{"meshproxy x1", "haproxy x1"}, {"meshproxy x1", "nginx x1"},
+		{"meshproxy x2", "haproxy x2"}, {"meshproxy x2", "nginx x2"},
+	} {
+		a, okA := fixed[pair[0]]
+		b, okB := fixed[pair[1]]
+		if !okA || !okB {
+			continue
+		}
+		fmt.Fprintf(w, "| %s / %s | %s | %s | %s | %s | %s |\n", pair[0], pair[1],
+			ratio(a.p50-direct.p50, b.p50-direct.p50), ratio(a.p99-direct.p99, b.p99-direct.p99),
+			ratio(reqPerCore(maxed[pair[0]]), reqPerCore(maxed[pair[1]])),
+			ratio(cpuPerThousand(a), cpuPerThousand(b)), ratio(float64(a.peakRSS), float64(b.peakRSS)))
+	}
+	for _, name := range []string{"meshproxy x1", "meshproxy x2"} {
+		a, ok := fixed[name]
+		if !ok {
+			continue
+		}
+		fmt.Fprintf(w, "| %s / direct (total latency, req/s) | %s | %s | %s | | |\n", name,
+			ratio(a.p50, direct.p50), ratio(a.p99, direct.p99), ratio(maxed[name].qps, maxed["direct"].qps))
+	}
+
+	if m, ok := fixed["meshproxy x1"]; ok {
+		if h, ok := fixed["haproxy x1"]; ok {
+			fmt.Fprint(w, "\n### Targets\n\n")
+			check := func(what string, ok bool, detail string) {
+				mark := "met"
+				if !ok {
+					mark = "NOT met"
+				}
+				fmt.Fprintf(w, "- %s: %s (%s)\n", what, mark, detail)
+			}
+			mp50, hp50 := m.p50-direct.p50, h.p50-direct.p50
+			mp99, hp99 := m.p99-direct.p99, h.p99-direct.p99
+			check("added p50 of one meshproxy <= HAProxy's", mp50 <= hp50, fmt.Sprintf("%.3f ms vs %.3f ms", ms(mp50), ms(hp50)))
+			check("added p99 of one meshproxy <= HAProxy's", mp99 <= hp99, fmt.Sprintf("%.3f ms vs %.3f ms", ms(mp99), ms(hp99)))
+			mc, hc := reqPerCore(maxed["meshproxy x1"]), reqPerCore(maxed["haproxy x1"])
+			check("req/s per proxy core >= 0.8 x HAProxy's", hc > 0 && mc >= 0.8*hc, fmt.Sprintf("%.0f vs %.0f", mc, hc))
+			check(fmt.Sprintf("peak RSS at %d req/s < 20 MB", o.rate), m.peakRSS < 20<<20, fmt.Sprintf("%.1f MB", float64(m.peakRSS)/(1<<20)))
+		}
+	}
+}
+
+func ms(s float64) float64 { return s * 1e3 }
+
+func added(r, direct result, v, base float64) string {
+	if r.setup.kind == kindNone {
+		return "-"
+	}
+	return fmt.Sprintf("%.3f", ms(v-base))
+}
+
+func cpuPerThousand(r result) float64 {
+	if r.requests == 0 {
+		return 0
+	}
+	return r.proxyCPU / float64(r.requests) * 1000
+}
+
+func perThousand(r result) string {
+	if r.setup.proxies() == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.3f", cpuPerThousand(r))
+}
+
+func rssMB(r result) string {
+	if r.setup.proxies() == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", float64(r.peakRSS)/(1<<20))
+}
+
+// reqPerCore is how many requests one proxy core completes per second of
+// its CPU time: each request passes every proxy of the setup, so the
+// requests count once per proxy against their summed CPU time. Unlike the
+// achieved rate it does not depend on whether the proxy or the load
+// generator was the bottleneck.
+func reqPerCore(r result) float64 {
+	if r.proxyCPU == 0 {
+		return 0
+	}
+	return float64(r.requests) * float64(r.setup.proxies()) / r.proxyCPU
+}
+
+func perCore(r result) string {
+	if r.setup.proxies() == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", reqPerCore(r))
+}
+
+func coresBusy(r result, d time.Duration) string {
+	if r.setup.proxies() == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", r.proxyCPU/d.Seconds())
+}
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", a/b)
+}
