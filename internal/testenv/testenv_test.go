@@ -3,6 +3,12 @@ package testenv_test
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/netip"
@@ -15,6 +21,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
+	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -399,4 +406,74 @@ func TestComponentsDieWithTestProcess(t *testing.T) {
 		}
 		return err != nil, nil
 	})
+}
+
+// In-cluster clients trust the API server through the kube-root-ca.crt
+// ConfigMap, which must hold the env's CA; and kube-controller-manager signs
+// approved CertificateSigningRequests with that CA.
+func TestClusterCA(t *testing.T) {
+	env := testenv.Shared(t)
+	ctx := context.Background()
+	cs := env.Clientset()
+	ns := namespace(t, env, "testenv-ca")
+	poll(t, 30*time.Second, "kube-root-ca.crt in "+ns, func(ctx context.Context) (bool, error) {
+		cm, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, "kube-root-ca.crt", metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		if got := cm.Data["ca.crt"]; got != string(env.CACertPEM) {
+			return false, fmt.Errorf("kube-root-ca.crt holds\n%s\nwant the env's CA\n%s", got, env.CACertPEM)
+		}
+		return true, nil
+	})
+
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: "testenv-client", Organization: []string{"testenv"}},
+	}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := cs.CertificatesV1().CertificateSigningRequests().Create(ctx, &certificatesv1.CertificateSigningRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: "testenv-client"},
+		Spec: certificatesv1.CertificateSigningRequestSpec{
+			Request:    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER}),
+			SignerName: certificatesv1.KubeAPIServerClientSignerName,
+			Usages:     []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageClientAuth},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cs.CertificatesV1().CertificateSigningRequests().Delete(context.Background(), csr.Name, metav1.DeleteOptions{})
+	})
+	csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
+		Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue, Reason: "Test", Message: "approved by the test",
+	})
+	if _, err := cs.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, csr.Name, csr, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var certPEM []byte
+	poll(t, 30*time.Second, "the CSR to be signed", func(ctx context.Context) (bool, error) {
+		c, err := cs.CertificatesV1().CertificateSigningRequests().Get(ctx, csr.Name, metav1.GetOptions{})
+		certPEM = c.Status.Certificate
+		return err == nil && len(certPEM) > 0, err
+	})
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		t.Fatalf("signed certificate is not PEM: %q", certPEM)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(env.CACertPEM)
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("signed certificate does not chain to the env's CA: %v", err)
+	}
 }
