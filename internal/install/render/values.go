@@ -8,11 +8,13 @@ import (
 	"io"
 	"os"
 	"reflect"
-	"regexp"
 	"strings"
 
+	goccyyaml "github.com/goccy/go-yaml"
+	goccyparser "github.com/goccy/go-yaml/parser"
 	"gopkg.in/yaml.v3"
 	"helm.sh/helm/v3/pkg/strvals"
+	sigsyaml "sigs.k8s.io/yaml"
 )
 
 // ValueSources are the user's values as the CLI flags give them, applied in
@@ -80,22 +82,25 @@ func LoadValues(src ValueSources) (map[string]any, error) {
 	return normalize(values), nil
 }
 
-// yamlLine finds the line number in yaml's own error messages, which carry
-// no column for syntax errors.
-var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
-// parseValuesYAML decodes one values file. Errors are "name:line:col: what",
-// or "name:line: what" for syntax errors, where the YAML parser reports only
-// the line.
+// parseValuesYAML decodes one values file with Helm's own YAML semantics
+// (sigs.k8s.io/yaml). Every error names the place: "name:line:col: what".
+// The decoders Helm and Kubernetes use report a syntax error's line only,
+// and not always the right one, so syntax is checked first by a parser that
+// knows the position.
 func parseValuesYAML(name string, data []byte) (map[string]any, error) {
+	if _, err := goccyparser.ParseBytes(data, 0); err != nil {
+		var syntax *goccyyaml.SyntaxError
+		if errors.As(err, &syntax) && syntax.Token != nil {
+			return nil, fmt.Errorf("%s:%d:%d: %s", name, syntax.Token.Position.Line, syntax.Token.Position.Column, syntax.Message)
+		}
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
 			return map[string]any{}, nil // an empty file sets nothing
-		}
-		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
-			return nil, fmt.Errorf("%s:%s: %s", name, m[1], m[2])
 		}
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
@@ -116,11 +121,11 @@ func parseValuesYAML(name string, data []byte) (map[string]any, error) {
 	if err := checkKeys(name, root); err != nil {
 		return nil, err
 	}
-	var values map[string]any
-	if err := root.Decode(&values); err != nil {
+	values := map[string]any{}
+	if err := sigsyaml.Unmarshal(data, &values); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	return normalizeChecked(name, values)
+	return values, nil
 }
 
 // checkKeys rejects what Helm values cannot hold, with the key's position:
