@@ -96,6 +96,20 @@ func scanHead(b []byte) headFacts {
 			return v
 		}
 		v.fields++
+		// RFC 9112 section 5: a field name is a token directly followed by
+		// a colon; whitespace before the colon and obsolete line folding
+		// are rejected, since other parsers read them differently.
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 {
+			v.bad = true
+			return v
+		}
+		for _, c := range line[:colon] {
+			if !isToken(c) {
+				v.bad = true
+				return v
+			}
+		}
 		switch {
 		case hasFieldName(line, "content-length"):
 			v.contentLength = true
@@ -103,6 +117,13 @@ func scanHead(b []byte) headFacts {
 			v.transferEncoding = true
 		}
 	}
+}
+
+func isToken(c byte) bool {
+	if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
 func hasFieldName(line []byte, name string) bool {

@@ -157,8 +157,12 @@ func (h *h1conn) forward(req *http.Request, start time.Time) bool {
 	resp, err := s.p.h1Transport.RoundTrip(out)
 	if err != nil {
 		code, reason := http.StatusBadGateway, metrics.ReasonConnect
-		if guard.fired() {
+		switch {
+		case guard.fired():
 			code, reason = http.StatusGatewayTimeout, metrics.ReasonTimeout
+		case body.err != nil:
+			// The client's body was malformed (a bad chunk, say).
+			code, reason = http.StatusBadRequest, metrics.ReasonBadRequest
 		}
 		h.fail(start, req, code, reason, "upstream: "+err.Error())
 		return false
@@ -298,6 +302,7 @@ type h1Body struct {
 	responded bool // under h.wmu
 	n         int64
 	eof       atomic.Bool
+	err       error // a read error other than EOF
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {
@@ -315,6 +320,8 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	b.guard.touch()
 	if err == io.EOF {
 		b.eof.Store(true)
+	} else if err != nil {
+		b.err = err
 	}
 	return n, err
 }

@@ -39,7 +39,13 @@ func fixedDst(ap string) OriginalDstFunc {
 
 func startProxy(t testing.TB, cfg string, dst OriginalDstFunc, mod ...func(*Options)) *testProxy {
 	t.Helper()
-	doc := "version: test-1\ninbound: {address: \"127.0.0.1:0\"}\noutbound: {address: \"127.0.0.1:0\"}\n" + cfg
+	doc := "version: test-1\n" + cfg
+	if !strings.Contains(cfg, "inbound:") {
+		doc += "inbound: {address: \"127.0.0.1:0\"}\n"
+	}
+	if !strings.Contains(cfg, "outbound:") {
+		doc += "outbound: {address: \"127.0.0.1:0\"}\n"
+	}
 	snap, err := config.Parse([]byte(doc), "test.yaml")
 	if err != nil {
 		t.Fatal(err)

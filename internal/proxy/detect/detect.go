@@ -163,12 +163,11 @@ func Sniff(c net.Conn, timeout time.Duration) (Result, error) {
 			}
 		}
 		if err != nil {
-			if n == 0 {
+			timedOut := errors.Is(err, os.ErrDeadlineExceeded)
+			if n == 0 && !timedOut {
 				return Result{}, err
 			}
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				res.TimedOut = true
-			}
+			res.TimedOut = timedOut
 			// A client that half-closed after a few bytes still gets them
 			// forwarded; the TCP path will see the EOF again.
 			res.Protocol = TCP

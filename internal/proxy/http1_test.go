@@ -1,0 +1,290 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func echoBackend(t testing.TB) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Method", r.Method)
+		fmt.Fprintf(w, "%s", b)
+	}))
+	t.Cleanup(srv.Close)
+	return hostPort(srv.URL)
+}
+
+func TestHTTP1Hardening(t *testing.T) {
+	tp := startProxy(t, "limits: {maxHeaderCount: 10, maxHeaderBytes: 2048}\n", fixedDst(echoBackend(t)))
+	many := strings.Repeat("X-A: 1\r\n", 11)
+	big := "X-Big: " + strings.Repeat("b", 3000) + "\r\n"
+	for _, tc := range []struct {
+		name, raw, want string
+	}{
+		{"ok", "GET / HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 200 OK"},
+		{"content-length and transfer-encoding", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "HTTP/1.1 400 Bad Request"},
+		{"transfer-encoding then content-length", "POST / HTTP/1.1\r\nHost: a\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n0\r\n\r\n", "HTTP/1.1 400 Bad Request"},
+		{"two different content-lengths", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", "HTTP/1.1 400 Bad Request"},
+		{"bad chunk size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "HTTP/1.1 400 Bad Request"},
+		{"space before colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n", "HTTP/1.1 400 Bad Request"},
+		{"obsolete line folding", "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n  2\r\n\r\n", "HTTP/1.1 400 Bad Request"},
+		{"too many fields", "GET / HTTP/1.1\r\nHost: a\r\n" + many + "\r\n", "HTTP/1.1 431 Request Header Fields Too Large"},
+		{"head too large", "GET / HTTP/1.1\r\nHost: a\r\n" + big + "\r\n", "HTTP/1.1 431 Request Header Fields Too Large"},
+		{"head far too large", "GET / HTTP/1.1\r\nHost: a\r\n" + strings.Repeat(big, 5) + "\r\n", "HTTP/1.1 431 Request Header Fields Too Large"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := rawRequest(t, tp.outbound, tc.raw); got != tc.want {
+				t.Errorf("status %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestHTTP1HeaderReadTimeout(t *testing.T) {
+	tp := startProxy(t, "limits: {headerReadTimeout: 200ms}\n", fixedDst(echoBackend(t)))
+	start := time.Now()
+	if got := rawRequest(t, tp.outbound, "GET / HTTP/1.1\r\nHost: a\r\nX-Slow: "); got != "HTTP/1.1 408 Request Timeout" {
+		t.Errorf("status %q, want 408", got)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("slow client held the connection for %v", d)
+	}
+}
+
+func TestHTTP1IdleTimeout(t *testing.T) {
+	tp := startProxy(t, "limits: {idleTimeout: 200ms}\n", fixedDst(echoBackend(t)))
+	c, err := net.Dial("tcp", tp.outbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	start := time.Now()
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("idle connection: %v, want EOF", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("idle connection held for %v", d)
+	}
+}
+
+// Three endpoints on one port of three loopback addresses: requests to the
+// service's virtual address spread over all of them.
+func TestHTTP1KnownServiceBalancesOverEndpoints(t *testing.T) {
+	first, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(first.Addr().String())
+	lns := []net.Listener{first}
+	for _, ip := range []string{"127.0.0.2", "127.0.0.3"} {
+		ln, err := net.Listen("tcp", ip+":"+port)
+		if err != nil {
+			t.Skipf("binding a second loopback address: %v", err)
+		}
+		lns = append(lns, ln)
+	}
+	for i, ln := range lns {
+		name := fmt.Sprint("ep", i)
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, name) })}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+	}
+	cfg := `services:
+- name: web
+  namespace: default
+  addresses: [10.96.0.10]
+  ports: [{port: 80, targetPort: ` + port + `}]
+  endpoints:
+  - {address: 127.0.0.1, identity: "spiffe://cluster.local/ns/default/sa/web"}
+  - {address: 127.0.0.2}
+  - {address: 127.0.0.3, weight: 2}
+  - {address: 127.0.0.4, weight: 0}
+`
+	tp := startProxy(t, cfg, fixedDst("10.96.0.10:80"))
+	client := proxyClient(tp.outbound)
+	hits := map[string]int{}
+	for range 200 {
+		resp, err := client.Get("http://web.default/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		hits[string(b)]++
+	}
+	// Sequential requests leave nothing in flight, so the choice is the
+	// weighted draw alone: expect about 50, 50, 100.
+	if hits["ep0"] < 20 || hits["ep1"] < 20 || hits["ep2"] < 60 {
+		t.Errorf("hits %v, want about 50/50/100", hits)
+	}
+	if m := tp.metricsText(t); !strings.Contains(m, `meshproxy_requests_total{direction="outbound",service="web.default",code="200",method_class="read"} 200`) {
+		t.Errorf("metrics:\n%s", m)
+	}
+}
+
+func TestHTTP1NoEndpoints(t *testing.T) {
+	cfg := `services:
+- {name: web, namespace: default, addresses: [10.96.0.10], ports: [{port: 80}]}
+`
+	tp := startProxy(t, cfg, fixedDst("10.96.0.10:80"))
+	if got := rawRequest(t, tp.outbound, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); got != "HTTP/1.1 503 Service Unavailable" {
+		t.Errorf("status %q", got)
+	}
+}
+
+func TestHTTP1UpstreamDown(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	tp := startProxy(t, "", fixedDst(addr))
+	if got := rawRequest(t, tp.outbound, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); got != "HTTP/1.1 502 Bad Gateway" {
+		t.Errorf("status %q", got)
+	}
+}
+
+func proxyClient(addr string) *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	}}}
+}
+
+func TestHTTP1BodiesAndTrailers(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("Trailer", "X-Sum")
+		w.WriteHeader(201)
+		w.Write(b)
+		w.(http.Flusher).Flush()
+		w.Write([]byte("!"))
+		w.Header().Set("X-Sum", fmt.Sprint(len(b), r.Trailer.Get("X-Req-Trailer")))
+	}))
+	defer backend.Close()
+	tp := startProxy(t, "", fixedDst(hostPort(backend.URL)))
+	client := proxyClient(tp.outbound)
+	// Chunked request with a trailer.
+	pr, pw := io.Pipe()
+	go func() { io.WriteString(pw, strings.Repeat("a", 70000)); pw.Close() }()
+	req, _ := http.NewRequest("PUT", "http://x/", pr)
+	req.Trailer = http.Header{"X-Req-Trailer": {"t"}}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 201 || len(b) != 70001 || resp.Trailer.Get("X-Sum") != "70000t" {
+		t.Fatalf("status %d, %d bytes, trailer %q", resp.StatusCode, len(b), resp.Trailer.Get("X-Sum"))
+	}
+	// HEAD has no body whatever the upstream says.
+	resp, err = client.Head("http://x/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+}
+
+func TestHTTP1ExpectContinue(t *testing.T) {
+	tp := startProxy(t, "", fixedDst(echoBackend(t)))
+	c, err := net.Dial("tcp", tp.outbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+	br := bufio.NewReader(c)
+	line, err := br.ReadString('\n')
+	if err != nil || line != "HTTP/1.1 100 Continue\r\n" {
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	br.ReadString('\n')
+	io.WriteString(c, "hello")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if string(b) != "hello" {
+		t.Fatalf("body %q", b)
+	}
+}
+
+func TestHTTP1Upgrade(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "want upgrade", 400)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		brw.Flush()
+		io.Copy(c, brw)
+	}))
+	defer backend.Close()
+	tp := startProxy(t, "", fixedDst(hostPort(backend.URL)))
+	c, err := net.Dial("tcp", tp.outbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly ")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("response %v, %v", resp, err)
+	}
+	io.WriteString(c, "ping")
+	c.(*net.TCPConn).CloseWrite()
+	b, _ := io.ReadAll(br)
+	if string(b) != "early ping" {
+		t.Fatalf("echo %q", b)
+	}
+}
+
+func TestHTTP1StreamIdleTimeout(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer backend.Close()
+	tp := startProxy(t, "limits: {streamIdleTimeout: 200ms}\n", fixedDst(hostPort(backend.URL)))
+	c, err := net.Dial("tcp", tp.outbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	start := time.Now()
+	io.ReadAll(c)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("stalled stream held for %v", d)
+	}
+	waitFor(t, func() bool {
+		return strings.Contains(tp.metricsText(t), `reason="timeout"} 1`)
+	})
+}
