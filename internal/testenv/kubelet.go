@@ -43,12 +43,14 @@ type PodState struct {
 	WaitingReason  string
 	WaitingMessage string
 	// IP is the pod's address. Zero: keep the pod's current address, or
-	// hand out the next one from PodCIDR. It must not be a loopback
+	// use the node's for a hostNetwork pod, or hand out the next one from
+	// PodCIDR. It must not be a loopback
 	// address: the API server refuses those in EndpointSlices.
 	IP netip.Addr
-	// Node is the Node to bind an unbound pod to (created if missing);
-	// empty means DefaultNode. A pod that is already bound stays on its
-	// node.
+	// Node is the Node to bind an unbound pod to (created if missing).
+	// Empty: the node the pod's required node affinity names by
+	// metadata.name (as DaemonSet pods have), else DefaultNode. A pod that
+	// is already bound stays on its node.
 	Node string
 }
 
@@ -116,6 +118,30 @@ func (e *Env) EnsureNode(ctx context.Context, name string) (netip.Addr, error) {
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("writing the status of node %s: %w", name, err)
 	}
+	// Admission taints a new node not-ready until the node lifecycle
+	// controller sees it Ready; that controller is off (see
+	// startControllerManager), so lift the taint as it would.
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		n, err := nodes.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		taints := n.Spec.Taints[:0]
+		for _, t := range n.Spec.Taints {
+			if t.Key != corev1.TaintNodeNotReady {
+				taints = append(taints, t)
+			}
+		}
+		if len(taints) == len(n.Spec.Taints) {
+			return nil
+		}
+		n.Spec.Taints = taints
+		_, err = nodes.Update(ctx, n, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("removing the not-ready taint of node %s: %w", name, err)
+	}
 	e.mu.Lock()
 	e.nodes[name] = ip
 	e.mu.Unlock()
@@ -174,9 +200,12 @@ func (e *Env) SetPodState(ctx context.Context, namespace, name string, st PodSta
 	node := pod.Spec.NodeName
 	if node == "" {
 		node = st.Node
-		if node == "" {
-			node = DefaultNode
-		}
+	}
+	if node == "" {
+		node = requiredNode(pod)
+	}
+	if node == "" {
+		node = DefaultNode
 	}
 	nodeIP, err := e.EnsureNode(ctx, node)
 	if err != nil {
@@ -198,7 +227,11 @@ func (e *Env) SetPodState(ctx context.Context, namespace, name string, st PodSta
 			return err
 		}
 		ip := st.IP
-		if !ip.IsValid() {
+		switch {
+		case ip.IsValid():
+		case pod.Spec.HostNetwork:
+			ip = nodeIP
+		default:
 			ip = e.podIP(pod)
 		}
 		pod.Status = podStatus(pod, st, nodeIP, ip, metav1.Now())
@@ -209,6 +242,23 @@ func (e *Env) SetPodState(ctx context.Context, namespace, name string, st PodSta
 		return nil, fmt.Errorf("writing the status of pod %s/%s: %w", namespace, name, err)
 	}
 	return written, nil
+}
+
+// requiredNode returns the node a pod's required node affinity names by
+// metadata.name, as the DaemonSet controller pins its pods, or "".
+func requiredNode(pod *corev1.Pod) string {
+	a := pod.Spec.Affinity
+	if a == nil || a.NodeAffinity == nil || a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		return ""
+	}
+	for _, term := range a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
+		for _, f := range term.MatchFields {
+			if f.Key == "metadata.name" && f.Operator == corev1.NodeSelectorOpIn && len(f.Values) == 1 {
+				return f.Values[0]
+			}
+		}
+	}
+	return ""
 }
 
 // podIP keeps the pod's address if it has one, else hands out the next free

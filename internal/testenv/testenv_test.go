@@ -477,3 +477,79 @@ func TestClusterCA(t *testing.T) {
 		t.Errorf("signed certificate does not chain to the env's CA: %v", err)
 	}
 }
+
+// DaemonSet pods come pinned to a node by affinity; the stand-in must bind
+// each to its own node, and give a hostNetwork pod its node's address.
+func TestDaemonSetOnEveryNode(t *testing.T) {
+	env := testenv.Shared(t)
+	ctx := context.Background()
+	cs := env.Clientset()
+	ns := namespace(t, env, "testenv-ds")
+	nodeIPs := map[string]string{}
+	for _, name := range []string{"testenv-ds-a", "testenv-ds-b"} {
+		ip, err := env.EnsureNode(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !testenv.NodeCIDR.Contains(ip) {
+			t.Errorf("node %s has address %s outside %s", name, ip, testenv.NodeCIDR)
+		}
+		n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(n.Spec.Taints) != 0 {
+			t.Errorf("node %s keeps taints %v", name, n.Spec.Taints)
+		}
+	}
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes.Items {
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP {
+				nodeIPs[n.Name] = a.Address
+			}
+		}
+	}
+	labels := map[string]string{"app": "agent"}
+	ds := &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "agent"},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					HostNetwork: true,
+					Containers:  []corev1.Container{{Name: "agent", Image: "example.com/agent:1"}},
+				},
+			},
+		},
+	}
+	if _, err := cs.AppsV1().DaemonSets(ns).Create(ctx, ds, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, 30*time.Second, fmt.Sprintf("%d daemon pods", len(nodeIPs)), func(ctx context.Context) (bool, error) {
+		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=agent"})
+		return err == nil && len(pods.Items) == len(nodeIPs), err
+	})
+	pods, err := env.MarkPodsReady(ctx, ns, "app=agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, p := range pods {
+		if seen[p.Spec.NodeName] {
+			t.Errorf("two daemon pods on node %s", p.Spec.NodeName)
+		}
+		seen[p.Spec.NodeName] = true
+		if p.Status.PodIP != nodeIPs[p.Spec.NodeName] {
+			t.Errorf("hostNetwork pod %s on node %s has IP %s, want the node's %s", p.Name, p.Spec.NodeName, p.Status.PodIP, nodeIPs[p.Spec.NodeName])
+		}
+	}
+	poll(t, 30*time.Second, "the DaemonSet to count every pod ready", func(ctx context.Context) (bool, error) {
+		d, err := cs.AppsV1().DaemonSets(ns).Get(ctx, "agent", metav1.GetOptions{})
+		return err == nil && int(d.Status.NumberReady) == len(nodeIPs), err
+	})
+}
