@@ -1,0 +1,548 @@
+// Package inject adds the mesh's proxy to the pod templates of Kubernetes
+// manifests, and removes it again, without reformatting anything else.
+//
+// The transform is pure: bytes and Settings in, bytes and a report out. It
+// backs `meshctl inject` and `meshctl uninject` and the controller's
+// admission webhook.
+//
+// Documents are parsed with gopkg.in/yaml.v3 only to locate the pod
+// template's parts; the additions are spliced into the original text, in the
+// document's own style (block or flow, indentation, line endings). Outside
+// the added lines the output is the input byte for byte, and Uninject of
+// Inject's output gives back the input exactly. What was added is recorded in
+// the meshctl.dev/injected annotation (see Status); re-injection removes the
+// old injection first, so injecting twice changes nothing and injecting the
+// output of another version replaces its injection.
+//
+// Insertions always go at the start of a mapping or list: a collection's
+// start is the one place whose position the parser reports exactly, and an
+// item inserted there is followed by the original first item, so uninject can
+// find where it ends. The proxy being first among the containers is also what
+// makes the application start after it.
+package inject
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/meshctl/mesh/internal/wellknown"
+)
+
+// Outcome is what happened to one workload.
+type Outcome string
+
+const (
+	// Injected: the proxy was added (or an older injection replaced).
+	Injected Outcome = "injected"
+	// Unchanged: the workload already carried this exact injection.
+	Unchanged Outcome = "unchanged"
+	// Skipped: the workload must not or cannot be injected; Reason says
+	// why. Its text is left as it was.
+	Skipped Outcome = "skipped"
+	// Uninjected: Uninject removed the proxy.
+	Uninjected Outcome = "uninjected"
+	// NotInjected: Uninject found no injection to remove.
+	NotInjected Outcome = "not-injected"
+)
+
+// Report is the outcome for one workload of the stream.
+type Report struct {
+	// Document is the 1-based index of the document in the stream.
+	Document int `json:"document"`
+	// Item is the 0-based index of the workload in a List, -1 outside one.
+	Item int `json:"item"`
+	// Line is the line of the stream where the workload starts.
+	Line      int     `json:"line"`
+	Kind      string  `json:"kind"`
+	Name      string  `json:"name"`
+	Namespace string  `json:"namespace,omitempty"`
+	Outcome   Outcome `json:"outcome"`
+	// Reason says why a workload was skipped.
+	Reason string `json:"reason,omitempty"`
+	// Replaced is the version of an injection that was replaced.
+	Replaced string `json:"replaced,omitempty"`
+}
+
+// Error locates a failure in the stream. Callers add the file name.
+type Error struct {
+	// Document is the 1-based index of the document; Line is the line of
+	// the stream (0 when unknown).
+	Document int
+	Line     int
+	Err      error
+}
+
+func (e *Error) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("document %d (line %d): %v", e.Document, e.Line, e.Err)
+	}
+	return fmt.Sprintf("document %d: %v", e.Document, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Inject adds the proxy to every workload of a YAML or JSON stream (one
+// document or several separated by ---, Lists included) and returns the new
+// stream and one report per workload. Documents that are not workloads, and
+// workloads that are skipped, come out byte for byte. On error the output is
+// nil: a stream is transformed whole or not at all.
+func Inject(in []byte, s Settings) ([]byte, []Report, error) {
+	docs, err := splitDocuments(in)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.Namespaces = withStreamNamespaces(docs, s.Namespaces)
+	out := make([]byte, 0, len(in)+len(in)/4)
+	var reports []Report
+	for _, d := range docs {
+		b, r, err := injectDocument(d, &s)
+		if err != nil {
+			return nil, nil, err
+		}
+		out = append(out, b...)
+		reports = append(reports, r...)
+	}
+	return out, reports, nil
+}
+
+// Uninject removes what Inject added from every workload of a stream.
+func Uninject(in []byte) ([]byte, []Report, error) {
+	docs, err := splitDocuments(in)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make([]byte, 0, len(in))
+	var reports []Report
+	for _, d := range docs {
+		root, err := d.parse()
+		if err != nil {
+			return nil, nil, err
+		}
+		b, r, err := uninjectDocument(d, root)
+		if err != nil {
+			return nil, nil, err
+		}
+		out = append(out, b...)
+		reports = append(reports, r...)
+	}
+	return out, reports, nil
+}
+
+// document is one document of a stream: its text from the start of its
+// "---" line (if any) to the start of the next one.
+type document struct {
+	*source
+	index int
+}
+
+func (d document) errorf(line int, format string, args ...any) error {
+	return &Error{Document: d.index, Line: line, Err: fmt.Errorf(format, args...)}
+}
+
+func (d document) wrap(err error) error {
+	var f *errFormatting
+	line := 0
+	if errors.As(err, &f) {
+		line = f.line
+	}
+	return &Error{Document: d.index, Line: line, Err: err}
+}
+
+// parse returns the document's root node, nil for an empty document.
+func (d document) parse() (*yaml.Node, error) {
+	var n yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(d.b))
+	if err := dec.Decode(&n); err != nil {
+		if errors.Is(err, errEOF) {
+			return nil, nil
+		}
+		return nil, d.errorf(0, "parsing: %w", shiftLines(err, d.firstLine-1))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, d.errorf(d.firstLine+extra.Line-1, "parsing: a second document without a --- separator")
+	} else if !errors.Is(err, errEOF) {
+		return nil, d.errorf(0, "parsing: %w", shiftLines(err, d.firstLine-1))
+	}
+	if len(n.Content) == 0 {
+		return nil, nil
+	}
+	return n.Content[0], nil
+}
+
+func (d document) lineOf(n *yaml.Node) int { return d.firstLine + n.Line - 1 }
+
+// withStreamNamespaces adds the inject labels of the stream's Namespace
+// documents to known. Only documents that mention a Namespace are parsed.
+func withStreamNamespaces(docs []document, known map[string]string) map[string]string {
+	out := make(map[string]string, len(known))
+	for k, v := range known {
+		out[k] = v
+	}
+	for _, d := range docs {
+		if !bytes.Contains(d.b, []byte("Namespace")) {
+			continue
+		}
+		root, err := d.parse()
+		if err != nil || root == nil {
+			continue
+		}
+		nodes := []*yaml.Node{root}
+		if _, items := mapGet(root, "items"); items != nil && items.Kind == yaml.SequenceNode {
+			nodes = items.Content
+		}
+		for _, n := range nodes {
+			if scalar(n, "kind") != "Namespace" {
+				continue
+			}
+			_, meta := mapGet(n, "metadata")
+			_, labels := mapGet(meta, "labels")
+			if v := scalar(labels, wellknown.LabelInject); v != "" {
+				out[scalar(meta, "name")] = v
+			}
+		}
+	}
+	return out
+}
+
+func (w *workload) report(d document, line int) Report {
+	return Report{Document: d.index, Item: w.item, Line: line, Kind: w.kind, Name: w.name, Namespace: w.namespace}
+}
+
+// injectDocument injects every workload of one document.
+func injectDocument(d document, s *Settings) ([]byte, []Report, error) {
+	root, err := d.parse()
+	if err != nil {
+		return nil, nil, err
+	}
+	ws, err := findWorkloads(root)
+	if err != nil {
+		return nil, nil, d.errorf(d.lineOf(root), "%w", err)
+	}
+	if len(ws) == 0 {
+		return d.b, nil, nil
+	}
+	lines := make([]int, len(ws))
+	for i, w := range ws {
+		lines[i] = d.lineOf(w.node)
+	}
+
+	// An injected document is first brought back to what it was before, so
+	// that injecting again yields the same bytes and an older injection is
+	// replaced whole.
+	base := d
+	replaced := map[int]string{}
+	if hasInjection(ws) {
+		b, reps, err := uninjectDocument(d, root)
+		if err != nil {
+			return nil, nil, err
+		}
+		for i, r := range reps {
+			replaced[i] = r.Replaced
+		}
+		base = document{source: newSource(b, d.firstLine), index: d.index}
+		if root, err = base.parse(); err != nil {
+			return nil, nil, err
+		}
+		if ws, err = findWorkloads(root); err != nil || len(ws) != len(lines) {
+			return nil, nil, d.errorf(d.lineOf(root), "re-reading the document after removing the previous injection: %v", err)
+		}
+	}
+
+	sp := &splicer{src: base.source, style: detectStyle(base.source, ws)}
+	reports := make([]Report, len(ws))
+	for i, w := range ws {
+		rep := w.report(d, lines[i])
+		rep.Replaced = replaced[i]
+		reason, err := injectWorkload(sp, w, s)
+		if err != nil {
+			return nil, nil, base.wrap(fmt.Errorf("%s %q: %w", w.kind, w.name, err))
+		}
+		if reason != "" {
+			rep.Outcome, rep.Reason = Skipped, reason
+		} else {
+			rep.Outcome = Injected
+		}
+		reports[i] = rep
+	}
+	out, err := sp.apply()
+	if err != nil {
+		return nil, nil, base.wrap(err)
+	}
+
+	// The promise of losslessness is checked on every document: removing
+	// the injection again must give back the text injection started from.
+	outDoc := document{source: newSource(out, d.firstLine), index: d.index}
+	outRoot, err := outDoc.parse()
+	if err != nil {
+		return nil, nil, d.errorf(0, "the injected document does not parse, which is a bug in meshctl: %w", err)
+	}
+	back, _, err := uninjectDocument(outDoc, outRoot)
+	if err != nil {
+		return nil, nil, d.errorf(0, "the injection cannot be undone in this formatting: %w", err)
+	}
+	if !bytes.Equal(back, base.b) {
+		return nil, nil, d.errorf(d.lineOf(root), "the injection cannot be undone exactly in this formatting")
+	}
+
+	if bytes.Equal(out, d.b) {
+		for i := range reports {
+			if reports[i].Outcome == Injected {
+				reports[i].Outcome, reports[i].Replaced = Unchanged, ""
+			}
+		}
+	}
+	return out, reports, nil
+}
+
+func hasInjection(ws []*workload) bool {
+	for _, w := range ws {
+		if w.skip != "" {
+			continue
+		}
+		t, _, err := readTemplate(w)
+		if err != nil || t == nil {
+			continue
+		}
+		if _, ok := t.annotations()[annotationInjected]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// injectWorkload adds the edits that inject w, or returns why it is skipped.
+func injectWorkload(sp *splicer, w *workload, s *Settings) (string, error) {
+	if w.skip != "" {
+		return w.skip, nil
+	}
+	t, reason, err := readTemplate(w)
+	if err != nil || reason != "" {
+		return reason, err
+	}
+	if reason := skipReason(w, t, s); reason != "" {
+		return reason, nil
+	}
+	ann := t.annotations()
+	p, err := s.configure(ann)
+	if err != nil {
+		return "", err
+	}
+	p.terminationGrace = -1
+	if _, v := mapGet(t.spec, "terminationGracePeriodSeconds"); v != nil && v.Kind == yaml.ScalarNode {
+		var g int64
+		if _, err := fmt.Sscan(v.Value, &g); err == nil {
+			p.terminationGrace = g
+		}
+	}
+	for _, seq := range []*yaml.Node{t.containers, t.initCtrs} {
+		for _, n := range names(seq) {
+			if n == wellknown.ProxyContainerName || n == wellknown.InitContainerName {
+				return "", fmt.Errorf("a container is already named %s but the pod carries no %s annotation", n, annotationInjected)
+			}
+		}
+	}
+	for _, n := range names(t.volume) {
+		if n == IdentityVolumeName {
+			return "", fmt.Errorf("a volume is already named %s but the pod carries no %s annotation", n, annotationInjected)
+		}
+	}
+
+	st := Status{Version: s.Version, Volumes: []string{IdentityVolumeName}}
+	inits := list{p.initContainer()}
+	st.InitContainers = []string{wellknown.InitContainerName}
+	if p.native {
+		inits = append(inits, p.proxyContainer())
+		st.InitContainers = append(st.InitContainers, wellknown.ProxyContainerName)
+	} else {
+		st.Containers = []string{wellknown.ProxyContainerName}
+	}
+	var newSpecKeys object
+	if t.initCtrs == nil {
+		st.Created = append(st.Created, "spec.initContainers")
+		newSpecKeys = append(newSpecKeys, field{"initContainers", inits})
+	}
+	if t.volume == nil {
+		st.Created = append(st.Created, "spec.volumes")
+		newSpecKeys = append(newSpecKeys, field{"volumes", list{identityVolume()}})
+	}
+	switch {
+	case t.meta == nil:
+		st.Created = append([]string{"metadata"}, st.Created...)
+	case t.ann == nil:
+		st.Created = append([]string{"metadata.annotations"}, st.Created...)
+	}
+	statusEntry := object{{annotationInjected, singleQuoted(st.encode())}}
+	switch {
+	case t.meta == nil:
+		err = sp.insertEntries(t.node, object{{"metadata", object{{"annotations", statusEntry}}}}, "the pod template")
+	case t.ann == nil:
+		err = sp.insertEntries(t.meta, object{{"annotations", statusEntry}}, "the pod template's metadata")
+	default:
+		err = sp.insertEntries(t.ann, statusEntry, "the pod template's annotations")
+	}
+	if err != nil {
+		return "", err
+	}
+	if len(newSpecKeys) > 0 {
+		if err := sp.insertEntries(t.spec, newSpecKeys, "the pod spec"); err != nil {
+			return "", err
+		}
+	}
+	if t.initCtrs != nil {
+		if err := sp.insertItems(t.initCtrs, inits, "the init containers"); err != nil {
+			return "", err
+		}
+	}
+	if !p.native {
+		if err := sp.insertItems(t.containers, list{p.proxyContainer()}, "the containers"); err != nil {
+			return "", err
+		}
+	}
+	if t.volume != nil {
+		if err := sp.insertItems(t.volume, list{identityVolume()}, "the volumes"); err != nil {
+			return "", err
+		}
+	}
+	return "", nil
+}
+
+// detectStyle reads the indentation of block collections from the first
+// workload's pod spec, so that added lines look like their neighbours.
+func detectStyle(src *source, ws []*workload) blockStyle {
+	st := blockStyle{eol: "\n", step: 2, gap: 2}
+	for _, w := range ws {
+		if w.tmpl == nil || w.tmpl.Kind != yaml.MappingNode {
+			continue
+		}
+		specKey, spec := mapGet(w.tmpl, "spec")
+		if spec == nil || spec.Kind != yaml.MappingNode || isFlow(spec) {
+			continue
+		}
+		if d := spec.Column - specKey.Column; d > 0 && spec.Line > specKey.Line {
+			st.step = d
+		}
+		if ck, cs := mapGet(spec, "containers"); cs != nil && cs.Kind == yaml.SequenceNode && !isFlow(cs) {
+			st.indentSeq = cs.Column > ck.Column
+		}
+		break
+	}
+	return st
+}
+
+// uninjectDocument removes the injection of every workload of a document.
+func uninjectDocument(d document, root *yaml.Node) ([]byte, []Report, error) {
+	ws, err := findWorkloads(root)
+	if err != nil {
+		return nil, nil, d.errorf(d.lineOf(root), "%w", err)
+	}
+	if len(ws) == 0 {
+		return d.b, nil, nil
+	}
+	sp := &splicer{src: d.source}
+	reports := make([]Report, len(ws))
+	for i, w := range ws {
+		rep := w.report(d, d.lineOf(w.node))
+		version, found, err := uninjectWorkload(sp, w)
+		if err != nil {
+			return nil, nil, d.wrap(fmt.Errorf("%s %q: %w", w.kind, w.name, err))
+		}
+		rep.Outcome = NotInjected
+		if found {
+			rep.Outcome, rep.Replaced = Uninjected, version
+		}
+		reports[i] = rep
+	}
+	out, err := sp.apply()
+	if err != nil {
+		return nil, nil, d.wrap(err)
+	}
+	return out, reports, nil
+}
+
+// uninjectWorkload adds the edits that remove w's injection; found is false
+// when w carries none.
+func uninjectWorkload(sp *splicer, w *workload) (version string, found bool, err error) {
+	if w.skip != "" {
+		return "", false, nil
+	}
+	t, reason, err := readTemplate(w)
+	if err != nil || reason != "" {
+		return "", false, err
+	}
+	v, ok := t.annotations()[annotationInjected]
+	if !ok {
+		return "", false, nil
+	}
+	st, err := parseStatus(v)
+	if err != nil {
+		return "", false, err
+	}
+	switch {
+	case st.created("metadata"):
+		k, _ := mapGet(t.node, "metadata")
+		err = sp.removeEntry(t.node, k, "the injected metadata")
+	case st.created("metadata.annotations"):
+		err = sp.removeEntry(t.meta, t.annKey, "the injected annotations")
+	default:
+		k, _ := mapGet(t.ann, annotationInjected)
+		err = sp.removeEntry(t.ann, k, "the status annotation")
+	}
+	if err != nil {
+		return "", false, err
+	}
+	for _, c := range []struct {
+		key   string
+		seq   *yaml.Node
+		names []string
+	}{
+		{"initContainers", t.initCtrs, st.InitContainers},
+		{"containers", t.containers, st.Containers},
+		{"volumes", t.volume, st.Volumes},
+	} {
+		if st.created("spec." + c.key) {
+			k, _ := mapGet(t.spec, c.key)
+			if k == nil {
+				return "", false, fmt.Errorf("spec.%s, which injection created, is missing", c.key)
+			}
+			if err := sp.removeEntry(t.spec, k, "the injected spec."+c.key); err != nil {
+				return "", false, err
+			}
+			continue
+		}
+		if len(c.names) == 0 {
+			continue
+		}
+		drop := map[int]bool{}
+		have := names(c.seq)
+		for _, n := range c.names {
+			found := false
+			for i, h := range have {
+				if h == n && !drop[i] {
+					drop[i], found = true, true
+					break
+				}
+			}
+			if !found {
+				return "", false, fmt.Errorf("the injected %s %q is missing from spec.%s", singular(c.key), n, c.key)
+			}
+		}
+		if err := sp.removeItems(c.seq, drop, "the injected spec."+c.key); err != nil {
+			return "", false, err
+		}
+	}
+	return st.Version, true, nil
+}
+
+func singular(key string) string {
+	switch key {
+	case "initContainers":
+		return "init container"
+	case "containers":
+		return "container"
+	}
+	return "volume"
+}

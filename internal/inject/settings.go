@@ -1,0 +1,194 @@
+package inject
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/meshctl/mesh/internal/meshconfig"
+	"github.com/meshctl/mesh/internal/proxyinit"
+	"github.com/meshctl/mesh/internal/wellknown"
+)
+
+// Settings are the mesh-wide inputs of injection. Per-workload annotations
+// override the proxy defaults for one pod template.
+type Settings struct {
+	// Proxy holds the defaults of the injected proxy, from the MeshConfig.
+	Proxy meshconfig.Proxy
+	// MeshNamespace is the control plane's namespace; workloads in it are
+	// never injected.
+	MeshNamespace string
+	// Version is the mesh version recorded in the status annotation, so
+	// that output of another version is recognised and re-injected.
+	Version string
+	// NativeSidecar runs the proxy as an init container with
+	// restartPolicy Always (Kubernetes 1.29 and later). The caller checks
+	// that the cluster supports it.
+	NativeSidecar bool
+	// Namespaces maps namespace names to the value of their
+	// meshctl.dev/inject label, for namespaces known from outside the
+	// stream. Namespace documents in the stream are added to it.
+	Namespaces map[string]string
+}
+
+// NewSettings returns the settings of a mesh whose configuration is spec.
+func NewSettings(spec meshconfig.Spec, meshNamespace, version string) Settings {
+	return Settings{
+		Proxy:         spec.Proxy,
+		MeshNamespace: meshNamespace,
+		Version:       version,
+		NativeSidecar: spec.Proxy.NativeSidecar,
+	}
+}
+
+// proxyConfig is the proxy of one workload: the mesh's defaults with the
+// workload's annotations applied, values as they are written into the pod.
+type proxyConfig struct {
+	image             string
+	pullPolicy        string
+	logLevel          string
+	uid               int64
+	inbound           int32
+	outbound          int32
+	admin             int32
+	requests, limits  object
+	skipInboundPorts  string
+	skipOutboundPorts string
+	skipOutboundCIDRs string
+	opaquePorts       string
+	native            bool
+	// terminationGrace is the pod's terminationGracePeriodSeconds, -1 when
+	// unset.
+	terminationGrace int64
+}
+
+// configure applies a pod template's annotations to the settings. An
+// invalid annotation value is an error: a pod that cannot start is worse than
+// a manifest that cannot be injected.
+func (s *Settings) configure(ann map[string]string) (proxyConfig, error) {
+	p := proxyConfig{
+		image:      s.Proxy.Image,
+		pullPolicy: string(s.Proxy.ImagePullPolicy),
+		logLevel:   s.Proxy.LogLevel,
+		uid:        s.Proxy.UID,
+		inbound:    s.Proxy.InboundPort,
+		outbound:   s.Proxy.OutboundPort,
+		admin:      s.Proxy.AdminPort,
+		native:     s.NativeSidecar,
+	}
+	if p.logLevel == "" {
+		p.logLevel = "info"
+	}
+	if p.uid == 0 {
+		p.uid = wellknown.ProxyUID
+	}
+	if p.inbound == 0 {
+		p.inbound = wellknown.ProxyInboundPort
+	}
+	if p.outbound == 0 {
+		p.outbound = wellknown.ProxyOutboundPort
+	}
+	if p.admin == 0 {
+		p.admin = wellknown.ProxyAdminPort
+	}
+	if v, ok := ann[wellknown.AnnotationProxyImage]; ok {
+		p.image = strings.TrimSpace(v)
+	}
+	if v, ok := ann[wellknown.AnnotationProxyVersion]; ok {
+		p.image = withTag(p.image, strings.TrimSpace(v))
+	}
+	if p.image == "" {
+		return p, fmt.Errorf("no proxy image: set %s or the mesh's proxy image", wellknown.AnnotationProxyImage)
+	}
+	if v, ok := ann[wellknown.AnnotationProxyLogLevel]; ok {
+		p.logLevel = strings.TrimSpace(v)
+	}
+	switch p.logLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return p, fmt.Errorf("%s: %q is not one of debug, info, warn, error", wellknown.AnnotationProxyLogLevel, p.logLevel)
+	}
+
+	requests := quantities(s.Proxy.Resources.Requests)
+	limits := quantities(s.Proxy.Resources.Limits)
+	for _, o := range []struct {
+		annotation string
+		into       map[string]string
+		name       string
+	}{
+		{wellknown.AnnotationProxyCPURequest, requests, "cpu"},
+		{wellknown.AnnotationProxyMemoryRequest, requests, "memory"},
+		{wellknown.AnnotationProxyCPULimit, limits, "cpu"},
+		{wellknown.AnnotationProxyMemoryLimit, limits, "memory"},
+	} {
+		v, ok := ann[o.annotation]
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		if _, err := resource.ParseQuantity(v); err != nil {
+			return p, fmt.Errorf("%s: %q is not a quantity: %w", o.annotation, v, err)
+		}
+		o.into[o.name] = v
+	}
+	p.requests, p.limits = sortedObject(requests), sortedObject(limits)
+
+	for _, o := range []struct {
+		annotation string
+		into       *string
+		parse      func([]string) error
+	}{
+		{wellknown.AnnotationSkipInboundPorts, &p.skipInboundPorts, parsePorts},
+		{wellknown.AnnotationSkipOutboundPorts, &p.skipOutboundPorts, parsePorts},
+		{wellknown.AnnotationSkipOutboundCIDRs, &p.skipOutboundCIDRs, parseCIDRs},
+		{wellknown.AnnotationOpaquePorts, &p.opaquePorts, parsePorts},
+	} {
+		v, ok := ann[o.annotation]
+		if !ok || strings.TrimSpace(v) == "" {
+			continue
+		}
+		if err := o.parse([]string{v}); err != nil {
+			return p, fmt.Errorf("%s: %w", o.annotation, err)
+		}
+		*o.into = v
+	}
+	return p, nil
+}
+
+func parsePorts(v []string) error { _, err := proxyinit.ParsePorts(v); return err }
+func parseCIDRs(v []string) error { _, err := proxyinit.ParseCIDRs(v); return err }
+
+// withTag replaces the tag (or digest) of an image reference.
+func withTag(image, tag string) string {
+	if i := strings.IndexByte(image, '@'); i >= 0 {
+		image = image[:i]
+	}
+	if i := strings.LastIndexByte(image, ':'); i > strings.LastIndexByte(image, '/') {
+		image = image[:i]
+	}
+	return image + ":" + tag
+}
+
+func quantities(l corev1.ResourceList) map[string]string {
+	m := make(map[string]string, len(l))
+	for k, q := range l {
+		m[string(k)] = q.String()
+	}
+	return m
+}
+
+func sortedObject(m map[string]string) object {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	o := make(object, 0, len(keys))
+	for _, k := range keys {
+		o = append(o, field{k, m[k]})
+	}
+	return o
+}

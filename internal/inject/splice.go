@@ -1,0 +1,262 @@
+package inject
+
+import (
+	"bytes"
+	"fmt"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// edit replaces src[at:end] with text; at == end inserts.
+type edit struct {
+	at, end int
+	text    string
+}
+
+// errFormatting is returned when the text around a node is not where or
+// what the parser's positions promise; injection refuses rather than guess.
+type errFormatting struct {
+	line int
+	what string
+}
+
+func (e *errFormatting) Error() string {
+	return fmt.Sprintf("line %d: cannot edit %s in this formatting", e.line, e.what)
+}
+
+// splicer collects the edits of one document.
+type splicer struct {
+	src   *source
+	style blockStyle
+	edits []edit
+}
+
+func (sp *splicer) fail(n *yaml.Node, what string) error {
+	return &errFormatting{line: sp.src.firstLine + n.Line - 1, what: what}
+}
+
+// apply returns the document with the edits made.
+func (sp *splicer) apply() ([]byte, error) {
+	sort.SliceStable(sp.edits, func(i, j int) bool { return sp.edits[i].at < sp.edits[j].at })
+	var out bytes.Buffer
+	n := len(sp.src.b)
+	for _, e := range sp.edits {
+		n += len(e.text) - (e.end - e.at)
+	}
+	out.Grow(n)
+	prev := 0
+	for _, e := range sp.edits {
+		if e.at < prev {
+			return nil, fmt.Errorf("overlapping edits at byte %d", e.at)
+		}
+		out.Write(sp.src.b[prev:e.at])
+		out.WriteString(e.text)
+		prev = e.end
+	}
+	out.Write(sp.src.b[prev:])
+	return out.Bytes(), nil
+}
+
+func isFlow(n *yaml.Node) bool { return n.Style&yaml.FlowStyle != 0 }
+
+// opening returns the offset of a collection's node and checks that the
+// expected character is there.
+func (sp *splicer) opening(n *yaml.Node, want byte, what string) (int, error) {
+	p := sp.src.at(n)
+	if p < 0 || p >= len(sp.src.b) || sp.src.b[p] != want {
+		return 0, sp.fail(n, what)
+	}
+	return p, nil
+}
+
+// insertEntries adds entries at the start of mapping m.
+func (sp *splicer) insertEntries(m *yaml.Node, entries object, what string) error {
+	if isFlow(m) {
+		texts := make([]string, len(entries))
+		for i, f := range entries {
+			texts[i] = flowText(f.key) + ": " + flowText(f.val)
+		}
+		return sp.insertFlow(m, '{', texts, what)
+	}
+	p := sp.src.at(m)
+	if p < 0 || !isASCIIIndent(sp.src.b[sp.src.lineStart(p):p]) {
+		return sp.fail(m, what)
+	}
+	col := sp.src.column(p)
+	eol := sp.src.eol(p)
+	st := sp.style
+	st.eol = eol
+	var w strings.Builder
+	for _, f := range entries {
+		st.entry(&w, f.key, f.val, col)
+		w.WriteString(eol)
+		st.indent(&w, col)
+	}
+	sp.edits = append(sp.edits, edit{p, p, w.String()})
+	return nil
+}
+
+// insertItems adds items at the start of sequence seq.
+func (sp *splicer) insertItems(seq *yaml.Node, items list, what string) error {
+	if isFlow(seq) {
+		texts := make([]string, len(items))
+		for i, it := range items {
+			texts[i] = flowText(it)
+		}
+		return sp.insertFlow(seq, '[', texts, what)
+	}
+	p, err := sp.opening(seq, '-', what)
+	if err != nil {
+		return err
+	}
+	if !isASCIIIndent(sp.src.b[sp.src.lineStart(p):p]) {
+		return sp.fail(seq, what)
+	}
+	col := sp.src.column(p)
+	eol := sp.src.eol(p)
+	st := sp.style
+	st.eol = eol
+	st.gap = 2
+	if len(seq.Content) > 0 {
+		if c := sp.src.at(seq.Content[0]); c > p && c-p <= 8 && !bytes.ContainsAny(sp.src.b[p:c], "\r\n") {
+			st.gap = c - p
+		}
+	}
+	var w strings.Builder
+	for _, it := range items {
+		st.item(&w, it, col)
+		w.WriteString(eol)
+		st.indent(&w, col)
+	}
+	sp.edits = append(sp.edits, edit{p, p, w.String()})
+	return nil
+}
+
+// insertFlow adds JSON-encoded items at the start of a flow collection. When
+// the collection's first item starts a line of its own, each new item gets a
+// line of its own with the same indentation; otherwise they go inline.
+func (sp *splicer) insertFlow(n *yaml.Node, open byte, texts []string, what string) error {
+	p, err := sp.opening(n, open, what)
+	if err != nil {
+		return err
+	}
+	if len(n.Content) == 0 {
+		sp.edits = append(sp.edits, edit{p + 1, p + 1, strings.Join(texts, ", ")})
+		return nil
+	}
+	first := sp.src.at(n.Content[0])
+	if first < 0 {
+		return sp.fail(n, what)
+	}
+	if ls := sp.src.lineStart(first); ls > p && sp.src.blankBefore(first) {
+		indent := string(sp.src.b[ls:first])
+		eol := sp.src.eol(first)
+		var w strings.Builder
+		for _, t := range texts {
+			w.WriteString(indent + t + "," + eol)
+		}
+		sp.edits = append(sp.edits, edit{ls, ls, w.String()})
+		return nil
+	}
+	var w strings.Builder
+	for _, t := range texts {
+		w.WriteString(t + ", ")
+	}
+	sp.edits = append(sp.edits, edit{first, first, w.String()})
+	return nil
+}
+
+func isASCIIIndent(b []byte) bool {
+	for _, c := range b {
+		if c != ' ' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// removeEntry removes the entry of key k from mapping m: from the key to the
+// next key, which is exactly what insertEntries added.
+func (sp *splicer) removeEntry(m *yaml.Node, k *yaml.Node, what string) error {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i] != k {
+			continue
+		}
+		return sp.removeSpan(m, i, i+2, 2, what)
+	}
+	return sp.fail(m, what)
+}
+
+// removeItems removes the items whose indexes are in drop from sequence seq.
+func (sp *splicer) removeItems(seq *yaml.Node, drop map[int]bool, what string) error {
+	for i := 0; i < len(seq.Content); i++ {
+		if !drop[i] {
+			continue
+		}
+		j := i + 1
+		for j < len(seq.Content) && drop[j] {
+			j++
+		}
+		if err := sp.removeSpan(seq, i, j, 1, what); err != nil {
+			return err
+		}
+		i = j - 1
+	}
+	return nil
+}
+
+// removeSpan removes children [from, to) of collection n (for a mapping,
+// indexes into Content counting keys and values; stride 2).
+func (sp *splicer) removeSpan(n *yaml.Node, from, to, stride int, what string) error {
+	start, err := sp.childStart(n, from)
+	if err != nil {
+		return err
+	}
+	if to < len(n.Content) {
+		end, err := sp.childStart(n, to)
+		if err != nil {
+			return err
+		}
+		sp.edits = append(sp.edits, edit{start, end, ""})
+		return nil
+	}
+	// The removed children end the collection. Injection only ever creates
+	// that shape in an empty flow collection, which it leaves empty again.
+	if !isFlow(n) || from != 0 {
+		return sp.fail(n, what+" (it is no longer where injection put it)")
+	}
+	open := sp.src.at(n)
+	end := sp.src.flowEnd(open)
+	if end < 0 {
+		return sp.fail(n, what)
+	}
+	sp.edits = append(sp.edits, edit{start, end, ""})
+	return nil
+}
+
+// childStart returns where child i of n starts in the text: the dash of a
+// block sequence item, the key of a mapping entry, the first character of a
+// flow item.
+func (sp *splicer) childStart(n *yaml.Node, i int) (int, error) {
+	c := n.Content[i]
+	p := sp.src.at(c)
+	if p < 0 {
+		return 0, sp.fail(c, "an item")
+	}
+	if n.Kind != yaml.SequenceNode || isFlow(n) {
+		return p, nil
+	}
+	if i == 0 {
+		return sp.opening(n, '-', "a list item")
+	}
+	j := p
+	for j > 0 && (sp.src.b[j-1] == ' ' || sp.src.b[j-1] == '\t' || sp.src.b[j-1] == '\n' || sp.src.b[j-1] == '\r') {
+		j--
+	}
+	if j == 0 || sp.src.b[j-1] != '-' {
+		return 0, sp.fail(c, "a list item")
+	}
+	return j - 1, nil
+}
