@@ -21,6 +21,7 @@ import (
 // CA signs serving certificates.
 type CA struct {
 	CertPEM []byte
+	KeyPEM  []byte
 	cert    *x509.Certificate
 	key     *ecdsa.PrivateKey
 }
@@ -49,7 +50,16 @@ func NewCA(t testing.TB) *CA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &CA{CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), cert: cert, key: key}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &CA{
+		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
+		cert:    cert,
+		key:     key,
+	}
 }
 
 // Serving issues a certificate for 127.0.0.1 and localhost, valid until
