@@ -205,7 +205,10 @@ func ip(ctx context.Context, args ...string) error {
 
 // Do runs fn on an OS thread that has entered the pod's namespace. Sockets
 // created inside fn (net.Listen, net.Dial) belong to the pod's namespace for
-// their whole life, wherever they are used afterwards. The thread is
+// their whole life, wherever they are used afterwards. Goroutines started by
+// fn run elsewhere, outside the namespace: http.Transport, for one, dials
+// from a goroutine of its own, so dial inside fn and use the connection. The
+// thread is
 // discarded when fn returns, so the namespace never leaks into other
 // goroutines.
 func (p *Pod) Do(fn func() error) error {

@@ -1,0 +1,194 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// The applications of the end-to-end test are this test binary run again in
+// a pod as an ordinary user, with E2E_APP naming the role. A separate process
+// is needed because the interception rules tell the proxy from the
+// application by the socket's user, which a thread of the test cannot change
+// alone.
+const appEnv = "E2E_APP"
+
+func TestMain(m *testing.M) {
+	if role := os.Getenv(appEnv); role != "" {
+		if err := runApp(role, os.Args[1:]); err != nil {
+			fmt.Fprintln(os.Stderr, "app:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// Ports of the server application. Each serves one case of the test.
+const (
+	portHTTP           = 8080 // HTTP/1.1 and h2c, through both proxies
+	portTCP            = 9000 // line echo, opaque to the proxies
+	portGRPC           = 9500 // gRPC health service over h2c
+	portSkipInbound    = 9100 // HTTP, in the server's --skip-inbound-ports
+	portSkipOutbound   = 9200 // HTTP, in the client's --skip-outbound-ports
+	appTimeout         = 5 * time.Second
+	helloPrefix        = "hello"
+	tcpEchoPrefix      = "echo: "
+	grpcServingMessage = "SERVING"
+)
+
+func runApp(role string, args []string) error {
+	switch role {
+	case "server":
+		return serve()
+	case "http1", "h2c", "tcp", "grpc":
+		if len(args) != 1 {
+			return fmt.Errorf("%s wants one address", role)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), appTimeout)
+		defer cancel()
+		out, err := call(ctx, role, args[0])
+		if err != nil {
+			return err
+		}
+		fmt.Print(out)
+		return nil
+	}
+	return fmt.Errorf("unknown role %q", role)
+}
+
+// serve runs every server port until killed.
+func serve() error {
+	hello := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s proto=%s host=%s", helloPrefix, r.Proto, r.Host)
+	})
+	errc := make(chan error, 5)
+	for _, port := range []int{portHTTP, portSkipInbound, portSkipOutbound} {
+		srv := &http.Server{Addr: fmt.Sprintf(":%d", port), Handler: hello, ReadHeaderTimeout: appTimeout, Protocols: new(http.Protocols)}
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
+		go func() { errc <- srv.ListenAndServe() }()
+	}
+	go func() { errc <- serveEcho(fmt.Sprintf(":%d", portTCP)) }()
+	go func() {
+		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", portGRPC))
+		if err != nil {
+			errc <- err
+			return
+		}
+		s := grpc.NewServer()
+		healthpb.RegisterHealthServer(s, health.NewServer())
+		errc <- s.Serve(ln)
+	}()
+	return <-errc
+}
+
+func serveEcho(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(appTimeout))
+			line, err := bufio.NewReader(c).ReadString('\n')
+			if err != nil {
+				return
+			}
+			io.WriteString(c, tcpEchoPrefix+line)
+		}()
+	}
+}
+
+// call makes one request of the given kind and returns what the server said.
+func call(ctx context.Context, kind, addr string) (string, error) {
+	switch kind {
+	case "http1", "h2c":
+		tr := &http.Transport{Protocols: new(http.Protocols)}
+		if kind == "h2c" {
+			tr.Protocols.SetUnencryptedHTTP2(true)
+		} else {
+			tr.Protocols.SetHTTP1(true)
+		}
+		defer tr.CloseIdleConnections()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/", nil)
+		if err != nil {
+			return "", err
+		}
+		resp, err := (&http.Client{Transport: tr}).Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("status=%d client-proto=%s %s", resp.StatusCode, resp.Proto, body), nil
+	case "tcp":
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(appTimeout))
+		if _, err := io.WriteString(c, "ping\n"); err != nil {
+			return "", err
+		}
+		return bufio.NewReader(c).ReadString('\n')
+	case "grpc":
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return "", err
+		}
+		defer conn.Close()
+		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return "", err
+		}
+		return resp.GetStatus().String(), nil
+	}
+	return "", fmt.Errorf("unknown call %q", kind)
+}
+
+// contains reports whether the app's output has want, for readable checks.
+func contains(out, want string) bool { return strings.Contains(out, want) }
+
+// syncBuffer collects a child's output, written by exec's copying goroutines
+// while the test may read it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
