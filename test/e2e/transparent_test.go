@@ -34,7 +34,13 @@ const appUID = 2711
 // it, so only the client pod's outbound interception can reach it.
 var serviceVIP = netip.MustParseAddr("10.96.0.20")
 
-const serviceLabel = "echo.e2e" // name.namespace, the proxy's metrics label
+// selfVIP is a service whose only endpoint is the client pod itself.
+var selfVIP = netip.MustParseAddr("10.96.0.21")
+
+const (
+	serviceLabel = "echo.e2e" // name.namespace, the proxy's metrics label
+	selfLabel    = "self.e2e"
+)
 
 // mesh is the test's world: a client pod and a server pod, both meshed, and
 // an unmeshed pod "other" behind a skipped CIDR.
@@ -97,9 +103,14 @@ func setUp(t *testing.T) *mesh {
 			"addresses": []string{serviceVIP.String()},
 			"ports":     ports,
 			"endpoints": []any{map[string]any{"address": m.server.Addr.String()}},
+		}, map[string]any{
+			"name": "self", "namespace": "e2e",
+			"addresses": []string{selfVIP.String()},
+			"ports":     []any{map[string]any{"port": 80, "targetPort": portHTTP}},
+			"endpoints": []any{map[string]any{"address": m.client.Addr.String()}},
 		}},
 	})
-	for _, p := range []*netns.Pod{m.server, m.other} {
+	for _, p := range []*netns.Pod{m.server, m.other, m.client} {
 		m.start(t, p, "server", exec.Command(filepath.Join(bin, "app")), true)
 		for _, port := range []int{portHTTP, portTCP, portGRPC, portSkipInbound, portSkipOutbound} {
 			waitListening(t, p, port)
@@ -397,6 +408,28 @@ func TestTransparentMesh(t *testing.T) {
 			return x.requests["outbound/"+serviceLabel] > cb.requests["outbound/"+serviceLabel]
 		})
 		unchanged(t, m.server, "inbound", sb)
+	})
+	// docs/interception.md: a pod calling its own pod IP skips its proxy (lo),
+	// and a pod calling a service whose endpoint is itself passes the
+	// outbound listener only: the proxy's dial to the pod IP is exempt.
+	t.Run("pod calls itself", func(t *testing.T) {
+		cb := scrape(t, m.client)
+		if out := m.call(t, "http1", at(m.client, portHTTP)); !contains(out, "status=200") {
+			t.Fatalf("got %q", out)
+		}
+		unchanged(t, m.client, "outbound", cb)
+		if after := scrape(t, m.client); after.total("inbound") != cb.total("inbound") {
+			t.Errorf("a call to the pod's own IP passed the inbound listener")
+		}
+
+		cb = scrape(t, m.client)
+		if out := m.call(t, "http1", netip.AddrPortFrom(selfVIP, 80)); !contains(out, "status=200") {
+			t.Fatalf("got %q", out)
+		}
+		eventually(t, m.client, "outbound to a service on the pod itself", func(x counters) bool {
+			return x.requests["outbound/"+selfLabel] > cb.requests["outbound/"+selfLabel]
+		})
+		unchanged(t, m.client, "inbound", cb)
 	})
 	t.Run("skip-outbound-cidrs", func(t *testing.T) {
 		cb := scrape(t, m.client)
