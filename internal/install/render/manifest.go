@@ -21,6 +21,12 @@ import (
 )
 
 // Manifest is the rendered control plane: its objects in apply order.
+//
+// Namespaced objects carry the control plane's namespace; cluster-scoped
+// ones (the Namespace, the CRD, the MutatingWebhookConfiguration) carry none,
+// so GetNamespace() == "" tells them apart without a RESTMapper. All carry
+// the labels of the chart's "mesh.labels" helper, among them
+// meshctl.dev/control-plane-ns, by which prune and uninstall find them.
 type Manifest struct {
 	// Objects are sorted: the Namespace, the CRDs, then the other kinds in
 	// installOrder, then custom resources (whose CRDs come before them), and

@@ -227,6 +227,23 @@ func TestEveryObjectCarriesTheOwnershipLabels(t *testing.T) {
 	}
 }
 
+func TestNamespaces(t *testing.T) {
+	m, err := Render(testOptions(t, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clusterScoped := map[string]bool{"Namespace": true, "CustomResourceDefinition": true, "MutatingWebhookConfiguration": true}
+	for _, o := range m.Objects {
+		want := wellknown.DefaultMeshNamespace
+		if clusterScoped[o.GetKind()] {
+			want = ""
+		}
+		if o.GetNamespace() != want {
+			t.Errorf("%s %s: namespace %q, want %q", o.GetKind(), o.GetName(), o.GetNamespace(), want)
+		}
+	}
+}
+
 // An upgrade must never change the Deployment's selector: it is immutable.
 func TestSelectorDoesNotDependOnVersion(t *testing.T) {
 	selector := func(version string) string {
