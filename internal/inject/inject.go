@@ -25,6 +25,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 
@@ -62,8 +63,9 @@ type Report struct {
 	Outcome   Outcome `json:"outcome"`
 	// Reason says why a workload was skipped.
 	Reason string `json:"reason,omitempty"`
-	// Replaced is the version of an injection that was replaced.
-	Replaced string `json:"replaced,omitempty"`
+	// PreviousVersion is the version of the injection that Inject replaced
+	// or that Uninject removed.
+	PreviousVersion string `json:"previousVersion,omitempty"`
 }
 
 // Error locates a failure in the stream. Callers add the file name.
@@ -241,7 +243,7 @@ func injectDocument(d document, s *Settings) ([]byte, []Report, error) {
 			return nil, nil, err
 		}
 		for i, r := range reps {
-			replaced[i] = r.Replaced
+			replaced[i] = r.PreviousVersion
 		}
 		base = document{source: newSource(b, d.firstLine), index: d.index}
 		if root, err = base.parse(); err != nil {
@@ -256,10 +258,14 @@ func injectDocument(d document, s *Settings) ([]byte, []Report, error) {
 	reports := make([]Report, len(ws))
 	for i, w := range ws {
 		rep := w.report(d, lines[i])
-		rep.Replaced = replaced[i]
+		rep.PreviousVersion = replaced[i]
 		reason, err := injectWorkload(sp, w, s)
 		if err != nil {
-			return nil, nil, base.wrap(fmt.Errorf("%s %q: %w", w.kind, w.name, err))
+			var f *errFormatting
+			if errors.As(err, &f) {
+				return nil, nil, base.wrap(fmt.Errorf("%s %q: %w", w.kind, w.name, err))
+			}
+			return nil, nil, d.errorf(lines[i], "%s %q: %w", w.kind, w.name, err)
 		}
 		if reason != "" {
 			rep.Outcome, rep.Reason = Skipped, reason
@@ -291,7 +297,7 @@ func injectDocument(d document, s *Settings) ([]byte, []Report, error) {
 	if bytes.Equal(out, d.b) {
 		for i := range reports {
 			if reports[i].Outcome == Injected {
-				reports[i].Outcome, reports[i].Replaced = Unchanged, ""
+				reports[i].Outcome, reports[i].PreviousVersion = Unchanged, ""
 			}
 		}
 	}
@@ -452,7 +458,7 @@ func uninjectDocument(d document, root *yaml.Node) ([]byte, []Report, error) {
 		}
 		rep.Outcome = NotInjected
 		if found {
-			rep.Outcome, rep.Replaced = Uninjected, version
+			rep.Outcome, rep.PreviousVersion = Uninjected, version
 		}
 		reports[i] = rep
 	}
@@ -545,4 +551,34 @@ func singular(key string) string {
 		return "container"
 	}
 	return "volume"
+}
+
+// String is the report's one line for people: where, what, and what
+// happened.
+func (r Report) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "document %d", r.Document)
+	if r.Item >= 0 {
+		fmt.Fprintf(&b, ", item %d", r.Item)
+	}
+	fmt.Fprintf(&b, ", line %d: %s ", r.Line, r.Kind)
+	if r.Namespace != "" {
+		b.WriteString(r.Namespace + "/")
+	}
+	if r.Name == "" {
+		b.WriteString("(unnamed)")
+	}
+	b.WriteString(r.Name)
+	b.WriteString(" " + string(r.Outcome))
+	switch {
+	case r.Reason != "" && r.PreviousVersion != "":
+		fmt.Fprintf(&b, ": %s; the injection of %s was removed", r.Reason, r.PreviousVersion)
+	case r.Reason != "":
+		b.WriteString(": " + r.Reason)
+	case r.Outcome == Injected && r.PreviousVersion != "":
+		fmt.Fprintf(&b, " (replaced the injection of %s)", r.PreviousVersion)
+	case r.Outcome == Uninjected && r.PreviousVersion != "":
+		fmt.Fprintf(&b, " (injected by %s)", r.PreviousVersion)
+	}
+	return b.String()
 }
