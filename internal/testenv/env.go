@@ -165,9 +165,15 @@ func (e *Env) startEtcd(ctx context.Context) (clientURL string, err error) {
 	p, ports, err := startRetrying(ctx, 2, etcdTimeout, func(ports []int) (*process, func(context.Context) error, error) {
 		client := "http://127.0.0.1:" + strconv.Itoa(ports[0])
 		peer := "http://127.0.0.1:" + strconv.Itoa(ports[1])
+		// A retry starts afresh: the data of an attempt that lost its port
+		// would remember that attempt's peer address.
+		data := filepath.Join(e.Dir, "etcd")
+		if err := os.RemoveAll(data); err != nil {
+			return nil, nil, fmt.Errorf("clearing etcd's data: %w", err)
+		}
 		p, err := startProcess(e.Dir, "etcd", e.Binaries.Etcd,
 			"--name=testenv",
-			"--data-dir="+filepath.Join(e.Dir, "etcd"),
+			"--data-dir="+data,
 			"--listen-client-urls="+client,
 			"--advertise-client-urls="+client,
 			"--listen-peer-urls="+peer,

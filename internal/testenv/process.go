@@ -134,6 +134,10 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
+// pickPorts is freePorts; a test replaces it to hand out a port that is
+// really taken, which is otherwise left to chance.
+var pickPorts = freePorts
+
 // startRetrying starts a component up to three times, with fresh ports each
 // time, until it is ready; start returns the process for the given ports.
 func startRetrying(ctx context.Context, nports int, timeout time.Duration,
@@ -141,7 +145,7 @@ func startRetrying(ctx context.Context, nports int, timeout time.Duration,
 	var err error
 	for range 3 {
 		var ports []int
-		if ports, err = freePorts(nports); err != nil {
+		if ports, err = pickPorts(nports); err != nil {
 			return nil, nil, err
 		}
 		p, ready, serr := start(ports)
