@@ -138,13 +138,13 @@ type landing struct {
 
 // listenAll opens listeners on ports inside pod and reports every accepted
 // connection on the returned channel.
-func listenAll(t *testing.T, pod *netns.Pod, ports ...int) <-chan landing {
+func listenAll(t *testing.T, pod *netns.Pod, network string, ports ...int) <-chan landing {
 	t.Helper()
 	ch := make(chan landing, 16)
 	for _, port := range ports {
 		var ln net.Listener
 		if err := pod.Do(func() (err error) {
-			ln, err = net.Listen("tcp4", fmt.Sprintf(":%d", port))
+			ln, err = net.Listen(network, fmt.Sprintf(":%d", port))
 			return err
 		}); err != nil {
 			t.Fatal(err)
@@ -168,22 +168,33 @@ func listenAll(t *testing.T, pod *netns.Pod, ports ...int) <-chan landing {
 	return ch
 }
 
-// originalDst reads SO_ORIGINAL_DST, which conntrack answers with the
-// destination before REDIRECT rewrote it (for an unredirected connection, the
-// destination itself). In a namespace where conntrack tracks nothing (no nat
-// rules) it fails with ENOENT, and the local address is the destination.
-// x/sys has no typed getter for it, hence the raw call.
+// ip6tSOOriginalDst is IP6T_SO_ORIGINAL_DST from linux/netfilter_ipv6/
+// ip6_tables.h, which x/sys does not define.
+const ip6tSOOriginalDst = 80
+
+// originalDst reads SO_ORIGINAL_DST (IP6T_SO_ORIGINAL_DST for IPv6), which
+// conntrack answers with the destination before REDIRECT rewrote it (for an
+// unredirected connection, the destination itself). In a namespace where
+// conntrack tracks nothing (no nat rules) it fails with ENOENT, and the local
+// address is the destination. x/sys has no typed getter for either, hence
+// the raw call.
 func originalDst(c *net.TCPConn) (netip.AddrPort, error) {
+	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
+	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
-	var sa unix.RawSockaddrInet4
+	var sa4 unix.RawSockaddrInet4
+	var sa6 unix.RawSockaddrInet6
+	level, opt, ptr, size := unix.SOL_IP, unix.SO_ORIGINAL_DST, unsafe.Pointer(&sa4), uint32(unsafe.Sizeof(sa4))
+	if local.Addr().Is6() {
+		level, opt, ptr, size = unix.SOL_IPV6, ip6tSOOriginalDst, unsafe.Pointer(&sa6), uint32(unsafe.Sizeof(sa6))
+	}
 	var serr error
 	err = raw.Control(func(fd uintptr) {
-		size := uint32(unsafe.Sizeof(sa))
-		_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_IP, unix.SO_ORIGINAL_DST,
-			uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&size)), 0)
+		_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, uintptr(level), uintptr(opt),
+			uintptr(ptr), uintptr(unsafe.Pointer(&size)), 0)
 		if errno != 0 {
 			serr = errno
 		}
@@ -192,19 +203,23 @@ func originalDst(c *net.TCPConn) (netip.AddrPort, error) {
 		err = serr
 	}
 	if err == unix.ENOENT {
-		return c.LocalAddr().(*net.TCPAddr).AddrPort(), nil
+		return local, nil
 	}
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
-	port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:])
-	return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), port), nil
+	if local.Addr().Is6() {
+		port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa6.Port))[:])
+		return netip.AddrPortFrom(netip.AddrFrom16(sa6.Addr), port), nil
+	}
+	port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa4.Port))[:])
+	return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), port), nil
 }
 
 func dialFrom(t *testing.T, pod *netns.Pod, dst string) {
 	t.Helper()
 	if err := pod.Do(func() error {
-		c, err := net.DialTimeout("tcp4", dst, 3*time.Second)
+		c, err := net.DialTimeout("tcp", dst, 3*time.Second)
 		if err != nil {
 			return err
 		}
@@ -219,7 +234,7 @@ func dialFrom(t *testing.T, pod *netns.Pod, dst string) {
 // change alone.
 func dialAs(t *testing.T, ctx context.Context, pod *netns.Pod, uid uint32, dst netip.AddrPort) {
 	t.Helper()
-	cmd := exec.CommandContext(ctx, "bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/%s/%d", dst.Addr(), dst.Port()))
+	cmd := exec.CommandContext(ctx, "bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/%s/%d", dst.Addr().Unmap(), dst.Port()))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
 	if err := pod.Start(cmd); err != nil {
 		t.Fatal(err)
@@ -266,8 +281,8 @@ func TestIntegrationRedirect(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			appCh := listenAll(t, app, 15100, 15101, 15190, 8080, 9090)
-			peerCh := listenAll(t, peer, 80, 5432, 7000)
+			appCh := listenAll(t, app, "tcp4", 15100, 15101, 15190, 8080, 9090)
+			peerCh := listenAll(t, peer, "tcp4", 80, 5432, 7000)
 			ap := func(a netip.Addr, port uint16) netip.AddrPort { return netip.AddrPortFrom(a, port) }
 			vip := netip.MustParseAddr("10.96.0.10")
 			third := netip.MustParseAddr("10.234.0.200") // on the bridge's subnet, owned by nobody
@@ -304,6 +319,65 @@ func TestIntegrationRedirect(t *testing.T) {
 			expectLanding(t, appCh, "inbound to the admin port", 15190, ap(app.Addr, 15190))
 			dialFrom(t, peer, ap(app.Addr, 9090).String())
 			expectLanding(t, appCh, "inbound to a skipped port", 9090, ap(app.Addr, 9090))
+
+			select {
+			case l := <-appCh:
+				t.Errorf("unexpected extra connection in app: %+v", l)
+			case l := <-peerCh:
+				t.Errorf("unexpected extra connection in peer: %+v", l)
+			default:
+			}
+		})
+	}
+}
+
+// The same over IPv6 with ip6tables: what --ipv6 installs.
+func TestIntegrationRedirectIPv6(t *testing.T) {
+	for _, m := range []Mode{ModeNFT, ModeLegacy} {
+		t.Run(string(m), func(t *testing.T) {
+			requireIPTables(t, m)
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+			defer cancel()
+			n := netns.New(t, "10.236.0.0/24")
+			app, peer := n.MustAddPod(t, "app"), n.MustAddPod(t, "peer")
+			if !app.Addr6.IsValid() {
+				t.Skip("skipping: the kernel has no IPv6")
+			}
+
+			o := defaults()
+			o.SkipInboundPorts = mustPorts(t, "9090")
+			o.SkipOutboundCIDRs = mustCIDRs(t, peer.Addr6.String()+"/128", "10.0.0.0/8")
+			r := podRunner(app)
+			b, err := DetectBackend(ctx, r, IPv6, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := Apply(ctx, r, b, Build(IPv6, o)); err != nil {
+				t.Fatal(err)
+			}
+
+			appCh := listenAll(t, app, "tcp6", 15100, 15101, 15190, 8080, 9090)
+			peerCh := listenAll(t, peer, "tcp6", 80, 7000)
+			ap := func(a netip.Addr, port uint16) netip.AddrPort { return netip.AddrPortFrom(a, port) }
+			vip := netip.MustParseAddr("fd96::10")
+
+			dialFrom(t, app, ap(vip, 80).String())
+			expectLanding(t, appCh, "outbound to a VIP", 15100, ap(vip, 80))
+			dialAs(t, ctx, app, 2710, ap(peer.Addr6, 80))
+			expectLanding(t, peerCh, "outbound as the proxy's uid", 80, ap(peer.Addr6, 80))
+			dialFrom(t, app, ap(peer.Addr6, 7000).String())
+			expectLanding(t, peerCh, "outbound to a skipped CIDR", 7000, ap(peer.Addr6, 7000))
+			dialFrom(t, app, "[::1]:8080")
+			expectLanding(t, appCh, "outbound to ::1", 8080, netip.MustParseAddrPort("[::1]:8080"))
+			dialFrom(t, app, ap(app.Addr6, 8080).String())
+			expectLanding(t, appCh, "outbound to the pod's own address", 8080, ap(app.Addr6, 8080))
+
+			dialFrom(t, peer, ap(app.Addr6, 8080).String())
+			expectLanding(t, appCh, "inbound to an application port", 15101, ap(app.Addr6, 8080))
+			dialFrom(t, peer, ap(app.Addr6, 15190).String())
+			expectLanding(t, appCh, "inbound to the admin port", 15190, ap(app.Addr6, 15190))
+			dialFrom(t, peer, ap(app.Addr6, 9090).String())
+			expectLanding(t, appCh, "inbound to a skipped port", 9090, ap(app.Addr6, 9090))
 
 			select {
 			case l := <-appCh:

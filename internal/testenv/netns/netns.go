@@ -5,6 +5,10 @@
 // address nobody owns (a service VIP) reaches the pod's iptables OUTPUT rules
 // instead of failing as unreachable.
 //
+// Pods are dual-stack when the kernel has IPv6: each also gets an address in
+// fd00::/8 (unique local) that embeds its IPv4 address, so 10.235.0.2 on
+// 10.235.0.0/24 is also fd00::aeb:2 on fd00::aeb:0/120.
+//
 // Everything needs root and the iproute2 `ip` tool. Names start with
 // NamePrefix and carry the creating process's id, so that a later run can
 // remove what a crashed run left behind without touching the namespaces of
@@ -43,6 +47,7 @@ type Network struct {
 	subnet  netip.Prefix
 	gateway netip.Addr
 	next    netip.Addr
+	ipv6    bool
 
 	mu   sync.Mutex
 	pods []*Pod
@@ -54,8 +59,11 @@ type Pod struct {
 	Name string
 	// NS is the namespace's name for `ip netns`, e.g. for `ip netns exec`.
 	NS string
-	// Addr is the pod's address on eth0.
+	// Addr is the pod's IPv4 address on eth0.
 	Addr netip.Addr
+	// Addr6 is the pod's IPv6 address on eth0; invalid (the zero Addr) when
+	// the kernel has no IPv6.
+	Addr6 netip.Addr
 }
 
 // NewNetwork creates the hub namespace and its bridge on subnet, whose first
@@ -73,12 +81,19 @@ func NewNetwork(ctx context.Context, subnet netip.Prefix) (*Network, error) {
 	id := fmt.Sprintf("%s%d-%d", NamePrefix, os.Getpid(), seq.Add(1))
 	n := &Network{id: id, hub: id + "-hub", subnet: subnet, gateway: subnet.Addr().Next()}
 	n.next = n.gateway.Next()
+	_, err := os.Stat("/proc/sys/net/ipv6")
+	n.ipv6 = err == nil
 	steps := [][]string{
 		{"netns", "add", n.hub},
 		{"-n", n.hub, "link", "set", "lo", "up"},
 		{"-n", n.hub, "link", "add", "br0", "type", "bridge"},
 		{"-n", n.hub, "addr", "add", prefixOf(n.gateway, subnet), "dev", "br0"},
 		{"-n", n.hub, "link", "set", "br0", "up"},
+	}
+	if n.ipv6 {
+		// nodad: duplicate address detection would keep the address
+		// unusable for a second or two, and these addresses are unique.
+		steps = append(steps, []string{"-n", n.hub, "-6", "addr", "add", n.prefix6(n.gateway), "dev", "br0", "nodad"})
 	}
 	for _, s := range steps {
 		if err := ip(ctx, s...); err != nil {
@@ -92,6 +107,27 @@ func NewNetwork(ctx context.Context, subnet netip.Prefix) (*Network, error) {
 // Gateway is the bridge's address, the pods' default route.
 func (n *Network) Gateway() netip.Addr { return n.gateway }
 
+// Gateway6 is the bridge's IPv6 address; invalid without IPv6.
+func (n *Network) Gateway6() netip.Addr {
+	if !n.ipv6 {
+		return netip.Addr{}
+	}
+	return to6(n.gateway)
+}
+
+// to6 embeds an IPv4 address in fd00::/96.
+func to6(a netip.Addr) netip.Addr {
+	b := [16]byte{0: 0xfd}
+	v4 := a.As4()
+	copy(b[12:], v4[:])
+	return netip.AddrFrom16(b)
+}
+
+// prefix6 is a's IPv6 twin with the subnet's prefix length.
+func (n *Network) prefix6(a netip.Addr) string {
+	return netip.PrefixFrom(to6(a), 96+n.subnet.Bits()).String()
+}
+
 // AddPod creates a namespace with lo up and eth0 on the next free address.
 func (n *Network) AddPod(ctx context.Context, name string) (*Pod, error) {
 	n.mu.Lock()
@@ -103,6 +139,9 @@ func (n *Network) AddPod(ctx context.Context, name string) (*Pod, error) {
 	n.next = addr.Next()
 	idx := len(n.pods)
 	p := &Pod{Name: name, NS: fmt.Sprintf("%s-%s", n.id, name), Addr: addr}
+	if n.ipv6 {
+		p.Addr6 = to6(addr)
+	}
 	n.pods = append(n.pods, p)
 	n.mu.Unlock()
 
@@ -115,6 +154,11 @@ func (n *Network) AddPod(ctx context.Context, name string) (*Pod, error) {
 		{"-n", p.NS, "addr", "add", prefixOf(addr, n.subnet), "dev", "eth0"},
 		{"-n", p.NS, "link", "set", "eth0", "up"},
 		{"-n", p.NS, "route", "add", "default", "via", n.gateway.String()},
+	}
+	if n.ipv6 {
+		steps = append(steps,
+			[]string{"-n", p.NS, "-6", "addr", "add", n.prefix6(addr), "dev", "eth0", "nodad"},
+			[]string{"-n", p.NS, "-6", "route", "add", "default", "via", to6(n.gateway).String()})
 	}
 	for _, s := range steps {
 		if err := ip(ctx, s...); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,14 +18,18 @@ func TestPodsReachEachOther(t *testing.T) {
 	n := New(t, "10.231.0.0/24")
 	a, b := n.MustAddPod(t, "a"), n.MustAddPod(t, "b")
 
-	var ln net.Listener
+	var ln, ln6 net.Listener
 	if err := b.Do(func() (err error) {
-		ln, err = net.Listen("tcp", ":8080")
+		if ln, err = net.Listen("tcp", ":8080"); err != nil {
+			return err
+		}
+		ln6, err = net.Listen("tcp6", ":8081")
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	defer ln6.Close()
 	go func() {
 		c, err := ln.Accept()
 		if err != nil {
@@ -70,6 +75,18 @@ func TestPodsReachEachOther(t *testing.T) {
 	}
 	if !strings.Contains(string(out), a.Addr.String()+"/24") {
 		t.Errorf("pod a's eth0: %s, want address %s/24", out, a.Addr)
+	}
+
+	if a.Addr6.IsValid() {
+		if err := a.Do(func() error {
+			c, err := net.DialTimeout("tcp6", netip.AddrPortFrom(b.Addr6, 8081).String(), 5*time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		}); err != nil {
+			t.Errorf("dialling pod b over IPv6: %v", err)
+		}
 	}
 
 	if err := n.Close(); err != nil {
