@@ -85,14 +85,14 @@ func podReady(p *corev1.Pod) bool {
 
 // podProblem says why p is not ready, and whether waiting will not help.
 func podProblem(p *corev1.Pod) (string, bool) {
-	prefix := "pod " + p.Name + " "
+	prefix := "pod " + p.Name + ": "
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
 			return prefix + "cannot be scheduled: " + c.Message, c.Reason == corev1.PodReasonUnschedulable
 		}
 	}
 	if p.Spec.NodeName == "" {
-		return prefix + "is not scheduled yet", false
+		return prefix + "not scheduled yet", false
 	}
 	for _, cs := range p.Status.InitContainerStatuses {
 		if w := cs.State.Waiting; w != nil && w.Reason != "PodInitializing" {
@@ -112,7 +112,7 @@ func podProblem(p *corev1.Pod) (string, bool) {
 			return prefix + "container " + cs.Name + " is running but not ready (its readiness probe fails)", false
 		}
 	}
-	return prefix + "is " + strings.ToLower(string(p.Status.Phase)) + " and not ready", false
+	return prefix + strings.ToLower(string(p.Status.Phase)) + " and not ready", false
 }
 
 func containerWaiting(what, name string, w *corev1.ContainerStateWaiting) string {
