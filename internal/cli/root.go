@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meshctl/mesh/internal/cli/cmd/lifecycle"
 	"github.com/meshctl/mesh/internal/cli/cmd/version"
 	"github.com/meshctl/mesh/internal/cli/command"
 	"github.com/meshctl/mesh/internal/cli/ui"
@@ -48,6 +49,9 @@ any command can be piped into kubectl or jq.`,
 
 	root.CompletionOptions.HiddenDefaultCmd = false
 	root.AddCommand(
+		lifecycle.NewInstallCmd(f, nil),
+		lifecycle.NewUpgradeCmd(f, nil),
+		lifecycle.NewUninstallCmd(f, nil),
 		version.NewCmd(f, nil),
 	)
 	return root

@@ -31,6 +31,8 @@ type Installation struct {
 	// Values are the user's non-default values, as given to install and
 	// upgrade.
 	Values map[string]any
+	// Inventory lists the objects the last install or upgrade applied.
+	Inventory []Ref
 }
 
 // Find returns the installation in namespace, or ErrNotInstalled.
@@ -50,5 +52,9 @@ func installationFromSecret(sec *corev1.Secret) (*Installation, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading stored values from secret %s/%s: %w", sec.Namespace, sec.Name, err)
 	}
-	return &Installation{Namespace: sec.Namespace, Version: sec.Labels[wellknown.LabelVersion], Values: values}, nil
+	inventory, err := decodeInventory(sec.Data[inventoryKey])
+	if err != nil {
+		return nil, fmt.Errorf("reading secret %s/%s: %w", sec.Namespace, sec.Name, err)
+	}
+	return &Installation{Namespace: sec.Namespace, Version: sec.Labels[wellknown.LabelVersion], Values: values, Inventory: inventory}, nil
 }
