@@ -14,10 +14,12 @@ import (
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/meshctl/mesh/internal/meshconfig"
+	"github.com/meshctl/mesh/internal/wellknown"
 )
 
 const testPod = `{"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"web-","namespace":"shop","annotations":{"a/b":"c"}},"spec":{"containers":[{"name":"app","image":"shop/web:1","resources":{"limits":{"cpu":"1.5"}}}]}}`
@@ -264,5 +266,97 @@ func TestMetricsText(t *testing.T) {
 		if !strings.Contains(b.String(), want+"\n") {
 			t.Errorf("metrics lack %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// TestHandlerWithInjection runs the handler with the real injection: the
+// patch must apply as the API server applies it and yield the injected pod.
+func TestHandlerWithInjection(t *testing.T) {
+	cfg := meshconfig.Default("ghcr.io/meshctl/meshproxy:v1")
+	const meshNS = "meshctl-system"
+	podWithoutNamespace := strings.Replace(testPod, `"namespace":"shop",`, "", 1)
+	tests := []struct {
+		name      string
+		namespace string
+		pod       string
+		skipped   string // part of the logged reason; empty: injected
+	}{
+		{name: "pod without a namespace in its metadata", namespace: "shop", pod: podWithoutNamespace},
+		{name: "pod with its namespace", namespace: "shop",
+			pod: `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"db","namespace":"shop","labels":{"app":"db"}},"spec":{"terminationGracePeriodSeconds":45,"containers":[{"name":"db","image":"postgres:17","ports":[{"containerPort":5432}]}],"volumes":[{"name":"data","emptyDir":{}}]}}`},
+		{name: "opted-out pod", namespace: "shop", skipped: "opted out",
+			pod: `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"job","annotations":{"meshctl.dev/inject":"disabled"}},"spec":{"containers":[{"name":"job","image":"job:1"}]}}`},
+		{name: "host network pod", namespace: "shop", skipped: "hostNetwork",
+			pod: `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"agent"},"spec":{"hostNetwork":true,"containers":[{"name":"agent","image":"agent:1"}]}}`},
+		{name: "pod with another mesh's sidecar", namespace: "shop", skipped: "istio-proxy",
+			pod: `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"old"},"spec":{"containers":[{"name":"app","image":"app:1"},{"name":"istio-proxy","image":"istio/proxyv2"}]}}`},
+		{name: "pod in the mesh namespace", namespace: meshNS, skipped: "control-plane namespace", pod: podWithoutNamespace},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			m := &Metrics{}
+			h := &Handler{
+				Inject:  NewInjector(meshNS, "v1.2.3"),
+				Config:  func() (meshconfig.Spec, error) { return cfg, nil },
+				Logger:  slog.New(slog.NewTextHandler(&logs, nil)),
+				Metrics: m,
+			}
+			body := review(t, func(r *admissionv1.AdmissionRequest) {
+				r.Namespace = tt.namespace
+				r.Object.Raw = []byte(tt.pod)
+			})
+			r := httptest.NewRequest(http.MethodPost, Path, bytes.NewReader(body))
+			r.Header.Set("Content-Type", "application/json")
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			var out admissionv1.AdmissionReview
+			if err := json.Unmarshal(w.Body.Bytes(), &out); err != nil || w.Code != 200 || out.Response == nil || !out.Response.Allowed {
+				t.Fatalf("status %d, response %s, error %v", w.Code, w.Body, err)
+			}
+			resp := out.Response
+			if tt.skipped != "" {
+				if resp.Patch != nil || m.Count(Skipped) != 1 {
+					t.Errorf("patch %s, skipped %d; want no patch, skipped", resp.Patch, m.Count(Skipped))
+				}
+				if !strings.Contains(logs.String(), tt.skipped) {
+					t.Errorf("the logs do not say why (%q):\n%s", tt.skipped, logs.String())
+				}
+				return
+			}
+			if m.Count(Injected) != 1 || resp.Patch == nil {
+				t.Fatalf("not injected; logs:\n%s", logs.String())
+			}
+			p, err := jsonpatch.DecodePatch(resp.Patch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			patched, err := p.Apply([]byte(tt.pod))
+			if err != nil {
+				t.Fatalf("applying the patch %s: %v", resp.Patch, err)
+			}
+			want, err := h.Inject(context.Background(), PodRequest{Namespace: tt.namespace, Pod: []byte(tt.pod), Config: cfg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertPatchYields(t, []byte(tt.pod), resp.Patch, want.Pod)
+			var pod corev1.Pod
+			if err := json.Unmarshal(patched, &pod); err != nil {
+				t.Fatalf("the patched pod does not decode: %v", err)
+			}
+			var names []string
+			for _, c := range append(pod.Spec.InitContainers, pod.Spec.Containers...) {
+				names = append(names, c.Name)
+			}
+			if got := strings.Join(names, ","); !strings.Contains(got, wellknown.InitContainerName) || !strings.Contains(got, wellknown.ProxyContainerName+",") {
+				t.Errorf("containers of the patched pod: %s", got)
+			}
+			if pod.Namespace != "" && !strings.Contains(tt.pod, `"namespace"`) {
+				t.Errorf("the patch sets the namespace %q", pod.Namespace)
+			}
+			if _, ok := pod.Annotations[wellknown.AnnotationInjected]; !ok {
+				t.Errorf("no %s annotation", wellknown.AnnotationInjected)
+			}
+		})
 	}
 }
