@@ -31,5 +31,6 @@ func NewRootCmd(s Streams) *cobra.Command {
 	root.AddCommand(newVersionCmd(s))
 	root.AddCommand(newRunCmd(s))
 	root.AddCommand(newInitCmd(s))
+	root.AddCommand(newControllerCmd(s))
 	return root
 }

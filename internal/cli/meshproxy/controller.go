@@ -1,0 +1,124 @@
+package meshproxy
+
+import (
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/meshctl/mesh/internal/controller"
+	"github.com/meshctl/mesh/internal/controller/webhook"
+	"github.com/meshctl/mesh/internal/version"
+	"github.com/meshctl/mesh/internal/wellknown"
+)
+
+// controllerOptions holds the flag values of `meshproxy controller`. The
+// chart passes --mesh-namespace, --webhook-port, --admin-port,
+// --webhook-tls-dir and --log-level; the others are for running outside a
+// cluster and for tuning.
+type controllerOptions struct {
+	MeshNamespace string
+	WebhookPort   uint16
+	AdminPort     uint16
+	WebhookTLSDir string
+	LogLevel      string
+	LogFormat     string
+	Kubeconfig    string
+	ShutdownDelay time.Duration
+}
+
+func newControllerCmd(s Streams) *cobra.Command {
+	o := &controllerOptions{}
+	cmd := &cobra.Command{
+		Use:   "controller",
+		Short: "Run the control plane: the proxy injection webhook and the mesh configuration",
+		Long: `Run the mesh's control plane. It keeps the MeshConfig "mesh" of the mesh
+namespace current, serves the proxy injection webhook over HTTPS on
+--webhook-port with the certificate in --webhook-tls-dir (re-read when the
+files change), and serves /ready, /live, /metrics and, to loopback peers,
+/debug/pprof/ on --admin-port. It is ready once a valid MeshConfig and the
+certificate are loaded. On SIGTERM it fails readiness, keeps serving for
+--shutdown-delay, finishes in-flight requests and exits.
+
+Inside a cluster it uses the pod's ServiceAccount; --kubeconfig runs it
+outside one.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runController(cmd, o, s)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.MeshNamespace, "mesh-namespace", wellknown.DefaultMeshNamespace, "namespace of the control plane and of its MeshConfig")
+	f.Uint16Var(&o.WebhookPort, "webhook-port", wellknown.ControllerWebhookPort, "port of the injection webhook (HTTPS)")
+	f.Uint16Var(&o.AdminPort, "admin-port", wellknown.ControllerAdminPort, "port of the admin endpoint: /ready, /live, /metrics, /debug/pprof/")
+	f.StringVar(&o.WebhookTLSDir, "webhook-tls-dir", "/var/run/meshctl/webhook-tls", "directory holding the webhook's tls.crt and tls.key")
+	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&o.LogFormat, "log-format", "json", "log format on stderr: json or text")
+	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file to reach the API server with (default: the in-cluster ServiceAccount)")
+	f.DurationVar(&o.ShutdownDelay, "shutdown-delay", 5*time.Second, "how long to keep serving with readiness failing after SIGTERM, so endpoints stop routing here first")
+	return cmd
+}
+
+func (o *controllerOptions) logger(s Streams) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.LogLevel)); err != nil {
+		return nil, fmt.Errorf("reading --log-level: %q is not one of debug, info, warn, error", o.LogLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch o.LogFormat {
+	case "json":
+		return slog.New(slog.NewJSONHandler(s.ErrOut, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(s.ErrOut, opts)), nil
+	default:
+		return nil, fmt.Errorf("reading --log-format: %q is not one of json, text", o.LogFormat)
+	}
+}
+
+func (o *controllerOptions) kubeConfig() (*rest.Config, error) {
+	if o.Kubeconfig == "" {
+		c, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("loading the in-cluster configuration (outside a cluster, pass --kubeconfig): %w", err)
+		}
+		return c, nil
+	}
+	c, err := clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("loading --kubeconfig: %w", err)
+	}
+	return c, nil
+}
+
+func runController(cmd *cobra.Command, o *controllerOptions, s Streams) error {
+	log, err := o.logger(s)
+	if err != nil {
+		return err
+	}
+	// client-go logs through klog; send those lines to the same structured
+	// stream instead of klog's own format.
+	klog.SetSlogLogger(log.With("component", "client-go"))
+	kube, err := o.kubeConfig()
+	if err != nil {
+		return err
+	}
+	c, err := controller.New(controller.Options{
+		MeshNamespace:  o.MeshNamespace,
+		WebhookAddress: ":" + strconv.Itoa(int(o.WebhookPort)),
+		AdminAddress:   ":" + strconv.Itoa(int(o.AdminPort)),
+		WebhookTLSDir:  o.WebhookTLSDir,
+		Kube:           kube,
+		Inject:         webhook.NewInjector(o.MeshNamespace, version.Get().Version),
+		Logger:         log,
+		ShutdownDelay:  o.ShutdownDelay,
+	})
+	if err != nil {
+		return err
+	}
+	return c.Run(cmd.Context())
+}
