@@ -69,7 +69,7 @@ func kubernetesAPI() Category {
 				}
 				raw, err := s.kube.Discovery().RESTClient().Get().AbsPath("/version").Do(ctx).Raw()
 				if err != nil {
-					return fmt.Errorf("querying %s: %w", "/version", err)
+					return fmt.Errorf("querying the API server: %w", err)
 				}
 				if err := json.Unmarshal(raw, &info); err != nil {
 					return fmt.Errorf("decoding the server version: %w", err)
