@@ -84,8 +84,10 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			pr.Out.URL.Host = addr
 			pr.Out.Host = pr.In.Host
 		},
-		Transport:     s.p.h2Transport,
-		FlushInterval: -1,
+		Transport: s.p.h2Transport,
+		// A response of unknown length (every gRPC response) is flushed
+		// as it comes; ReverseProxy decides that from ContentLength.
+		ModifyResponse: keepTrailersOnly,
 		BufferPool:    copyBufPool{},
 		ErrorLog:      slogStd(s.p.log),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -110,6 +112,21 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.series.Request(sw.code, class, d, body.n, sw.n)
 	s.logRequest(r, sw.code, d, body.n, sw.n, addr, reason)
+}
+
+// keepTrailersOnly keeps a gRPC "trailers-only" response (RFC-less but
+// specified by gRPC: one HEADERS frame with END_STREAM carrying
+// grpc-status) in one frame. ReverseProxy flushes the headers of a response
+// of unknown length at once, in a race with the end of the handler; a flush
+// that wins sends HEADERS without END_STREAM, and the gRPC client then sees
+// a stream that ended without trailers. A known length of zero turns that
+// early flush off, and the server sends HEADERS with END_STREAM when the
+// handler returns.
+func keepTrailersOnly(res *http.Response) error {
+	if res.ContentLength == -1 && res.Header.Get("Grpc-Status") != "" {
+		res.ContentLength = 0
+	}
+	return nil
 }
 
 // malformedH2 reports a request that RFC 9113 section 8.2.2 calls
