@@ -88,8 +88,8 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// A response of unknown length (every gRPC response) is flushed
 		// as it comes; ReverseProxy decides that from ContentLength.
 		ModifyResponse: keepTrailersOnly,
-		BufferPool:    copyBufPool{},
-		ErrorLog:      slogStd(s.p.log),
+		BufferPool:     copyBufPool{},
+		ErrorLog:       slogStd(s.p.log),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			code := http.StatusBadGateway
 			failReason = metrics.ReasonConnect
