@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -365,4 +366,49 @@ func toUnstructured(t *testing.T, obj any) *unstructured.Unstructured {
 		t.Fatal(err)
 	}
 	return &unstructured.Unstructured{Object: m}
+}
+
+// An install that fails half way (here: the real API server rejects an
+// object in the middle of the rendering) reports what it applied, and
+// running install again finishes the job with the identity CA of the first
+// run.
+func TestInstallFinishesAfterAFailureHalfWay(t *testing.T) {
+	env := testenv.Shared(t)
+	ctx := t.Context()
+	const ns = "mesh-partial"
+	c := clientsFor(t, env)
+	broken := func(ro render.Options) (*render.Manifest, error) {
+		m, err := render.Render(ro)
+		if err != nil {
+			return nil, err
+		}
+		bad := toUnstructured(t, &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"}, ObjectMeta: metav1.ObjectMeta{Name: "Not_A_Valid_Name", Namespace: ns}})
+		at := len(m.Objects) / 2
+		m.Objects = append(m.Objects[:at], append([]*unstructured.Unstructured{bad}, m.Objects[at:]...)...)
+		return m, nil
+	}
+	_, err := install.Install(ctx, c, install.Options{Namespace: ns, Version: version.Get().Version, Render: broken})
+	var partial *install.PartialError
+	if !errors.As(err, &partial) || len(partial.Applied) == 0 || len(partial.Applied) >= partial.Total {
+		t.Fatalf("want a partial failure listing what was applied, got %v", err)
+	}
+	if _, err := install.Find(ctx, env.Clientset(), ns); !errors.Is(err, install.ErrNotInstalled) {
+		t.Fatalf("a failed install left the installation record behind: %v", err)
+	}
+	anchors, err := env.Clientset().CoreV1().ConfigMaps(ns).Get(ctx, wellknown.TrustAnchorsName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the first run did not apply the trust anchors before failing: %v", err)
+	}
+
+	r := meshctl(t, env, "", "install", "--mesh-namespace", ns, "--wait", "0")
+	if r.code != 0 {
+		t.Fatalf("re-running install: exit %d", r.code)
+	}
+	again, err := env.Clientset().CoreV1().ConfigMaps(ns).Get(ctx, wellknown.TrustAnchorsName, metav1.GetOptions{})
+	if err != nil || again.Data["ca-bundle.crt"] != anchors.Data["ca-bundle.crt"] {
+		t.Errorf("the re-run replaced the identity CA the first run applied")
+	}
+	if r := meshctl(t, env, "", "uninstall", "--purge", "--mesh-namespace", ns, "--wait", "2m"); r.code != 0 {
+		t.Fatalf("uninstall: exit %d", r.code)
+	}
 }

@@ -75,3 +75,14 @@ func (c *Clients) listOwned(ctx context.Context, namespace string, extra []Ref) 
 	sortRefs(found)
 	return found, nil
 }
+
+// IsOwnedKind reports whether upgrade and uninstall search gk for the mesh's
+// objects.
+func IsOwnedKind(gk schema.GroupKind) bool {
+	for _, k := range ownedKinds {
+		if k.GroupKind() == gk {
+			return true
+		}
+	}
+	return false
+}
