@@ -116,7 +116,7 @@ func New(opts Options) (*Controller, error) {
 	c.watcher = meshconfigwatch.New(dyn, opts.MeshNamespace, opts.Logger.With("component", "meshconfig"))
 	c.cert = servingcert.New(opts.WebhookTLSDir)
 	if err := c.cert.Loaded(); err != nil {
-		c.log.Warn("webhook certificate not loaded; not ready until it is", "error", err)
+		c.log.Warn("webhook certificate not loaded; not ready until it is", "component", "webhook", "error", err)
 	}
 
 	metrics := &webhook.Metrics{}
@@ -200,7 +200,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
-		c.log.Info("shutting down", "delay", c.opts.ShutdownDelay)
+		c.log.Info("shutting down", "delay", c.opts.ShutdownDelay.String())
 	case runErr = <-failed:
 		c.log.Error("shutting down after a component failed", "error", runErr)
 	}

@@ -165,23 +165,15 @@ func TestController(t *testing.T) {
 		return o.DeepCopy()
 	}
 	create(ctx, t, dyn, &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": meshNS}}})
-	for _, crd := range manifest.CRDs() {
-		create(ctx, t, dyn, crd)
-	}
-	for _, kind := range []string{"ServiceAccount", "Role", "RoleBinding"} {
-		create(ctx, t, dyn, find(kind, meshNS, wellknown.ControllerName))
-	}
-	eventually(t, 30*time.Second, "waiting for the MeshConfig CRD", func() error {
-		_, err := dyn.Resource(meshconfig.GroupVersionResource).Namespace(meshNS).List(ctx, metav1.ListOptions{})
-		return err
-	})
-
-	tlsDir := t.TempDir()
-	testcert.WriteSecretDir(t, tlsDir, certPEM, keyPEM)
+	create(ctx, t, dyn, find("ServiceAccount", meshNS, wellknown.ControllerName))
 	asController, err := env.ServiceAccountConfig(ctx, meshNS, wellknown.ControllerName)
 	if err != nil {
 		t.Fatal(err)
 	}
+
+	// The controller starts before its Role, its CRD and its certificate
+	// exist, as it may while an install is being applied.
+	tlsDir := t.TempDir()
 	var logs syncBuffer
 	defer func() {
 		if t.Failed() {
@@ -207,11 +199,51 @@ func TestController(t *testing.T) {
 	go func() { runErr <- c.Run(runCtx) }()
 	admin := "http://" + c.AdminAddr().String()
 
-	// Not ready while no MeshConfig exists, for the right reason.
-	time.Sleep(time.Second)
-	if code, body, err := httpGet(admin + "/ready"); err != nil || code != 503 || !strings.Contains(body, "meshconfig: no valid MeshConfig") || strings.Contains(body, "certificate") {
-		t.Fatalf("/ready before the MeshConfig: %d %q %v; want 503 for the MeshConfig only", code, body, err)
+	// Readiness says what is missing, step by step. The informer backs off
+	// between failed lists, hence the generous waits.
+	notReady := func(what string, want ...string) {
+		t.Helper()
+		eventually(t, time.Minute, what, func() error {
+			code, body, err := httpGet(admin + "/ready")
+			if err != nil {
+				return err
+			}
+			if code != 503 {
+				return fmt.Errorf("/ready: %d %q, want 503", code, body)
+			}
+			lines := strings.Split(strings.TrimSpace(body), "\n")[1:]
+			if len(lines) != len(want) {
+				return fmt.Errorf("/ready: %q, want %d reasons containing %q", body, len(want), want)
+			}
+			for i, w := range want {
+				if !strings.Contains(lines[i], w) {
+					return fmt.Errorf("/ready: %q, want reasons containing %q", body, want)
+				}
+			}
+			return nil
+		})
 	}
+	notReady("readiness without Role, CRD and certificate",
+		"meshconfig: no valid MeshConfig ctrl-mesh/mesh seen yet: listing meshconfigs.meshctl.dev in ctrl-mesh: ",
+		"webhook certificate: loading the serving certificate: ")
+	if !strings.Contains(logs.String(), "the controller's Role must allow get, list and watch") {
+		t.Errorf("without its Role, the controller does not say what it lacks")
+	}
+	for _, kind := range []string{"Role", "RoleBinding"} {
+		create(ctx, t, dyn, find(kind, meshNS, wellknown.ControllerName))
+	}
+	testcert.WriteSecretDir(t, tlsDir, certPEM, keyPEM)
+	notReady("readiness without the CRD", "(is the MeshConfig CRD installed?)")
+	for _, crd := range manifest.CRDs() {
+		create(ctx, t, dyn, crd)
+	}
+	eventually(t, time.Minute, "readiness without the MeshConfig", func() error {
+		const want = "not ready:\nmeshconfig: no valid MeshConfig ctrl-mesh/mesh seen yet\n"
+		if code, body, err := httpGet(admin + "/ready"); err != nil || code != 503 || body != want {
+			return fmt.Errorf("/ready: %d %q %v, want 503 %q", code, body, err, want)
+		}
+		return nil
+	})
 	if code, _, err := httpGet(admin + "/live"); err != nil || code != 200 {
 		t.Fatalf("/live: %d %v", code, err)
 	}

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"sync"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
@@ -40,6 +41,7 @@ type Watcher struct {
 	version  string // resourceVersion of current
 	rejected error  // why the newest object seen was not used, if it was not
 	rejects  uint64
+	listErr  error // of the last list or watch call
 }
 
 // New returns a Watcher of the MeshConfig "mesh" in namespace. It needs
@@ -57,11 +59,15 @@ func (w *Watcher) Run(ctx context.Context) error {
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			opts.FieldSelector = byName
-			return res.List(ctx, opts)
+			list, err := res.List(ctx, opts)
+			return list, w.failed("listing", err)
 		},
+		// The informer may list through a watch (WatchListClient), so
+		// watch errors count as list errors too.
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 			opts.FieldSelector = byName
-			return res.Watch(ctx, opts)
+			wi, err := res.Watch(ctx, opts)
+			return wi, w.failed("watching", err)
 		},
 	}
 	inf := cache.NewSharedIndexInformer(lw, &unstructured.Unstructured{}, 0, cache.Indexers{})
@@ -81,6 +87,29 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	inf.RunWithContext(ctx)
 	return nil
+}
+
+// failed records the outcome of a list or watch call, for readiness to say
+// why there is no MeshConfig, and adds to the API server's error the likely
+// cause an operator can act on.
+func (w *Watcher) failed(verb string, err error) error {
+	err = w.explain(verb, err)
+	w.mu.Lock()
+	w.listErr = err
+	w.mu.Unlock()
+	return err
+}
+
+func (w *Watcher) explain(verb string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case apierrors.IsNotFound(err):
+		return fmt.Errorf("%s %s in %s: %w (is the MeshConfig CRD installed?)", verb, meshconfig.GroupVersionResource.GroupResource(), w.namespace, err)
+	case apierrors.IsForbidden(err):
+		return fmt.Errorf("%s %s in %s: %w (the controller's Role must allow get, list and watch on them)", verb, meshconfig.GroupVersionResource.GroupResource(), w.namespace, err)
+	}
+	return fmt.Errorf("%s %s in %s: %w", verb, meshconfig.GroupVersionResource.GroupResource(), w.namespace, err)
 }
 
 func (w *Watcher) observe(obj any) {
@@ -139,6 +168,9 @@ func (w *Watcher) Loaded() error {
 func (w *Watcher) missing() error {
 	if w.rejected != nil {
 		return fmt.Errorf("no valid MeshConfig yet: %w", w.rejected)
+	}
+	if w.listErr != nil {
+		return fmt.Errorf("no valid MeshConfig %s/%s seen yet: %w", w.namespace, wellknown.MeshConfigName, w.listErr)
 	}
 	return fmt.Errorf("no valid MeshConfig %s/%s seen yet", w.namespace, wellknown.MeshConfigName)
 }
