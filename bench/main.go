@@ -37,6 +37,7 @@ type options struct {
 	meshproxy   string
 	keep        bool
 	only        string
+	rounds      int
 }
 
 func main() {
@@ -49,7 +50,12 @@ func main() {
 	flag.StringVar(&o.meshproxy, "meshproxy", "", "meshproxy binary to measure (default: build ./cmd/meshproxy)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory with configurations and logs")
 	flag.StringVar(&o.only, "only", "direct,meshproxy,haproxy,nginx", "comma-separated proxies to measure (direct is the baseline of every ratio)")
+	flag.IntVar(&o.rounds, "rounds", 1, "times to run every phase; the report takes the median of the rounds")
 	flag.Parse()
+	if o.rounds < 1 || o.rate < 1 || o.connections < 1 || o.payload < 0 || o.duration <= 0 {
+		fmt.Fprintln(os.Stderr, "bench: -rounds, -rate and -connections must be positive, -duration too, -payload not negative")
+		os.Exit(2)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -129,18 +135,23 @@ func run(ctx context.Context, o options) error {
 
 	lastCPU := runtime.NumCPU() - 1
 	var results []result
-	for i, s := range setups {
-		for _, rate := range []int{o.rate, 0} {
-			subnet := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 240, byte(i), 0}), 24)
-			r, err := measure(ctx, o, t, s, rate, subnet, lastCPU)
-			if err != nil {
-				return fmt.Errorf("measuring %s: %w", s, err)
+	// Rounds run every setup in turn rather than one setup many times, so
+	// that a burst of load from elsewhere on the machine spreads over all
+	// setups instead of landing on one.
+	for round := 1; round <= o.rounds; round++ {
+		for i, s := range setups {
+			for _, rate := range []int{o.rate, 0} {
+				subnet := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 240, byte(i), 0}), 24)
+				r, err := measure(ctx, o, t, s, rate, subnet, lastCPU)
+				if err != nil {
+					return fmt.Errorf("measuring %s: %w", s, err)
+				}
+				fmt.Fprintf(os.Stderr, "bench: round %d %-12s %-5s %8.0f req/s  p50 %.3f ms  p99 %.3f ms\n", round, s, rateName(rate), r.qps, r.p50*1e3, r.p99*1e3)
+				results = append(results, r)
 			}
-			fmt.Fprintf(os.Stderr, "bench: %-12s %-5s %8.0f req/s  p50 %.3f ms  p99 %.3f ms\n", s, rateName(rate), r.qps, r.p50*1e3, r.p99*1e3)
-			results = append(results, r)
 		}
 	}
-	report(os.Stdout, o, results)
+	report(os.Stdout, o, combine(results))
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,7 @@ type result struct {
 	p50, p90, p99 float64 // seconds
 	proxyCPU      float64 // seconds, all proxies of the setup, measured phase only
 	peakRSS       int64   // bytes, the largest VmHWM of the setup's proxies
+	rounds        int     // how many runs combine() merged into this one
 }
 
 // fortioResult is the part of fortio's -json output the harness reads.
@@ -143,4 +145,54 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// combine merges the rounds of each phase: the median of the rates and
+// percentiles, and for CPU the pooled total over all rounds, so CPU per
+// request is total CPU over total requests. Peak RSS is the largest seen;
+// failures add up.
+func combine(results []result) []result {
+	type key struct {
+		setup setup
+		rate  int
+	}
+	var order []key
+	groups := map[key][]result{}
+	for _, r := range results {
+		k := key{r.setup, r.rate}
+		if _, seen := groups[k]; !seen {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	var out []result
+	for _, k := range order {
+		g := groups[k]
+		c := result{setup: k.setup, rate: k.rate}
+		c.qps = median(g, func(r result) float64 { return r.qps })
+		c.p50 = median(g, func(r result) float64 { return r.p50 })
+		c.p90 = median(g, func(r result) float64 { return r.p90 })
+		c.p99 = median(g, func(r result) float64 { return r.p99 })
+		for _, r := range g {
+			c.requests += r.requests
+			c.failed += r.failed
+			c.proxyCPU += r.proxyCPU
+			c.peakRSS = max(c.peakRSS, r.peakRSS)
+		}
+		c.rounds = len(g)
+		out = append(out, c)
+	}
+	return out
+}
+
+func median(g []result, f func(result) float64) float64 {
+	v := make([]float64, len(g))
+	for i, r := range g {
+		v[i] = f(r)
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
