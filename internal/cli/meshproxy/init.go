@@ -25,9 +25,6 @@ type initOptions struct {
 	DryRun            bool
 	Remove            bool
 	IPTablesMode      string
-
-	// Runner runs the iptables tools; nil means the real ones on PATH.
-	Runner proxyinit.Runner
 }
 
 func newInitCmd(s Streams) *cobra.Command {
@@ -104,10 +101,7 @@ func runInit(ctx context.Context, o *initOptions, s Streams) error {
 	if err != nil {
 		return err
 	}
-	runner := o.Runner
-	if runner == nil {
-		runner = proxyinit.ExecRunner{}
-	}
+	runner := proxyinit.ExecRunner{}
 
 	// A dry run of an install needs no iptables at all: the rules are a pure
 	// function of the flags.
