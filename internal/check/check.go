@@ -12,7 +12,6 @@ package check
 import (
 	"context"
 	"errors"
-	"fmt"
 )
 
 // Severity says what a failing check means for the run.
@@ -120,19 +119,4 @@ type Summary struct {
 	Results []Result
 	// Err is set when the run was cancelled before it finished.
 	Err error
-}
-
-func (s Summary) String() string {
-	var ok, warn, failed int
-	for _, r := range s.Results {
-		switch r.Status() {
-		case StatusSuccess:
-			ok++
-		case StatusWarning:
-			warn++
-		default:
-			failed++
-		}
-	}
-	return fmt.Sprintf("%d passed, %d warnings, %d failed", ok, warn, failed)
 }

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -212,7 +214,8 @@ func TestCheckInstalledMesh(t *testing.T) {
 	}
 	kubelet(t, env, ns, testenv.PodState{Ready: true})
 	t.Run("ready", func(t *testing.T) {
-		sum, out := run(t, env.Config, cfg, PostInstall(), Options{Wait: time.Minute, RetryInterval: 250 * time.Millisecond})
+		counted, requests := countRequests(env.Config)
+		sum, out := run(t, counted, cfg, PostInstall(), Options{Wait: time.Minute, RetryInterval: 250 * time.Millisecond})
 		if !sum.Success {
 			t.Fatalf("check failed on a ready mesh:\n%s", out)
 		}
@@ -221,6 +224,16 @@ func TestCheckInstalledMesh(t *testing.T) {
 				t.Errorf("%s: %v", r.Description, r.Err)
 			}
 		}
+		// Each kind is listed once, whatever the number of checks that
+		// look at it: the run stays fast on a large cluster.
+		total := 0
+		for req, n := range requests.counts {
+			total += n
+			if n > 1 {
+				t.Errorf("%s requested %d times", req, n)
+			}
+		}
+		t.Logf("%d requests", total)
 	})
 
 	t.Run("issuer from another anchor", func(t *testing.T) {
@@ -301,3 +314,28 @@ func updateSecret(t *testing.T, kube kubernetes.Interface, namespace, name strin
 		t.Fatal(fmt.Errorf("updating secret %s/%s: %w", namespace, name, err))
 	}
 }
+
+type requestCounts struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+// countRequests returns a copy of cfg that counts its requests by method
+// and path.
+func countRequests(cfg *rest.Config) (*rest.Config, *requestCounts) {
+	rc := &requestCounts{counts: map[string]int{}}
+	c := rest.CopyConfig(cfg)
+	c.Wrap(func(next http.RoundTripper) http.RoundTripper {
+		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+			rc.mu.Lock()
+			rc.counts[req.Method+" "+req.URL.Path]++
+			rc.mu.Unlock()
+			return next.RoundTrip(req)
+		})
+	})
+	return c, rc
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }

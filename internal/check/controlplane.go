@@ -183,13 +183,16 @@ func checkInstallation(ctx context.Context, s *State) error {
 
 // checkVersion compares the installation's version with meshctl's, and the
 // version label of every object of the control plane with the
-// installation's, which differ after an interrupted upgrade.
+// installation's (meshctl's when the installation is unknown): they differ
+// after an interrupted upgrade.
 func checkVersion(ctx context.Context, s *State) error {
-	if s.installedVersion == "" {
-		return errors.New("the installed version is unknown: the installation check did not pass")
-	}
+	want := labelVersion(s.cfg.Version)
 	var problems []string
-	if want := labelVersion(s.cfg.Version); s.installedVersion != want {
+	ref := s.installedVersion
+	switch {
+	case ref == "":
+		ref = want
+	case ref != want:
 		problems = append(problems, fmt.Sprintf("the control plane is %s and meshctl is %s: upgrade the control plane with this meshctl, or use meshctl %s",
 			s.installedVersion, s.cfg.Version, s.installedVersion))
 	}
@@ -203,7 +206,7 @@ func checkVersion(ctx context.Context, s *State) error {
 			return err
 		}
 		for _, u := range items {
-			if v := u.GetLabels()[wellknown.LabelVersion]; v != s.installedVersion {
+			if v := u.GetLabels()[wellknown.LabelVersion]; v != ref {
 				others = append(others, fmt.Sprintf("%s (%s)", r.describe(u.GetName(), u.GetNamespace()), v))
 			}
 		}
@@ -215,8 +218,7 @@ func checkVersion(ctx context.Context, s *State) error {
 			more = fmt.Sprintf(" and %d more", len(others)-shown)
 			others = others[:shown]
 		}
-		problems = append(problems, fmt.Sprintf("objects of another version than the installation's %s: %s%s",
-			s.installedVersion, strings.Join(others, ", "), more))
+		problems = append(problems, fmt.Sprintf("objects of another version than %s: %s%s", ref, strings.Join(others, ", "), more))
 	}
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "\n"))

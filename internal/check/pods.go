@@ -64,6 +64,10 @@ func checkControllerPods(ctx context.Context, s *State) error {
 	if live == 0 {
 		return s.noControllerPods(ctx)
 	}
+	if want := s.desiredControllers(ctx); live < want {
+		problems = append(problems, fmt.Sprintf("%d of %d controller pods exist", live, want))
+		stuck = false
+	}
 	if len(problems) == 0 {
 		return nil
 	}
@@ -129,6 +133,20 @@ func containerTerminated(what, name string, t *corev1.ContainerStateTerminated) 
 		msg += ": " + t.Reason
 	}
 	return msg
+}
+
+// desiredControllers is the controller Deployment's replicas as listed by
+// the existence checks; 1 when unknown.
+func (s *State) desiredControllers(ctx context.Context) int {
+	u, err := s.object(ctx, deployments, wellknown.ControllerName)
+	if err != nil {
+		return 1
+	}
+	d, err := decode[appsv1.Deployment](u)
+	if err != nil || d.Spec.Replicas == nil {
+		return 1
+	}
+	return int(*d.Spec.Replicas)
 }
 
 // noControllerPods explains an absence of pods by the Deployment's state.
