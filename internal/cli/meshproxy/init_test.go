@@ -2,10 +2,13 @@ package meshproxy
 
 import (
 	"bytes"
+	"context"
+	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/meshctl/mesh/internal/proxyinit"
+	"github.com/meshctl/mesh/internal/testenv/netns"
 )
 
 func runMeshproxy(args ...string) (stdout, stderr string, err error) {
@@ -50,5 +53,52 @@ func TestInitRejectsBadValues(t *testing.T) {
 		if err == nil {
 			t.Errorf("init %v: accepted a bad value", args)
 		}
+	}
+}
+
+// The command end to end, as root in a namespace of its own: install twice
+// (a restarted init container), then remove, with the messages an operator
+// reads in the init container's log.
+func TestInitInstallsAndRemovesInANamespace(t *testing.T) {
+	if _, err := exec.LookPath("iptables-restore"); err != nil {
+		t.Skip("skipping: iptables is not installed (apt-get install iptables)")
+	}
+	pod := netns.New(t, "10.237.0.0/24").MustAddPod(t, "p")
+	inPod := func(args ...string) (string, string) {
+		t.Helper()
+		var stdout, stderr string
+		if err := pod.Do(func() (err error) {
+			stdout, stderr, err = runMeshproxy(args...)
+			return err
+		}); err != nil {
+			t.Fatalf("meshproxy %v: %v\n%s", args, err, stderr)
+		}
+		return stdout, stderr
+	}
+	for range 2 {
+		_, msg := inPod("init", "--skip-outbound-ports", "5432")
+		if !strings.Contains(msg, "installed interception rules: IPv4 (nf_tables") {
+			t.Errorf("install said %q", msg)
+		}
+	}
+	out, err := pod.Run(context.Background(), "iptables-nft-save", "-t", "nat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(out), "-j "+proxyinit.ChainOutbound+"\n"); n != 1 {
+		t.Errorf("%d jumps to %s after two installs, want 1:\n%s", n, proxyinit.ChainOutbound, out)
+	}
+	if !strings.Contains(string(out), "--dport 5432 -j RETURN") {
+		t.Errorf("skipped port missing:\n%s", out)
+	}
+	removal, _ := inPod("init", "--remove", "--dry-run")
+	if !strings.Contains(removal, "-X "+proxyinit.ChainOutbound) {
+		t.Errorf("removal dry run printed %q", removal)
+	}
+	if _, msg := inPod("init", "--remove"); !strings.Contains(msg, "removed the mesh's interception rules") {
+		t.Errorf("remove said %q", msg)
+	}
+	if _, msg := inPod("init", "--remove"); !strings.Contains(msg, "no interception rules of the mesh to remove") {
+		t.Errorf("second remove said %q", msg)
 	}
 }
