@@ -26,23 +26,12 @@ func (s *session) serveHTTP2() {
 
 type h2Handler struct{ s *session }
 
-// connectionSpecific are the fields RFC 9113 section 8.2.2 forbids in
-// HTTP/2: a request carrying one is malformed.
-var connectionSpecific = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade"}
-
 func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := h.s
 	start := time.Now()
 	class := metrics.ClassOf(r.Method)
 	sw := &statusWriter{ResponseWriter: w}
 
-	if malformedH2(r) {
-		s.series.Error(metrics.ReasonBadRequest)
-		s.series.Request(0, class, time.Since(start), 0, 0)
-		// A malformed request is a stream error of type PROTOCOL_ERROR;
-		// the Go server resets the stream when the handler aborts.
-		panic(http.ErrAbortHandler)
-	}
 	fields, size := 0, 0
 	for k, vs := range r.Header {
 		fields += len(vs)
@@ -127,22 +116,6 @@ func keepTrailersOnly(res *http.Response) error {
 		res.ContentLength = 0
 	}
 	return nil
-}
-
-// malformedH2 reports a request that RFC 9113 section 8.2.2 calls
-// malformed: connection-specific fields, or TE other than "trailers".
-func malformedH2(r *http.Request) bool {
-	for _, k := range connectionSpecific {
-		if _, ok := r.Header[k]; ok {
-			return true
-		}
-	}
-	for _, v := range r.Header["Te"] {
-		if v != "trailers" {
-			return true
-		}
-	}
-	return false
 }
 
 // statusWriter records the status and body bytes of a response; Unwrap

@@ -47,6 +47,9 @@ const MaxPeek = 5 + 16384
 // preface is the HTTP/2 client connection preface (RFC 9113 section 3.4).
 const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
+// prefaceLine is the preface's first line.
+const prefaceLine = "PRI * HTTP/2.0\r\n"
+
 // Classify decides what the bytes read so far are. done is false when more
 // bytes are needed to decide; a caller out of bytes or time treats that as
 // TCP. sni is the server name of a TLS ClientHello, when it has one.
@@ -58,6 +61,12 @@ func Classify(b []byte) (p Protocol, sni string, done bool) {
 	n := min(len(b), len(preface))
 	if string(b[:n]) == preface[:n] {
 		return HTTP2, "", n == len(preface)
+	}
+	// Only HTTP/2 starts with this line: a client that gets the rest of the
+	// preface wrong is a broken HTTP/2 client, and the HTTP/2 server, not
+	// the application, must refuse it (RFC 9113 section 3.4).
+	if n >= len(prefaceLine) && string(b[:len(prefaceLine)]) == prefaceLine {
+		return HTTP2, "", true
 	}
 	if b[0] == recordTypeHandshake {
 		return classifyTLS(b)
