@@ -104,6 +104,12 @@ func Run(ctx context.Context, opts *Options) error {
 	if err := p.Finish(sum); err != nil {
 		return err
 	}
+	return exitError(sum)
+}
+
+// exitError maps a run's summary to the command's exit code; the report is
+// printed already, so the error is Silent.
+func exitError(sum check.Summary) error {
 	switch {
 	case sum.Success:
 		return nil

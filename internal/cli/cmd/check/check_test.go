@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshctl/mesh/internal/check"
 	"github.com/meshctl/mesh/internal/cli/command"
 )
 
@@ -121,6 +122,21 @@ func TestFailedRunExitsOneInEveryFormat(t *testing.T) {
 					t.Errorf("-o %s:\n%s", format, out)
 				}
 			}
+		}
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	for _, tc := range []struct {
+		sum  check.Summary
+		want int
+	}{
+		{check.Summary{Success: true}, command.ExitOK},
+		{check.Summary{Success: false}, command.ExitFailure},
+		{check.Summary{Success: false, TimedOut: true}, command.ExitTimeout},
+	} {
+		if got := command.CodeOf(exitError(tc.sum)); got != tc.want {
+			t.Errorf("%+v: exit code %d, want %d", tc.sum, got, tc.want)
 		}
 	}
 }
