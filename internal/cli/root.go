@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/meshctl/mesh/internal/cli/cmd/check"
+	"github.com/meshctl/mesh/internal/cli/cmd/inject"
 	"github.com/meshctl/mesh/internal/cli/cmd/lifecycle"
 	"github.com/meshctl/mesh/internal/cli/cmd/version"
 	"github.com/meshctl/mesh/internal/cli/command"
@@ -51,6 +52,8 @@ any command can be piped into kubectl or jq.`,
 	root.CompletionOptions.HiddenDefaultCmd = false
 	root.AddCommand(
 		check.NewCmd(f, nil),
+		inject.NewCmd(f, nil),
+		inject.NewUninjectCmd(f, nil),
 		lifecycle.NewInstallCmd(f, nil),
 		lifecycle.NewUpgradeCmd(f, nil),
 		lifecycle.NewUninstallCmd(f, nil),

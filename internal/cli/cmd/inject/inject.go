@@ -1,0 +1,179 @@
+// Package inject is `meshctl inject` and `meshctl uninject`: the CLI over
+// the lossless transform of internal/inject.
+package inject
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilversion "k8s.io/apimachinery/pkg/util/version"
+
+	"github.com/meshctl/mesh/internal/cli/command"
+	transform "github.com/meshctl/mesh/internal/inject"
+	"github.com/meshctl/mesh/internal/meshconfig"
+	"github.com/meshctl/mesh/internal/version"
+	"github.com/meshctl/mesh/internal/wellknown"
+)
+
+// nativeSidecarVersion is the first Kubernetes version with sidecar
+// containers (init containers with restartPolicy Always) on by default.
+var nativeSidecarVersion = utilversion.MustParseGeneric("1.29.0")
+
+// Options are the flags of `meshctl inject`.
+type Options struct {
+	Factory *command.Factory
+	IO
+	// NativeSidecar asks for the proxy as a native sidecar;
+	// NativeSidecarSet says the flag was given, so that it overrides the
+	// mesh's configuration either way.
+	NativeSidecar    bool
+	NativeSidecarSet bool
+	// IgnoreCluster injects with the built-in defaults and trusts
+	// --native-sidecar without asking the cluster.
+	IgnoreCluster bool
+}
+
+// NewCmd returns `meshctl inject`; runF replaces the run function in tests.
+func NewCmd(f *command.Factory, runF func(context.Context, *Options) error) *cobra.Command {
+	opts := &Options{Factory: f}
+	cmd := &cobra.Command{
+		Use:   "inject [FILE|DIR|URL|-]...",
+		Short: "Add the mesh's proxy to the workloads of Kubernetes manifests",
+		Long: `Add the mesh's sidecar proxy to every Pod, Deployment, StatefulSet,
+DaemonSet, ReplicaSet, ReplicationController, Job and CronJob of the given
+manifests (files, directories, https URLs, or - for standard input) and print
+the result. Everything else in the manifests, comments and formatting
+included, is left byte for byte; injecting twice changes nothing, and
+meshctl uninject gives back the original.
+
+The proxy's defaults come from the mesh's configuration in the cluster
+(--mesh-namespace); --ignore-cluster uses the built-in defaults instead.
+Workloads that use the host's network, that opted out, that already carry
+another mesh's proxy, or that live in a control-plane namespace are left as
+they are. A report, one line per workload, goes to standard error.
+
+On any error nothing is written, so a pipe into kubectl applies nothing.`,
+		Example: `  meshctl inject deploy.yaml | kubectl apply -f -
+  kubectl get deploy -o yaml | meshctl inject - | kubectl apply -f -
+  meshctl inject --in-place --ignore-cluster k8s/
+  meshctl inject https://example.com/app.yaml --report-format json`,
+		Args: command.Args(cobra.MinimumNArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.Inputs = args
+			opts.Stdin = f.Streams.In
+			opts.NativeSidecarSet = cmd.Flags().Changed("native-sidecar")
+			if err := opts.validate(); err != nil {
+				return command.Usage(err)
+			}
+			if runF != nil {
+				return runF(cmd.Context(), opts)
+			}
+			return Run(cmd.Context(), opts)
+		},
+	}
+	addIOFlags(cmd, &opts.IO)
+	cmd.Flags().BoolVar(&opts.NativeSidecar, "native-sidecar", false, "run the proxy as a native sidecar (an init container with restartPolicy Always; Kubernetes 1.29 or later)")
+	cmd.Flags().BoolVar(&opts.IgnoreCluster, "ignore-cluster", false, "do not read the mesh's configuration from the cluster: use the built-in defaults")
+	return cmd
+}
+
+func addIOFlags(cmd *cobra.Command, o *IO) {
+	cmd.Flags().StringVarP(&o.Output, "output", "o", "yaml", "output format: yaml (each document kept in its own syntax) or json")
+	cmd.Flags().BoolVarP(&o.InPlace, "in-place", "i", false, "rewrite the files instead of printing them; no file is changed unless all succeed")
+	cmd.Flags().StringVar(&o.ReportFormat, "report-format", "text", "format of the report on standard error: text or json")
+}
+
+// Run injects every input and writes the results.
+func Run(ctx context.Context, opts *Options) error {
+	ins, err := opts.read(ctx)
+	if err != nil {
+		return err
+	}
+	settings, err := opts.settings(ctx)
+	if err != nil {
+		return err
+	}
+	results, err := transformAll(ins, func(b []byte) ([]byte, []transform.Report, error) {
+		return transform.Inject(b, settings)
+	})
+	if err != nil {
+		return err
+	}
+	return opts.write(opts.Factory.Streams, results)
+}
+
+// settings are the mesh's proxy defaults: from the cluster's MeshConfig, or
+// built in with --ignore-cluster.
+func (o *Options) settings(ctx context.Context) (transform.Settings, error) {
+	ns := o.Factory.MeshNamespace
+	v := version.Get().Version
+	if o.IgnoreCluster {
+		s := transform.NewSettings(meshconfig.Default(wellknown.ProxyImage+":"+v), ns, v)
+		s.NativeSidecar = o.NativeSidecar
+		return s, nil
+	}
+	hint := "; use --ignore-cluster to inject with the built-in defaults"
+	spec, err := o.meshConfig(ctx)
+	if err != nil {
+		return transform.Settings{}, fmt.Errorf("reading the mesh's configuration from namespace %s: %w%s", ns, err, hint)
+	}
+	s := transform.NewSettings(spec, ns, v)
+	if o.NativeSidecarSet {
+		s.NativeSidecar = o.NativeSidecar
+	}
+	if s.NativeSidecar {
+		if err := o.checkNativeSidecars(); err != nil {
+			return transform.Settings{}, err
+		}
+	}
+	return s, nil
+}
+
+func (o *Options) meshConfig(ctx context.Context) (meshconfig.Spec, error) {
+	dyn, err := o.Factory.Dynamic()
+	if err != nil {
+		return meshconfig.Spec{}, err
+	}
+	u, err := dyn.Resource(meshconfig.GroupVersionResource).Namespace(o.Factory.MeshNamespace).Get(ctx, wellknown.MeshConfigName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return meshconfig.Spec{}, errors.New("the mesh is not installed there (MeshConfig \"mesh\" not found)")
+	}
+	if err != nil {
+		return meshconfig.Spec{}, err
+	}
+	var mc meshconfig.MeshConfig
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &mc); err != nil {
+		return meshconfig.Spec{}, fmt.Errorf("decoding MeshConfig: %w", err)
+	}
+	if err := mc.Spec.Validate(); err != nil {
+		return meshconfig.Spec{}, fmt.Errorf("invalid MeshConfig: %w", err)
+	}
+	return mc.Spec, nil
+}
+
+// checkNativeSidecars refuses native sidecars on clusters older than 1.29,
+// where the API server would drop restartPolicy and the proxy would block
+// the pod's start as an init container that never ends.
+func (o *Options) checkNativeSidecars() error {
+	kube, err := o.Factory.Clientset()
+	if err != nil {
+		return fmt.Errorf("checking the cluster's version for --native-sidecar: %w", err)
+	}
+	info, err := kube.Discovery().ServerVersion()
+	if err != nil {
+		return fmt.Errorf("checking the cluster's version for --native-sidecar: %w", err)
+	}
+	v, err := utilversion.ParseGeneric(info.GitVersion)
+	if err != nil {
+		return fmt.Errorf("checking the cluster's version for --native-sidecar: %w", err)
+	}
+	if v.LessThan(nativeSidecarVersion) {
+		return command.Refused(fmt.Errorf("native sidecars need Kubernetes 1.29 or later; the cluster runs %s: inject without --native-sidecar", info.GitVersion))
+	}
+	return nil
+}
