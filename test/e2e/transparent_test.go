@@ -37,6 +37,10 @@ var serviceVIP = netip.MustParseAddr("10.96.0.20")
 // selfVIP is a service whose only endpoint is the client pod itself.
 var selfVIP = netip.MustParseAddr("10.96.0.21")
 
+// serviceVIP6 is the same service's IPv6 address, reachable through the
+// ip6tables rules of `meshproxy init --ipv6`.
+var serviceVIP6 = netip.MustParseAddr("fd96::20")
+
 const (
 	serviceLabel = "echo.e2e" // name.namespace, the proxy's metrics label
 	selfLabel    = "self.e2e"
@@ -80,9 +84,13 @@ func setUp(t *testing.T) *mesh {
 	m := &mesh{bin: bin, client: n.MustAddPod(t, "client"), server: n.MustAddPod(t, "server"), other: n.MustAddPod(t, "other")}
 
 	// The order of a real pod: the init step, then the sidecar, then the app.
-	m.init(t, ctx, m.server, "--skip-inbound-ports", strconv.Itoa(portSkipInbound))
-	m.init(t, ctx, m.client, "--skip-outbound-ports", strconv.Itoa(portSkipOutbound),
-		"--skip-outbound-cidrs", m.other.Addr.String()+"/32")
+	var ipv6 []string
+	if m.client.Addr6.IsValid() {
+		ipv6 = []string{"--ipv6"}
+	}
+	m.init(t, ctx, m.server, append(ipv6, "--skip-inbound-ports", strconv.Itoa(portSkipInbound))...)
+	m.init(t, ctx, m.client, append(ipv6, "--skip-outbound-ports", strconv.Itoa(portSkipOutbound),
+		"--skip-outbound-cidrs", m.other.Addr.String()+"/32")...)
 	m.startProxy(t, m.server, map[string]any{
 		"version":  "e2e-server",
 		"workload": map[string]any{"name": "server", "namespace": "e2e"},
@@ -95,20 +103,29 @@ func setUp(t *testing.T) *mesh {
 		}
 		ports = append(ports, port)
 	}
+	services := []any{map[string]any{
+		"name": "echo", "namespace": "e2e",
+		"addresses": []string{serviceVIP.String()},
+		"ports":     ports,
+		"endpoints": []any{map[string]any{"address": m.server.Addr.String()}},
+	}, map[string]any{
+		"name": "self", "namespace": "e2e",
+		"addresses": []string{selfVIP.String()},
+		"ports":     []any{map[string]any{"port": 80, "targetPort": portHTTP}},
+		"endpoints": []any{map[string]any{"address": m.client.Addr.String()}},
+	}}
+	if len(ipv6) > 0 {
+		services = append(services, map[string]any{
+			"name": "echo6", "namespace": "e2e",
+			"addresses": []string{serviceVIP6.String()},
+			"ports":     []any{map[string]any{"port": 80, "targetPort": portHTTP}},
+			"endpoints": []any{map[string]any{"address": m.server.Addr6.String()}},
+		})
+	}
 	m.startProxy(t, m.client, map[string]any{
 		"version":  "e2e-client",
 		"workload": map[string]any{"name": "client", "namespace": "e2e"},
-		"services": []any{map[string]any{
-			"name": "echo", "namespace": "e2e",
-			"addresses": []string{serviceVIP.String()},
-			"ports":     ports,
-			"endpoints": []any{map[string]any{"address": m.server.Addr.String()}},
-		}, map[string]any{
-			"name": "self", "namespace": "e2e",
-			"addresses": []string{selfVIP.String()},
-			"ports":     []any{map[string]any{"port": 80, "targetPort": portHTTP}},
-			"endpoints": []any{map[string]any{"address": m.client.Addr.String()}},
-		}},
+		"services": services,
 	})
 	for _, p := range []*netns.Pod{m.server, m.other, m.client} {
 		m.start(t, p, "server", exec.Command(filepath.Join(bin, "app")), true)
@@ -341,9 +358,17 @@ func TestTransparentMesh(t *testing.T) {
 		{"h2c", "h2c", vip(80), "status=200 client-proto=HTTP/2.0 " + helloPrefix, true},
 		{"gRPC", "grpc", vip(portGRPC), grpcServingMessage, true},
 		{"plain TCP", "tcp", vip(portTCP), tcpEchoPrefix + "ping", false},
+		{"HTTP/1.1 over IPv6", "http1", netip.AddrPortFrom(serviceVIP6, 80), "status=200 client-proto=HTTP/1.1 " + helloPrefix, true},
 	}
 	for _, c := range through {
 		t.Run(c.name, func(t *testing.T) {
+			svc := "outbound/" + serviceLabel
+			if c.dst.Addr() == serviceVIP6 {
+				if !m.client.Addr6.IsValid() {
+					t.Skip("skipping: the kernel has no IPv6")
+				}
+				svc = "outbound/echo6.e2e"
+			}
 			pick := func(x counters, key string) float64 {
 				if c.byRequest {
 					return x.requests[key]
@@ -355,7 +380,7 @@ func TestTransparentMesh(t *testing.T) {
 				t.Fatalf("got %q, want %q", out, c.want)
 			}
 			eventually(t, m.client, "outbound "+c.name, func(x counters) bool {
-				return pick(x, "outbound/"+serviceLabel) >= pick(cb, "outbound/"+serviceLabel)+1
+				return pick(x, svc) >= pick(cb, svc)+1
 			})
 			eventually(t, m.server, "inbound "+c.name, func(x counters) bool {
 				return pick(x, "inbound/server") >= pick(sb, "inbound/server")+1
