@@ -187,10 +187,7 @@ func plainSafe(s string) bool {
 	case "true", "false", "yes", "no", "on", "off", "y", "n", "null", "~", ".inf", "-.inf", ".nan":
 		return false
 	}
-	if _, err := strconv.ParseFloat(s, 64); err == nil {
-		return false
-	}
-	if _, err := strconv.ParseInt(s, 0, 64); err == nil {
+	if numeric(s) {
 		return false
 	}
 	// Sexagesimal and date-like values are read as numbers or timestamps by
@@ -199,4 +196,24 @@ func plainSafe(s string) bool {
 		return false
 	}
 	return true
+}
+
+// numeric reports whether s could be read as a number. Only strings that
+// start like one are parsed, because parsing is the costly part of emitting.
+func numeric(s string) bool {
+	c := s[0]
+	if c == '+' || c == '-' || c == '.' {
+		if len(s) == 1 {
+			return false
+		}
+		c = s[1]
+	}
+	if (c < '0' || c > '9') && c != '.' {
+		return false
+	}
+	if _, err := strconv.ParseFloat(s, 64); err == nil {
+		return true
+	}
+	_, err := strconv.ParseInt(s, 0, 64)
+	return err == nil
 }

