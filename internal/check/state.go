@@ -37,7 +37,8 @@ type Config struct {
 
 // State is what checks share during one run: the clients, and every list
 // already fetched, so that each kind of the mesh's objects is listed once
-// (by its ownership label) and checked in memory.
+// (by its ownership label) and checked in memory. A State serves one run
+// and is not safe for concurrent use.
 type State struct {
 	cfg Config
 
