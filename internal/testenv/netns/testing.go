@@ -10,9 +10,13 @@ import (
 
 // RequireRoot skips the test unless it runs as root with the `ip` tool
 // available, saying why, so that `go test ./...` stays green for a developer
-// without privileges while CI (root) runs everything.
+// without privileges while CI (root) runs everything. It also skips in
+// -short mode, which promises tests that need no root or system tools.
 func RequireRoot(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("skipping in -short mode: needs root, network namespaces and iptables")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: needs root to create network namespaces (run the tests as root, as CI does)")
 	}
