@@ -141,7 +141,7 @@ func installedMesh(t *testing.T, env *testenv.Env, namespace string) *pki.Identi
 	kubectl(t, env, (&render.Manifest{Objects: m.CRDs()}).YAML(), "apply", "--server-side", "-f", "-")
 	kubectl(t, env, nil, "wait", "--for=condition=Established", "--timeout=60s", "crd/"+meshConfigCRDName)
 	kubectl(t, env, (&render.Manifest{Objects: m.Resources()}).YAML(), "apply", "--server-side", "-f", "-")
-	// What install writes last; Find reads its version label.
+	// What install writes last; the installation check reads its version label.
 	values := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
 		Name: wellknown.ValuesSecretName, Namespace: namespace,
 		Labels: map[string]string{wellknown.LabelControlPlaneNamespace: namespace, wellknown.LabelVersion: meshVersion},

@@ -10,7 +10,6 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/meshctl/mesh/internal/install"
 	"github.com/meshctl/mesh/internal/meshconfig"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
@@ -168,16 +167,23 @@ func (s *State) webhookConfiguration(ctx context.Context) (*admissionregistratio
 	return decode[admissionregistrationv1.MutatingWebhookConfiguration](u)
 }
 
+// checkInstallation reads the record that install writes last. It reads
+// the Secret itself rather than through internal/install, so that install
+// can run these checks for its own readiness report without an import cycle.
 func checkInstallation(ctx context.Context, s *State) error {
-	inst, err := install.Find(ctx, s.kube, s.cfg.Namespace)
-	if errors.Is(err, install.ErrNotInstalled) {
+	sec, err := s.kube.CoreV1().Secrets(s.cfg.Namespace).Get(ctx, wellknown.ValuesSecretName, metav1.GetOptions{})
+	if isNotFound(err) {
 		return fmt.Errorf("Secret %s/%s is missing: install did not finish, or the mesh was not installed by meshctl",
 			s.cfg.Namespace, wellknown.ValuesSecretName)
 	}
 	if err != nil {
-		return err
+		return fmt.Errorf("reading the installation record: %w", err)
 	}
-	s.installedVersion = inst.Version
+	v := sec.Labels[wellknown.LabelVersion]
+	if v == "" {
+		return fmt.Errorf("Secret %s/%s has no label %s", sec.Namespace, sec.Name, wellknown.LabelVersion)
+	}
+	s.installedVersion = v
 	return nil
 }
 
