@@ -28,7 +28,8 @@ import (
 // Stop; without it they would stay Terminating forever, and so would their
 // namespace.
 
-// DefaultNode is the Node pods are bound to when PodState.Node is empty.
+// DefaultNode is the Node pods are bound to when neither PodState.Node nor
+// their node affinity names one.
 const DefaultNode = "testenv-node"
 
 // PodState is the status the kubelet stand-in writes for a pod.
@@ -44,8 +45,8 @@ type PodState struct {
 	WaitingMessage string
 	// IP is the pod's address. Zero: keep the pod's current address, or
 	// use the node's for a hostNetwork pod, or hand out the next one from
-	// PodCIDR. It must not be a loopback
-	// address: the API server refuses those in EndpointSlices.
+	// PodCIDR. It must not be a loopback address: the API server refuses
+	// those in EndpointSlices.
 	IP netip.Addr
 	// Node is the Node to bind an unbound pod to (created if missing).
 	// Empty: the node the pod's required node affinity names by
