@@ -79,11 +79,15 @@ func Classify(b []byte) (p Protocol, sni string, done bool) {
 // whose first word merely looks like a method (Redis inline commands, say)
 // is not taken for HTTP.
 func classifyHTTP1(b []byte) (Protocol, string, bool) {
+	const maxMethod = 32 // no method in use is longer
 	i := 0
-	for ; i < len(b) && isTokenChar(b[i]); i++ {
+	for ; i < len(b) && i <= maxMethod && isTokenChar(b[i]); i++ {
+	}
+	if i > maxMethod {
+		return TCP, "", true
 	}
 	if i == len(b) {
-		return TCP, "", i > 32 // no method is that long
+		return TCP, "", false
 	}
 	if i == 0 || b[i] != ' ' {
 		return TCP, "", true
