@@ -1,0 +1,124 @@
+package config
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const valid = `
+version: v1
+workload: {name: reviews, namespace: default, identity: "spiffe://cluster.local/ns/default/sa/reviews"}
+outbound: {opaquePorts: [5432]}
+services:
+- name: ratings
+  namespace: default
+  addresses: [10.96.0.12, "fd00::12"]
+  ports: [{port: 80, targetPort: 9080}, {port: 5000, protocol: opaque}]
+  endpoints:
+  - {address: 10.0.1.5, identity: "spiffe://cluster.local/ns/default/sa/ratings"}
+  - {address: 10.0.2.7, weight: 3}
+  - {address: 10.0.3.9, weight: 0}
+`
+
+func TestParseAppliesDefaultsAndIndexes(t *testing.T) {
+	s, err := Parse([]byte(valid), "valid.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := s.Config
+	if c.Inbound.Address != ":15101" || c.Outbound.Address != ":15100" || c.Inbound.ForwardTo != ForwardOriginal {
+		t.Errorf("listener defaults: %+v %+v", c.Inbound, c.Outbound)
+	}
+	if c.Limits.MaxHeaderCount != 100 || c.Limits.MaxHeaderBytes != 60<<10 || c.Limits.MaxConcurrentStreams != 100 ||
+		c.Limits.DetectTimeout.D() != time.Second || c.Limits.RequestTimeout.D() != 0 {
+		t.Errorf("limit defaults: %+v", c.Limits)
+	}
+	tg := s.Target(netip.MustParseAddrPort("10.96.0.12:80"))
+	if tg == nil || tg.Label != "ratings.default" || tg.Port.TargetPort != 9080 {
+		t.Fatalf("target: %+v", tg)
+	}
+	if len(tg.Endpoints) != 2 || tg.Endpoints[0].Addr.String() != "10.0.1.5:9080" || tg.Endpoints[1].Weight != 3 {
+		t.Errorf("endpoints (weight 0 left out): %+v %+v", tg.Endpoints[0], tg.Endpoints[1])
+	}
+	if s.Target(netip.MustParseAddrPort("[fd00::12]:80")) != tg {
+		t.Error("IPv6 address not indexed")
+	}
+	// An IPv4-mapped destination, as a dual-stack socket reports it.
+	if s.Target(netip.MustParseAddrPort("[::ffff:10.96.0.12]:80")) != tg {
+		t.Error("mapped address not found")
+	}
+	if s.Target(netip.MustParseAddrPort("10.96.0.12:81")) != nil {
+		t.Error("unknown port matched")
+	}
+	if p := s.Target(netip.MustParseAddrPort("10.96.0.12:5000")).Port.Protocol; p != ProtocolOpaque {
+		t.Errorf("protocol %q", p)
+	}
+	if !s.OutboundOpaque(5432) || s.InboundOpaque(5432) {
+		t.Error("opaque ports")
+	}
+}
+
+func TestValidationNamesFileAndKey(t *testing.T) {
+	for _, tc := range []struct{ doc, want string }{
+		{`services: []`, "version: required"},
+		{"version: v\nbogus: 1", `unknown field "bogus"`},
+		{"version: v\nlimits: {maxHeaderBytes: 10}", "limits.maxHeaderBytes: must be at least 1024"},
+		{"version: v\nlimits: {detectTimeout: -1s}", "limits.detectTimeout: must be positive"},
+		{"version: v\nlimits: {idleTimeout: 10}", "want a duration string"},
+		{"version: v\ninbound: {forwardTo: elsewhere}", "inbound.forwardTo: want"},
+		{"version: v\noutbound: {opaquePorts: [0]}", "outbound.opaquePorts[0]: want a port"},
+		{"version: v\ninbound: {address: nonsense}", "inbound.address: want host:port"},
+		{"version: v\nservices: [{name: a, namespace: b, addresses: [x], ports: [{port: 1}]}]", "services[0].addresses[0]: want an IP address"},
+		{"version: v\nservices: [{name: a, namespace: b, addresses: [10.0.0.1], ports: [{port: 1, targetPort: 70000}]}]", "services[0].ports[0].targetPort: want a port 1-65535, got 70000"},
+		{"version: v\nservices: [{name: a, namespace: b, addresses: [10.0.0.1], ports: [{port: 1, protocol: http}]}]", "services[0].ports[0].protocol"},
+		{"version: v\nservices: [{name: a, namespace: b, addresses: [10.0.0.1], ports: [{port: 1}], endpoints: [{address: 10.1.1.1, identity: bob}]}]", "services[0].endpoints[0].identity: want a SPIFFE id"},
+		{"version: v\nservices: [{name: a, namespace: b, addresses: [10.0.0.1], ports: [{port: 1}], endpoints: [{address: 10.1.1.1, weight: -1}]}]", "services[0].endpoints[0].weight"},
+		{"version: v\nservices: [{name: a, namespace: b, addresses: [10.0.0.1], ports: [{port: 1}]}, {name: c, namespace: b, addresses: [10.0.0.1], ports: [{port: 1}]}]", "services[1].ports[0]: 10.0.0.1:1 is already taken by service a.b"},
+		{"version: v\nservices: [{name: a, namespace: b, addresses: [10.0.0.1], ports: [{port: 1}]}, {name: a, namespace: b, addresses: [10.0.0.2], ports: [{port: 1}]}]", "services[1]: service a.b is listed twice"},
+		{"version: v\nservices: [{namespace: b}]", "services[0].name: required"},
+	} {
+		_, err := Parse([]byte(tc.doc), "/etc/mesh/proxy.yaml")
+		if err == nil {
+			t.Errorf("%q: no error", tc.doc)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "/etc/mesh/proxy.yaml") {
+			t.Errorf("%q: error %q lacks %q or the file name", tc.doc, err, tc.want)
+		}
+	}
+}
+
+func TestStoreReloadKeepsOldSnapshotOnError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(path, []byte(valid), 0o644)
+	st := &Store{}
+	s1, err := st.Reload(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(path, []byte("version: v2\nbogus: x\n"), 0o644)
+	if _, err := st.Reload(path); err == nil {
+		t.Fatal("invalid file accepted")
+	}
+	if st.Load() != s1 {
+		t.Fatal("invalid file replaced the snapshot")
+	}
+	os.WriteFile(path, []byte(strings.Replace(valid, "version: v1", "version: v2", 1)), 0o644)
+	s2, err := st.Reload(path)
+	if err != nil || st.Load() != s2 || s2.Version() != "v2" {
+		t.Fatalf("reload: %v", err)
+	}
+	if ok, failed := st.Reloads(); ok != 2 || failed != 1 {
+		t.Errorf("reloads ok %d failed %d", ok, failed)
+	}
+}
+
+func TestJSONIsAccepted(t *testing.T) {
+	if _, err := Parse([]byte(`{"version":"j","services":[{"name":"a","namespace":"b","addresses":["10.0.0.1"],"ports":[{"port":80}]}]}`), "c.json"); err != nil {
+		t.Fatal(err)
+	}
+}
