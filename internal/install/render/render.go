@@ -1,7 +1,8 @@
 // Package render turns the control-plane chart (templates/, embedded) and a
 // set of values into the objects to apply, in process, with Helm's own
-// template engine: meshctl renders byte for byte what `helm template` renders
-// from the same folder and values.
+// template engine: meshctl renders the objects `helm template` renders from
+// the same folder and values, except that app.kubernetes.io/managed-by says
+// meshctl rather than Helm.
 //
 // Rendering is pure: no cluster, clock, randomness or environment. Callers
 // bring the credentials (see internal/pki) and the mesh version.
