@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -281,9 +282,11 @@ func TestCheckAlgorithm(t *testing.T) {
 		pub crypto.PublicKey
 		ok  bool
 	}{
-		"P-256":   {p256.Public(), true},
-		"P-224":   {p224.Public(), false},
-		"Ed25519": {edPub, false},
+		"P-256":    {p256.Public(), true},
+		"RSA 2048": {&rsa.PublicKey{N: new(big.Int).Lsh(big.NewInt(1), 2047), E: 65537}, true},
+		"RSA 1024": {&rsa.PublicKey{N: new(big.Int).Lsh(big.NewInt(1), 1023), E: 65537}, false},
+		"P-224":    {p224.Public(), false},
+		"Ed25519":  {edPub, false},
 	} {
 		if err := CheckAlgorithm(tc.pub); (err == nil) != tc.ok {
 			t.Errorf("%s: error %v, want ok=%t", name, err, tc.ok)
