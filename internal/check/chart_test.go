@@ -6,6 +6,7 @@ import (
 
 	"github.com/meshctl/mesh/internal/install/render"
 	"github.com/meshctl/mesh/internal/pki"
+	meshversion "github.com/meshctl/mesh/internal/version"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
 
@@ -119,8 +120,8 @@ func TestLabelVersionMatchesTheChart(t *testing.T) {
 	if d == nil {
 		t.Fatal("the chart renders no controller Deployment")
 	}
-	if got, want := d.GetLabels()[wellknown.LabelVersion], labelVersion(version); got != want {
-		t.Errorf("the chart writes version label %q, labelVersion gives %q", got, want)
+	if got, want := d.GetLabels()[wellknown.LabelVersion], meshversion.LabelValue(version); got != want {
+		t.Errorf("the chart writes version label %q, version.LabelValue gives %q", got, want)
 	}
 	if got := d.GetLabels()[wellknown.LabelComponent]; got != controllerComponent {
 		t.Errorf("the controller's component label is %q, the pods check selects %q", got, controllerComponent)

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshctl/mesh/internal/meshconfig"
+	"github.com/meshctl/mesh/internal/version"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
 
@@ -192,7 +193,7 @@ func checkInstallation(ctx context.Context, s *State) error {
 // installation's (meshctl's when the installation is unknown): they differ
 // after an interrupted upgrade.
 func checkVersion(ctx context.Context, s *State) error {
-	want := labelVersion(s.cfg.Version)
+	want := version.LabelValue(s.cfg.Version)
 	var problems []string
 	ref := s.installedVersion
 	switch {
@@ -232,14 +233,3 @@ func checkVersion(ctx context.Context, s *State) error {
 	return nil
 }
 
-// labelVersion is a version as the chart writes it into label values.
-func labelVersion(v string) string {
-	v = strings.ReplaceAll(v, "+", "_")
-	if len(v) > 63 {
-		v = v[:63]
-	}
-	for _, suffix := range []string{"-", "_", "."} {
-		v = strings.TrimSuffix(v, suffix)
-	}
-	return v
-}

@@ -56,5 +56,9 @@ func installationFromSecret(sec *corev1.Secret) (*Installation, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading secret %s/%s: %w", sec.Namespace, sec.Name, err)
 	}
-	return &Installation{Namespace: sec.Namespace, Version: sec.Labels[wellknown.LabelVersion], Values: values, Inventory: inventory}, nil
+	v := string(sec.Data[versionKey])
+	if v == "" {
+		v = sec.Labels[wellknown.LabelVersion]
+	}
+	return &Installation{Namespace: sec.Namespace, Version: v, Values: values, Inventory: inventory}, nil
 }

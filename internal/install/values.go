@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
+	meshversion "github.com/meshctl/mesh/internal/version"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
 
@@ -18,6 +19,9 @@ import (
 const (
 	storedValuesKey = "values.yaml"
 	inventoryKey    = "inventory.json"
+	// versionKey holds the version as given; the label holds it as a label
+	// value (see version.LabelValue).
+	versionKey = "version"
 )
 
 func decodeStoredValues(b []byte) (map[string]any, error) {
@@ -48,12 +52,12 @@ func valuesSecret(namespace, version string, labels map[string]string, values ma
 		l[k] = v
 	}
 	l[wellknown.LabelComponent] = "install"
-	l[wellknown.LabelVersion] = version
+	l[wellknown.LabelVersion] = meshversion.LabelValue(version)
 	return &corev1.Secret{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
 		ObjectMeta: metav1.ObjectMeta{Name: wellknown.ValuesSecretName, Namespace: namespace, Labels: l},
 		Type:       corev1.SecretTypeOpaque,
-		Data:       map[string][]byte{storedValuesKey: b, inventoryKey: inv},
+		Data:       map[string][]byte{storedValuesKey: b, inventoryKey: inv, versionKey: []byte(version)},
 	}, nil
 }
 

@@ -7,6 +7,7 @@ package version
 import (
 	"runtime"
 	"runtime/debug"
+	"strings"
 )
 
 // Version is the release version ("v0.1.0"), or "dev" in an unstamped build.
@@ -41,4 +42,19 @@ func Get() Info {
 		}
 	}
 	return info
+}
+
+// LabelValue is v as a Kubernetes label value, the way the chart's
+// mesh.version helper writes it: "+" (build metadata, "+dirty") becomes "_",
+// at most 63 characters, no trailing separator. The two must agree, since
+// checks compare labels written by either.
+func LabelValue(v string) string {
+	v = strings.ReplaceAll(v, "+", "_")
+	if len(v) > 63 {
+		v = v[:63]
+	}
+	for _, suffix := range []string{"-", "_", "."} {
+		v = strings.TrimSuffix(v, suffix)
+	}
+	return v
 }

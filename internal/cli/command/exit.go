@@ -17,8 +17,8 @@ const (
 	// ExitUsage: the command line, a values file or a value was invalid;
 	// nothing was changed.
 	ExitUsage = 2
-	// ExitTimeout: the command gave up waiting (for readiness, for deletion,
-	// for a check's --wait deadline); what it had applied stays applied.
+	// ExitTimeout: install, upgrade or uninstall gave up waiting (for
+	// readiness, for deletion); what it had applied stays applied.
 	ExitTimeout = 3
 	// ExitRefused: the cluster's state forbids the command (install over an
 	// existing mesh, upgrade or uninstall of a mesh that is not there in a

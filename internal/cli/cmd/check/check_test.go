@@ -133,7 +133,7 @@ func TestExitCodes(t *testing.T) {
 	}{
 		{check.Summary{Success: true}, command.ExitOK},
 		{check.Summary{Success: false}, command.ExitFailure},
-		{check.Summary{Success: false, TimedOut: true}, command.ExitTimeout},
+		{check.Summary{Success: false, TimedOut: true}, command.ExitFailure},
 	} {
 		if got := command.CodeOf(exitError(tc.sum)); got != tc.want {
 			t.Errorf("%+v: exit code %d, want %d", tc.sum, got, tc.want)
