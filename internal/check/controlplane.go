@@ -232,4 +232,3 @@ func checkVersion(ctx context.Context, s *State) error {
 	}
 	return nil
 }
-
