@@ -338,12 +338,15 @@ func injectWorkload(sp *splicer, w *workload, s *Settings) (string, error) {
 		}
 	}
 	for _, n := range names(t.volume) {
-		if n == IdentityVolumeName {
+		if n == VolumeName {
 			return "", fmt.Errorf("a volume is already named %s but the pod carries no %s annotation", n, annotationInjected)
 		}
 	}
+	if _, ok := ann[AnnotationProxyConfig]; ok {
+		return "", fmt.Errorf("the pod already carries the %s annotation but no %s annotation", AnnotationProxyConfig, annotationInjected)
+	}
 
-	st := Status{Version: s.Version, Volumes: []string{IdentityVolumeName}}
+	st := Status{Version: s.Version, Volumes: []string{VolumeName}, Annotations: []string{AnnotationProxyConfig}}
 	inits := list{p.initContainer()}
 	st.InitContainers = []string{wellknown.InitContainerName}
 	if p.native {
@@ -359,7 +362,7 @@ func injectWorkload(sp *splicer, w *workload, s *Settings) (string, error) {
 	}
 	if t.volume == nil {
 		st.Created = append(st.Created, "spec.volumes")
-		newSpecKeys = append(newSpecKeys, field{"volumes", list{identityVolume()}})
+		newSpecKeys = append(newSpecKeys, field{"volumes", list{volume()}})
 	}
 	switch {
 	case t.meta == nil:
@@ -367,7 +370,10 @@ func injectWorkload(sp *splicer, w *workload, s *Settings) (string, error) {
 	case t.ann == nil:
 		st.Created = append([]string{"metadata.annotations"}, st.Created...)
 	}
-	statusEntry := object{{annotationInjected, singleQuoted(st.encode())}}
+	statusEntry := object{
+		{annotationInjected, singleQuoted(st.encode())},
+		{AnnotationProxyConfig, singleQuoted(p.bootstrapConfig())},
+	}
 	// The rendered text depends only on the proxy's configuration and on
 	// what exists already, which the status records.
 	key := fmt.Sprintf("%+v|%s", p, st.encode())
@@ -398,7 +404,7 @@ func injectWorkload(sp *splicer, w *workload, s *Settings) (string, error) {
 		}
 	}
 	if t.volume != nil {
-		if err := sp.insertItems(t.volume, list{identityVolume()}, "the volumes", "volume|"+key); err != nil {
+		if err := sp.insertItems(t.volume, list{volume()}, "the volumes", "volume|"+key); err != nil {
 			return "", err
 		}
 	}
@@ -483,8 +489,11 @@ func uninjectWorkload(sp *splicer, w *workload) (version string, found bool, err
 	case st.created("metadata.annotations"):
 		err = sp.removeEntry(t.meta, t.annKey, "the injected annotations")
 	default:
-		k, _ := mapGet(t.ann, annotationInjected)
-		err = sp.removeEntry(t.ann, k, "the status annotation")
+		keys := map[string]bool{annotationInjected: true}
+		for _, a := range st.Annotations {
+			keys[a] = true
+		}
+		err = sp.removeEntries(t.ann, keys, "the injected annotations")
 	}
 	if err != nil {
 		return "", false, err

@@ -8,21 +8,31 @@ import (
 
 // Names and paths of what injection adds to a pod.
 const (
-	// IdentityVolumeName is the projected ServiceAccount token volume.
-	IdentityVolumeName = "meshproxy-identity"
-	// IdentityMountPath is where the proxy reads its identity token, in
-	// the file "token".
-	IdentityMountPath = "/var/run/secrets/" + wellknown.Domain + "/identity"
+	// VolumeName is the projected volume of the proxy's files: its
+	// identity token and its bootstrap configuration.
+	VolumeName = "meshproxy"
+	// MountPath is where the proxy finds them.
+	MountPath = "/var/run/secrets/" + wellknown.Domain + "/proxy"
+	// TokenFile is the ServiceAccount token, audience
+	// wellknown.IdentityTokenAudience, that the proxy presents to the
+	// controller for its certificate.
+	TokenFile = "token"
+	// ConfigFile is the bootstrap configuration of `meshproxy run`.
+	ConfigFile = "config.json"
 	// IdentityTokenSeconds is the lifetime of the projected token; the
 	// kubelet refreshes it at 80 % of that.
 	IdentityTokenSeconds = 3600
-	// drainSeconds is how long a classic sidecar keeps serving after the pod
-	// is asked to stop, so that the application can finish its own requests
-	// through it before the proxy receives SIGTERM.
-	drainSeconds = 5
-	// waitReadyTimeout bounds the postStart hook that holds the application
-	// until the proxy is ready.
-	waitReadyTimeout = "120s"
+	// AnnotationProxyConfig carries the bootstrap configuration; the
+	// downward API projects it into ConfigFile. It is in the template so
+	// that the configuration needs no object of its own.
+	AnnotationProxyConfig = wellknown.Domain + "/proxy-config"
+
+	// defaultGrace is Kubernetes' terminationGracePeriodSeconds default.
+	defaultGrace = 30
+	// maxDrainDelay bounds how long a classic sidecar keeps accepting after
+	// SIGTERM, so that the application, stopped at the same moment, can
+	// still open connections through it while it finishes its own work.
+	maxDrainDelay = 5
 )
 
 // initContainer is the `meshproxy init` step: root with NET_ADMIN and
@@ -72,22 +82,33 @@ func (p proxyConfig) initContainer() object {
 }
 
 // proxyContainer is `meshproxy run`. As a classic container it is the first
-// of the pod, and its postStart hook returns only once the proxy is ready:
-// the kubelet starts containers in order and waits for each postStart hook,
-// so the application starts after the proxy can carry its traffic. As a
-// native sidecar, the startup probe does the same job: the kubelet starts the
-// next container only once the sidecar's startup probe has succeeded.
+// of the pod, so the kubelet starts it first; as a native sidecar its startup
+// probe holds the pod's other containers until the proxy is ready (the
+// kubelet starts the next container only once a sidecar's startup probe has
+// succeeded).
+//
+// Draining follows the pod's grace period: on SIGTERM the proxy keeps
+// accepting for a drain delay (classic containers only: the application is
+// stopped at the same moment and may still call out while it finishes; a
+// native sidecar is stopped after the application has exited), then lets
+// in-flight requests finish within what remains of the grace period.
 func (p proxyConfig) proxyContainer() object {
+	grace := p.terminationGrace
+	if grace < 0 {
+		grace = defaultGrace
+	}
+	delay := int64(0)
+	if !p.native {
+		delay = min(maxDrainDelay, grace/4)
+	}
+	timeout := max(grace-delay-1, 1)
 	args := list{
 		"run",
+		"--config=" + MountPath + "/" + ConfigFile,
+		fmt.Sprintf("--admin-address=:%d", p.admin),
 		"--log-level=" + p.logLevel,
-		fmt.Sprintf("--inbound-port=%d", p.inbound),
-		fmt.Sprintf("--outbound-port=%d", p.outbound),
-		fmt.Sprintf("--admin-port=%d", p.admin),
-		"--identity-token=" + IdentityMountPath + "/token",
-	}
-	if p.opaquePorts != "" {
-		args = append(args, "--opaque-ports="+p.opaquePorts)
+		fmt.Sprintf("--drain-delay=%ds", delay),
+		fmt.Sprintf("--drain-timeout=%ds", timeout),
 	}
 	c := object{
 		{"name", wellknown.ProxyContainerName},
@@ -122,18 +143,6 @@ func (p proxyConfig) proxyContainer() object {
 			field{"restartPolicy", "Always"},
 			field{"startupProbe", p.probe("/ready", 1, 300)},
 		)
-	} else {
-		lifecycle := object{{"postStart", object{{"exec", object{{"command", list{
-			"meshproxy", "wait-ready",
-			fmt.Sprintf("--admin-port=%d", p.admin),
-			"--timeout=" + waitReadyTimeout,
-		}}}}}}}
-		// A pod whose grace period is shorter than the drain delay would be
-		// killed during it; such a pod gets no delay.
-		if p.terminationGrace < 0 || p.terminationGrace > drainSeconds {
-			lifecycle = append(lifecycle, field{"preStop", object{{"sleep", object{{"seconds", drainSeconds}}}}})
-		}
-		c = append(c, field{"lifecycle", lifecycle})
 	}
 	return append(c,
 		field{"readinessProbe", p.probe("/ready", 2, 3)},
@@ -148,11 +157,32 @@ func (p proxyConfig) proxyContainer() object {
 		}},
 		field{"terminationMessagePolicy", "FallbackToLogsOnError"},
 		field{"volumeMounts", list{object{
-			{"mountPath", IdentityMountPath},
-			{"name", IdentityVolumeName},
+			{"mountPath", MountPath},
+			{"name", VolumeName},
 			{"readOnly", true},
 		}}},
 	)
+}
+
+// bootstrapConfig is the configuration file of `meshproxy run` (see
+// docs/proxy.md): the listeners on the mesh's ports and the opaque ports.
+// Services and endpoints are the controller's to push.
+func (p proxyConfig) bootstrapConfig() string {
+	in := object{{"address", fmt.Sprintf(":%d", p.inbound)}}
+	out := object{{"address", fmt.Sprintf(":%d", p.outbound)}}
+	if len(p.opaque) > 0 {
+		ports := make(list, len(p.opaque))
+		for i, n := range p.opaque {
+			ports[i] = n
+		}
+		in = append(in, field{"opaquePorts", ports})
+		out = append(out, field{"opaquePorts", ports})
+	}
+	return flowText(object{
+		{"version", "bootstrap"},
+		{"inbound", in},
+		{"outbound", out},
+	})
 }
 
 func (p proxyConfig) probe(path string, period, failures int) object {
@@ -170,16 +200,21 @@ func fieldEnv(name, path string) object {
 	}
 }
 
-// identityVolume is the projected token the proxy presents to the
-// controller; its audience is the mesh's, so it is useless to the API server
-// and to anyone else.
-func identityVolume() object {
+// volume holds the proxy's token, whose audience is the mesh's so that it
+// is useless to the API server and to anyone else, and its configuration.
+func volume() object {
 	return object{
-		{"name", IdentityVolumeName},
-		{"projected", object{{"sources", list{object{{"serviceAccountToken", object{
-			{"audience", wellknown.IdentityTokenAudience},
-			{"expirationSeconds", IdentityTokenSeconds},
-			{"path", "token"},
-		}}}}}}},
+		{"name", VolumeName},
+		{"projected", object{{"sources", list{
+			object{{"serviceAccountToken", object{
+				{"audience", wellknown.IdentityTokenAudience},
+				{"expirationSeconds", IdentityTokenSeconds},
+				{"path", TokenFile},
+			}}},
+			object{{"downwardAPI", object{{"items", list{object{
+				{"path", ConfigFile},
+				{"fieldRef", object{{"fieldPath", "metadata.annotations['" + AnnotationProxyConfig + "']"}}},
+			}}}}}},
+		}}}},
 	}
 }

@@ -58,8 +58,10 @@ type proxyConfig struct {
 	skipInboundPorts  string
 	skipOutboundPorts string
 	skipOutboundCIDRs string
-	opaquePorts       string
-	native            bool
+	// opaque lists the opaque ports one by one, as the proxy's
+	// configuration wants them.
+	opaque []int
+	native bool
 	// terminationGrace is the pod's terminationGracePeriodSeconds, -1 when
 	// unset.
 	terminationGrace int64
@@ -144,7 +146,6 @@ func (s *Settings) configure(ann map[string]string) (proxyConfig, error) {
 		{wellknown.AnnotationSkipInboundPorts, &p.skipInboundPorts, parsePorts},
 		{wellknown.AnnotationSkipOutboundPorts, &p.skipOutboundPorts, parsePorts},
 		{wellknown.AnnotationSkipOutboundCIDRs, &p.skipOutboundCIDRs, parseCIDRs},
-		{wellknown.AnnotationOpaquePorts, &p.opaquePorts, parsePorts},
 	} {
 		v, ok := ann[o.annotation]
 		if !ok || strings.TrimSpace(v) == "" {
@@ -155,8 +156,26 @@ func (s *Settings) configure(ann map[string]string) (proxyConfig, error) {
 		}
 		*o.into = v
 	}
+	if v, ok := ann[wellknown.AnnotationOpaquePorts]; ok && strings.TrimSpace(v) != "" {
+		ranges, err := proxyinit.ParsePorts([]string{v})
+		if err != nil {
+			return p, fmt.Errorf("%s: %w", wellknown.AnnotationOpaquePorts, err)
+		}
+		for _, r := range ranges {
+			if len(p.opaque)+int(r.Last-r.First) >= maxOpaquePorts {
+				return p, fmt.Errorf("%s: more than %d ports", wellknown.AnnotationOpaquePorts, maxOpaquePorts)
+			}
+			for n := int(r.First); n <= int(r.Last); n++ {
+				p.opaque = append(p.opaque, n)
+			}
+		}
+	}
 	return p, nil
 }
+
+// maxOpaquePorts bounds the opaque ports of one pod: the proxy's
+// configuration lists them one by one, and it travels in an annotation.
+const maxOpaquePorts = 1024
 
 func parsePorts(v []string) error { _, err := proxyinit.ParsePorts(v); return err }
 func parseCIDRs(v []string) error { _, err := proxyinit.ParseCIDRs(v); return err }

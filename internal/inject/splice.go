@@ -221,6 +221,25 @@ func (sp *splicer) removeEntry(m *yaml.Node, k *yaml.Node, what string) error {
 	return sp.fail(m, what)
 }
 
+// removeEntries removes the entries of mapping m whose keys are in keys.
+func (sp *splicer) removeEntries(m *yaml.Node, keys map[string]bool, what string) error {
+	drop := func(i int) bool { return i+1 < len(m.Content) && keys[m.Content[i].Value] }
+	for i := 0; i < len(m.Content); i += 2 {
+		if !drop(i) {
+			continue
+		}
+		j := i + 2
+		for drop(j) {
+			j += 2
+		}
+		if err := sp.removeSpan(m, i, j, 2, what); err != nil {
+			return err
+		}
+		i = j - 2
+	}
+	return nil
+}
+
 // removeItems removes the items whose indexes are in drop from sequence seq.
 func (sp *splicer) removeItems(seq *yaml.Node, drop map[int]bool, what string) error {
 	for i := 0; i < len(seq.Content); i++ {

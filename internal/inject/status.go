@@ -16,6 +16,8 @@ type Status struct {
 	InitContainers []string `json:"initContainers,omitempty"`
 	Containers     []string `json:"containers,omitempty"`
 	Volumes        []string `json:"volumes,omitempty"`
+	// Annotations names the annotations injection added besides this one.
+	Annotations []string `json:"annotations,omitempty"`
 	// Created lists the keys that did not exist and that injection added
 	// whole, by path from the pod template: "metadata",
 	// "metadata.annotations", "spec.initContainers", "spec.volumes".
