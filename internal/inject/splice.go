@@ -278,13 +278,60 @@ func (sp *splicer) removeSpan(n *yaml.Node, from, to, stride int, what string) e
 	if !isFlow(n) || from != 0 {
 		return sp.fail(n, what+" (it is no longer where injection put it)")
 	}
-	open := sp.src.at(n)
-	end := sp.src.flowEnd(open)
+	end := sp.flowNodeEnd(n.Content[to-1])
 	if end < 0 {
 		return sp.fail(n, what)
 	}
 	sp.edits = append(sp.edits, edit{start, end, ""})
 	return nil
+}
+
+// flowNodeEnd returns the offset just past a node inside a flow collection,
+// or -1. Injection only writes JSON there, so collections and double-quoted
+// scalars are what it must find the end of; plain scalars end at the next
+// indicator.
+func (sp *splicer) flowNodeEnd(n *yaml.Node) int {
+	p := sp.src.at(n)
+	if p < 0 || p >= len(sp.src.b) {
+		return -1
+	}
+	b := sp.src.b
+	switch b[p] {
+	case '{', '[':
+		if e := sp.src.flowEnd(p); e >= 0 {
+			return e + 1
+		}
+		return -1
+	case '"':
+		for i := p + 1; i < len(b); i++ {
+			switch b[i] {
+			case '\\':
+				i++
+			case '"':
+				return i + 1
+			}
+		}
+		return -1
+	case '\'':
+		for i := p + 1; i < len(b); i++ {
+			if b[i] == '\'' {
+				if i+1 < len(b) && b[i+1] == '\'' {
+					i++
+					continue
+				}
+				return i + 1
+			}
+		}
+		return -1
+	}
+	i := p
+	for i < len(b) && !bytes.ContainsRune([]byte(",]}\r\n"), rune(b[i])) {
+		i++
+	}
+	for i > p && (b[i-1] == ' ' || b[i-1] == '\t') {
+		i--
+	}
+	return i
 }
 
 // childStart returns where child i of n starts in the text: the dash of a
