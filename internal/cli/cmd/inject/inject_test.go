@@ -30,8 +30,10 @@ func run(t *testing.T, stdin string, client *http.Client, args ...string) (stdou
 			return RunUninject(ctx, o)
 		})
 	}
-	// The root command owns kubectl's flags; tests register them here.
+	// The root command owns kubectl's flags and --mesh-namespace; tests
+	// register them here.
 	f.KubeFlags.AddFlags(cmd.PersistentFlags())
+	cmd.PersistentFlags().StringVar(&f.MeshNamespace, "mesh-namespace-for-test", f.MeshNamespace, "")
 	cmd.SetArgs(args[1:])
 	cmd.SetOut(&out)
 	cmd.SetErr(&errOut)

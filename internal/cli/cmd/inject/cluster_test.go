@@ -1,0 +1,142 @@
+package inject
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshctl/mesh/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(testenv.Main(m, testenv.Options{NoControllerManager: true}))
+}
+
+// kubectl runs kubectl against the env with stdin and fails the test on
+// error.
+func kubectl(t *testing.T, env *testenv.Env, stdin string, args ...string) string {
+	t.Helper()
+	path, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl is not on PATH")
+	}
+	cmd := exec.Command(path, append([]string{"--kubeconfig", env.KubeconfigPath}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// ensureNamespaces creates namespaces with the default ServiceAccount that
+// the admission of Pods looks up (the env runs no controller manager to
+// create it).
+func ensureNamespaces(t *testing.T, env *testenv.Env, names ...string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, n := range names {
+		_, err := env.Clientset().CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		_, err = env.Clientset().CoreV1().ServiceAccounts(n).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestGoldenFilesPassServerDryRun applies every injected fixture to a real
+// API server with --dry-run=server: the proxy, init step, volume and
+// annotation injection writes must pass the server's validation and
+// defaulting, for every kind and both sidecar modes.
+func TestGoldenFilesPassServerDryRun(t *testing.T) {
+	env := testenv.Shared(t)
+	ensureNamespaces(t, env, "default", "shop", "legacy", "monitoring", "meshctl-system", "kube-system")
+	goldens, err := filepath.Glob(filepath.Join("..", "..", "..", "inject", "testdata", "*.golden.*"))
+	if err != nil || len(goldens) == 0 {
+		t.Fatalf("no golden files: %v", err)
+	}
+	for _, g := range goldens {
+		t.Run(filepath.Base(g), func(t *testing.T) {
+			b, err := os.ReadFile(g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := kubectl(t, env, string(b), "apply", "--dry-run=server", "-f", "-")
+			t.Logf("%s", out)
+		})
+	}
+}
+
+// TestProxyDefaultsFromTheCluster reads the MeshConfig from the API server,
+// as `meshctl inject` does without --ignore-cluster.
+func TestProxyDefaultsFromTheCluster(t *testing.T) {
+	env := testenv.Shared(t)
+	// The chart's CRD is tested against meshconfig.Spec elsewhere; this one
+	// only has to let the object in.
+	kubectl(t, env, `apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: meshconfigs.meshctl.dev
+spec:
+  group: meshctl.dev
+  scope: Namespaced
+  names: {kind: MeshConfig, listKind: MeshConfigList, plural: meshconfigs, singular: meshconfig}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+`, "apply", "-f", "-")
+	kubectl(t, env, "", "wait", "--for=condition=Established", "--timeout=60s", "crd/meshconfigs.meshctl.dev")
+	ensureNamespaces(t, env, "mesh-from-cluster")
+	kubectl(t, env, `apiVersion: meshctl.dev/v1alpha1
+kind: MeshConfig
+metadata:
+  name: mesh
+  namespace: mesh-from-cluster
+spec:
+  trustDomain: cluster.local
+  identity: {certificateLifetime: 24h}
+  proxy:
+    image: registry.example.com/meshproxy:from-cluster
+    imagePullPolicy: Always
+    logLevel: warn
+    resources: {requests: {cpu: 20m, memory: 30Mi}}
+    uid: 2710
+    inboundPort: 15101
+    outboundPort: 15100
+    adminPort: 15190
+    nativeSidecar: true
+`, "apply", "-f", "-")
+
+	out, errOut, code := run(t, pod, nil, "inject", "--kubeconfig", env.KubeconfigPath, "--mesh-namespace-for-test", "mesh-from-cluster", "-")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"image: registry.example.com/meshproxy:from-cluster",
+		"imagePullPolicy: Always",
+		"--log-level=warn",
+		"restartPolicy: Always", // the cluster's nativeSidecar, on a 1.29+ server
+		"cpu: 20m",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+
+	out, errOut, code = run(t, pod, nil, "inject", "--kubeconfig", env.KubeconfigPath, "--mesh-namespace-for-test", "no-mesh-here", "-")
+	if code != 1 || out != "" || !strings.Contains(errOut, "not installed") || !strings.Contains(errOut, "--ignore-cluster") {
+		t.Errorf("without a mesh: exit %d, stdout %q, stderr %s", code, out, errOut)
+	}
+}
