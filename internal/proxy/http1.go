@@ -53,20 +53,24 @@ func (s *session) serveHTTP1() {
 		bwPool.Put(h.bw)
 		h.rec.release()
 	}()
-	for h.serveOne() {
+	for first := true; h.serveOne(first); first = false {
 	}
 }
 
 // serveOne reads and forwards one request; it reports whether the
-// connection may carry another.
-func (h *h1conn) serveOne() bool {
+// connection may carry another. The first request of a connection is
+// always served, even while draining: its client connected before the
+// listener closed and has sent it already.
+func (h *h1conn) serveOne(first bool) bool {
 	s := h.s
 	c := s.client
 	// Wait for the next request without holding anything but the
 	// connection; the drain wakes idle connections through their deadline.
-	s.tracked.idle.Store(true)
-	if s.p.draining.Load() {
-		return false
+	if !first {
+		s.tracked.idle.Store(true)
+		if s.p.draining.Load() {
+			return false
+		}
 	}
 	setReadDeadline(c, s.limits.IdleTimeout.D())
 	if _, err := h.br.Peek(1); err != nil {

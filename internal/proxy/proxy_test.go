@@ -28,7 +28,8 @@ type testProxy struct {
 	outbound string
 	inbound  string
 	cancel   context.CancelFunc
-	done     chan error
+	// done is closed when Serve has returned.
+	done chan struct{}
 }
 
 // fixedDst sends every connection to one original destination.
@@ -65,9 +66,9 @@ func startProxy(t testing.TB, cfg string, dst OriginalDstFunc, mod ...func(*Opti
 	if err := p.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	tp := &testProxy{Proxy: p, store: store, metrics: reg, cancel: cancel, done: make(chan error, 1),
+	tp := &testProxy{Proxy: p, store: store, metrics: reg, cancel: cancel, done: make(chan struct{}),
 		outbound: p.listeners[0].ln.Addr().String(), inbound: p.listeners[1].ln.Addr().String()}
-	go func() { tp.done <- p.Serve(ctx) }()
+	go func() { p.Serve(ctx); close(tp.done) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
