@@ -156,6 +156,9 @@ func (d document) wrap(err error) error {
 
 // parse returns the document's root node, nil for an empty document.
 func (d document) parse() (*yaml.Node, error) {
+	if root, ok := fastParse(d.b); ok {
+		return root, nil
+	}
 	var n yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(d.b))
 	if err := dec.Decode(&n); err != nil {
@@ -370,13 +373,21 @@ func injectWorkload(sp *splicer, w *workload, s *Settings) (string, error) {
 	case t.ann == nil:
 		st.Created = append([]string{"metadata.annotations"}, st.Created...)
 	}
-	statusEntry := object{
-		{annotationInjected, singleQuoted(st.encode())},
-		{AnnotationProxyConfig, singleQuoted(p.bootstrapConfig())},
-	}
 	// The rendered text depends only on the proxy's configuration and on
 	// what exists already, which the status records.
-	key := fmt.Sprintf("%+v|%s", p, st.encode())
+	status := st.encode()
+	key := fmt.Sprintf("%+v|%s", p, status)
+	bootstrap, ok := sp.texts["config|"+key]
+	if !ok {
+		bootstrap = p.bootstrapConfig()
+		if sp.texts != nil {
+			sp.texts["config|"+key] = bootstrap
+		}
+	}
+	statusEntry := object{
+		{annotationInjected, singleQuoted(status)},
+		{AnnotationProxyConfig, singleQuoted(bootstrap)},
+	}
 	switch {
 	case t.meta == nil:
 		err = sp.insertEntries(t.node, object{{"metadata", object{{"annotations", statusEntry}}}}, "the pod template", "meta|"+key)
