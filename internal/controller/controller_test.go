@@ -393,6 +393,48 @@ func TestController(t *testing.T) {
 			t.Errorf("/metrics counts no injection:\n%s", body)
 		}
 	})
+	t.Run("a deleted MeshConfig leaves the last valid one in use", func(t *testing.T) {
+		if err := dyn.Resource(meshconfig.GroupVersionResource).Namespace(meshNS).Delete(ctx, wellknown.MeshConfigName, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, "waiting for the deletion to be seen", func() error {
+			if !strings.Contains(logs.String(), "MeshConfig deleted") {
+				return fmt.Errorf("no log line about the deletion")
+			}
+			return nil
+		})
+		if code, body, err := httpGet(admin + "/ready"); err != nil || code != 200 {
+			t.Errorf("/ready after the deletion: %d %q %v; want 200", code, body, err)
+		}
+		p, err := kube.CoreV1().Pods(meshed).Create(ctx, pod("web-4", nil), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img, _ := proxyOf(p); img == "" {
+			t.Error("pod not injected after the MeshConfig was deleted")
+		}
+	})
+	t.Run("a rotated certificate is served without a restart", func(t *testing.T) {
+		certPEM, keyPEM := ca.Serving(t, 3, time.Now().Add(2*time.Hour))
+		testcert.WriteSecretDir(t, tlsDir, certPEM, keyPEM)
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(ca.CertPEM)
+		conn, err := tls.Dial("tcp", c.WebhookAddr().String(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if serial := conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64(); serial != 3 {
+			t.Errorf("serving certificate serial %d, want the rotated one, 3", serial)
+		}
+		p, err := kube.CoreV1().Pods(meshed).Create(ctx, pod("web-5", nil), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img, _ := proxyOf(p); img == "" {
+			t.Error("pod not injected after the rotation")
+		}
+	})
 	t.Run("pprof is for loopback peers", func(t *testing.T) {
 		if code, _, err := httpGet(admin + "/debug/pprof/"); err != nil || code != 200 {
 			t.Errorf("/debug/pprof/ from loopback: %d %v", code, err)
