@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"strings"
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -176,7 +177,8 @@ func (h *Handler) admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 	fail := func(err error) (*admissionv1.AdmissionResponse, Result) {
 		log.Error("allowing unchanged: the proxy was not injected", "error", err)
 		// Shown by kubectl, so the pod's author learns why it has no proxy.
-		resp.Warnings = []string{"meshctl: the proxy was not injected: " + err.Error()}
+		// The API server refuses warnings with control characters.
+		resp.Warnings = []string{strings.Join(strings.Fields("meshctl: the proxy was not injected: "+err.Error()), " ")}
 		return resp, Error
 	}
 	cfg, err := h.Config()
