@@ -99,9 +99,9 @@ func Inject(in []byte, s Settings) ([]byte, []Report, error) {
 	s.Namespaces = withStreamNamespaces(docs, s.Namespaces)
 	out := make([]byte, 0, len(in)+len(in)/4)
 	var reports []Report
-	texts := map[string]string{}
+	c := &cache{texts: map[string]string{}, values: map[string]any{}}
 	for _, d := range docs {
-		b, r, err := injectDocument(d, &s, texts)
+		b, r, err := injectDocument(d, &s, c)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -219,7 +219,7 @@ func (w *workload) report(d document, line int) Report {
 }
 
 // injectDocument injects every workload of one document.
-func injectDocument(d document, s *Settings, texts map[string]string) ([]byte, []Report, error) {
+func injectDocument(d document, s *Settings, c *cache) ([]byte, []Report, error) {
 	root, err := d.parse()
 	if err != nil {
 		return nil, nil, err
@@ -258,7 +258,7 @@ func injectDocument(d document, s *Settings, texts map[string]string) ([]byte, [
 		}
 	}
 
-	sp := &splicer{src: base.source, style: detectStyle(base.source, ws), texts: texts}
+	sp := &splicer{src: base.source, style: detectStyle(base.source, ws), cache: c}
 	reports := make([]Report, len(ws))
 	for i, w := range ws {
 		rep := w.report(d, lines[i])
@@ -349,11 +349,21 @@ func injectWorkload(sp *splicer, w *workload, s *Settings) (string, error) {
 		return "", fmt.Errorf("the pod already carries the %s annotation but no %s annotation", AnnotationProxyConfig, annotationInjected)
 	}
 
+	// What is added depends only on the proxy's configuration: built once
+	// per configuration and stream.
+	pkey := fmt.Sprintf("%+v", p)
+	added := sp.memo("added|"+pkey, func() any {
+		inits := list{p.initContainer()}
+		if p.native {
+			inits = append(inits, p.proxyContainer())
+		}
+		return [3]list{inits, {p.proxyContainer()}, {volume()}}
+	}).([3]list)
+	inits, proxy, vols := added[0], added[1], added[2]
+
 	st := Status{Version: s.Version, Volumes: []string{VolumeName}, Annotations: []string{AnnotationProxyConfig}}
-	inits := list{p.initContainer()}
 	st.InitContainers = []string{wellknown.InitContainerName}
 	if p.native {
-		inits = append(inits, p.proxyContainer())
 		st.InitContainers = append(st.InitContainers, wellknown.ProxyContainerName)
 	} else {
 		st.Containers = []string{wellknown.ProxyContainerName}
@@ -365,7 +375,7 @@ func injectWorkload(sp *splicer, w *workload, s *Settings) (string, error) {
 	}
 	if t.volume == nil {
 		st.Created = append(st.Created, "spec.volumes")
-		newSpecKeys = append(newSpecKeys, field{"volumes", list{volume()}})
+		newSpecKeys = append(newSpecKeys, field{"volumes", vols})
 	}
 	switch {
 	case t.meta == nil:
@@ -376,14 +386,8 @@ func injectWorkload(sp *splicer, w *workload, s *Settings) (string, error) {
 	// The rendered text depends only on the proxy's configuration and on
 	// what exists already, which the status records.
 	status := st.encode()
-	key := fmt.Sprintf("%+v|%s", p, status)
-	bootstrap, ok := sp.texts["config|"+key]
-	if !ok {
-		bootstrap = p.bootstrapConfig()
-		if sp.texts != nil {
-			sp.texts["config|"+key] = bootstrap
-		}
-	}
+	key := pkey + "|" + status
+	bootstrap := sp.memo("config|"+pkey, func() any { return p.bootstrapConfig() }).(string)
 	statusEntry := object{
 		{annotationInjected, singleQuoted(status)},
 		{AnnotationProxyConfig, singleQuoted(bootstrap)},
@@ -410,12 +414,12 @@ func injectWorkload(sp *splicer, w *workload, s *Settings) (string, error) {
 		}
 	}
 	if !p.native {
-		if err := sp.insertItems(t.containers, list{p.proxyContainer()}, "the containers", "proxy|"+key); err != nil {
+		if err := sp.insertItems(t.containers, proxy, "the containers", "proxy|"+key); err != nil {
 			return "", err
 		}
 	}
 	if t.volume != nil {
-		if err := sp.insertItems(t.volume, list{volume()}, "the volumes", "volume|"+key); err != nil {
+		if err := sp.insertItems(t.volume, vols, "the volumes", "volume|"+key); err != nil {
 			return "", err
 		}
 	}

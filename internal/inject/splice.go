@@ -31,15 +31,34 @@ type splicer struct {
 	src   *source
 	style blockStyle
 	edits []edit
-	// texts caches rendered block insertions across the documents of a
-	// stream: thousands of workloads get the same proxy in the same style,
-	// and rendering it is most of the cost of injection after parsing.
-	texts map[string]string
+	*cache
+}
+
+// cache keeps, across the documents of a stream, what injection builds and
+// renders: thousands of workloads get the same proxy in the same style, and
+// building and rendering it was most of the cost of injection after parsing.
+// A nil cache caches nothing.
+type cache struct {
+	texts  map[string]string
+	values map[string]any
+}
+
+// memo returns the value build makes, once per key.
+func (c *cache) memo(key string, build func() any) any {
+	if c == nil {
+		return build()
+	}
+	if v, ok := c.values[key]; ok {
+		return v
+	}
+	v := build()
+	c.values[key] = v
+	return v
 }
 
 // render returns the text f writes, from the cache when key is not empty.
 func (sp *splicer) render(key string, f func(*strings.Builder)) string {
-	if key != "" {
+	if key != "" && sp.cache != nil {
 		if t, ok := sp.texts[key]; ok {
 			return t
 		}
@@ -47,7 +66,7 @@ func (sp *splicer) render(key string, f func(*strings.Builder)) string {
 	var w strings.Builder
 	f(&w)
 	t := w.String()
-	if key != "" && sp.texts != nil {
+	if key != "" && sp.cache != nil {
 		sp.texts[key] = t
 	}
 	return t
