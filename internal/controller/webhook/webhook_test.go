@@ -103,7 +103,9 @@ func TestHandler(t *testing.T) {
 		{name: "no MeshConfig yet allows unchanged with a warning", body: review(t, nil), config: errors.New("no valid MeshConfig seen yet"),
 			status: 200, result: Error, warning: "meshctl: the proxy was not injected: no valid MeshConfig seen yet"},
 		{name: "injection failure allows unchanged with a warning", body: review(t, nil),
-			inject: func(context.Context, PodRequest) (Decision, error) { return Decision{}, errors.New("boom\n\tat line 2") },
+			inject: func(context.Context, PodRequest) (Decision, error) {
+				return Decision{}, errors.New("boom\n\tat line 2")
+			},
 			status: 200, result: Error, warning: "meshctl: the proxy was not injected: injecting: boom at line 2"},
 		{name: "injected document that is not an object allows unchanged", body: review(t, nil),
 			inject: func(context.Context, PodRequest) (Decision, error) { return Decision{Pod: []byte(`[]`)}, nil },
