@@ -17,21 +17,30 @@ type source struct {
 }
 
 func newSource(b []byte, firstLine int) *source {
-	s := &source{b: b, firstLine: firstLine, lines: make([]int, 1, bytes.Count(b, []byte{'\n'})+1)}
-	// Line breaks are counted as the parser counts them: LF, CRLF, and the
-	// lone CR and Unicode breaks, which the stream scanner rejects before
-	// they get here.
-	for i := 0; i < len(b); i++ {
-		if b[i] == '\n' {
+	return &source{b: b, firstLine: firstLine}
+}
+
+// index builds the line index on first use: most documents of a large
+// stream are never edited, and the index of all of them at once would cost
+// memory in proportion to the stream.
+func (s *source) index() {
+	if s.lines != nil {
+		return
+	}
+	s.lines = make([]int, 1, bytes.Count(s.b, []byte{'\n'})+1)
+	// Line breaks are counted as the parser counts them: LF and CRLF; the
+	// lone CR and the Unicode breaks are refused before they get here.
+	for i, c := range s.b {
+		if c == '\n' {
 			s.lines = append(s.lines, i+1)
 		}
 	}
-	return s
 }
 
 // offset returns the byte offset of a parser position, or -1 when the
 // position is outside the document.
 func (s *source) offset(line, col int) int {
+	s.index()
 	if line < 1 || line > len(s.lines) || col < 1 {
 		return -1
 	}
@@ -89,6 +98,7 @@ func (s *source) eol(off int) string {
 
 // line returns the 1-based line of off in the stream.
 func (s *source) line(off int) int {
+	s.index()
 	lo, hi := 0, len(s.lines)
 	for lo+1 < hi {
 		m := (lo + hi) / 2
