@@ -2,15 +2,42 @@ package render
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	k8sschema "k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/meshctl/mesh/internal/meshconfig"
+	"github.com/meshctl/mesh/internal/testenv"
 
 	"github.com/meshctl/mesh/internal/wellknown"
 )
+
+// chartDir is the chart folder, from this package's directory.
+var chartDir = filepath.Join("..", "..", "..", "templates")
+
+// credentialFlags pass the test credentials to helm the way the docs say.
+func credentialFlags() []string {
+	creds := filepath.Join("testdata", "credentials")
+	return []string{
+		"--set-file", KeyTrustAnchorsPEM + "=" + filepath.Join(creds, "trust-anchors.crt"),
+		"--set-file", KeyIssuerCertPEM + "=" + filepath.Join(creds, "issuer.crt"),
+		"--set-file", KeyIssuerKeyPEM + "=" + filepath.Join(creds, "issuer.key"),
+		"--set-file", KeyWebhookCAPEM + "=" + filepath.Join(creds, "webhook-ca.crt"),
+		"--set-file", KeyWebhookCertPEM + "=" + filepath.Join(creds, "webhook.crt"),
+		"--set-file", KeyWebhookKeyPEM + "=" + filepath.Join(creds, "webhook.key"),
+	}
+}
 
 // TestHelmTemplateParity renders the chart folder with a real `helm template`
 // and compares the objects with Render's. It needs helm on PATH and skips
@@ -20,22 +47,14 @@ func TestHelmTemplateParity(t *testing.T) {
 	if err != nil {
 		t.Skip("helm is not on PATH; skipping the parity check with `helm template`")
 	}
-	creds := filepath.Join("testdata", "credentials")
 	for _, tc := range goldenCases {
 		t.Run(tc.name, func(t *testing.T) {
 			valuesFile := filepath.Join(t.TempDir(), "values.yaml")
 			if err := os.WriteFile(valuesFile, []byte(tc.values), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			cmd := exec.Command(helm, "template", ReleaseName, filepath.Join("..", "..", "..", "templates"),
-				"--namespace", wellknown.DefaultMeshNamespace, "-f", valuesFile,
-				"--set-file", KeyTrustAnchorsPEM+"="+filepath.Join(creds, "trust-anchors.crt"),
-				"--set-file", KeyIssuerCertPEM+"="+filepath.Join(creds, "issuer.crt"),
-				"--set-file", KeyIssuerKeyPEM+"="+filepath.Join(creds, "issuer.key"),
-				"--set-file", KeyWebhookCAPEM+"="+filepath.Join(creds, "webhook-ca.crt"),
-				"--set-file", KeyWebhookCertPEM+"="+filepath.Join(creds, "webhook.crt"),
-				"--set-file", KeyWebhookKeyPEM+"="+filepath.Join(creds, "webhook.key"),
-			)
+			args := append([]string{"template", ReleaseName, chartDir, "--namespace", wellknown.DefaultMeshNamespace, "-f", valuesFile}, credentialFlags()...)
+			cmd := exec.Command(helm, args...)
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
 			out, err := cmd.Output()
@@ -50,6 +69,10 @@ func TestHelmTemplateParity(t *testing.T) {
 				labels := o.GetLabels()
 				labels[wellknown.LabelK8sManagedBy] = ManagedBy
 				o.SetLabels(labels)
+				if o.GetKind() == "MeshConfig" {
+					// Only helm needs the MeshConfig as a hook (templates/meshconfig.yaml says why).
+					o.SetAnnotations(nil)
+				}
 				if o.GetKind() == "Deployment" {
 					path := []string{"spec", "template", "metadata", "labels", wellknown.LabelK8sManagedBy}
 					if err := unstructured.SetNestedField(o.Object, ManagedBy, path...); err != nil {
@@ -72,5 +95,70 @@ func TestHelmTemplateParity(t *testing.T) {
 				t.Errorf("Render and helm template differ:\n--- Render\n%s\n--- helm\n%s", got, want)
 			}
 		})
+	}
+}
+
+// TestHelmInstall installs, upgrades and uninstalls the chart folder with a
+// real helm against the test API server, the way docs/reference/values.md
+// tells helm users to: into an existing namespace, with --take-ownership,
+// because the chart renders the Namespace itself. It needs helm on PATH.
+func TestHelmInstall(t *testing.T) {
+	helm, err := exec.LookPath("helm")
+	if err != nil {
+		t.Skip("helm is not on PATH; skipping helm install")
+	}
+	env := testenv.Shared(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const ns = "helm-install"
+	if _, err := env.Clientset().CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	home := t.TempDir()
+	run := func(args ...string) {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, helm, args...)
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+env.KubeconfigPath,
+			"HELM_CACHE_HOME="+home, "HELM_CONFIG_HOME="+home, "HELM_DATA_HOME="+home)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	client, err := dynamic.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deployments := client.Resource(k8sschema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}).Namespace(ns)
+	meshConfigs := client.Resource(meshconfig.GroupVersionResource).Namespace(ns)
+
+	run(append([]string{"install", ReleaseName, chartDir, "--namespace", ns, "--take-ownership"}, credentialFlags()...)...)
+	if _, err := meshConfigs.Get(ctx, wellknown.MeshConfigName, metav1.GetOptions{}); err != nil {
+		t.Fatalf("after helm install: %v", err)
+	}
+	d, err := deployments.Get(ctx, wellknown.ControllerName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("after helm install: %v", err)
+	}
+	if got := d.GetLabels()[wellknown.LabelK8sManagedBy]; got != "Helm" {
+		t.Errorf("managed-by %q, want Helm", got)
+	}
+
+	run(append([]string{"upgrade", ReleaseName, chartDir, "--namespace", ns, "--set", "controller.replicas=2"}, credentialFlags()...)...)
+	d, err = deployments.Get(ctx, wellknown.ControllerName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("after helm upgrade: %v", err)
+	}
+	if replicas, _, _ := unstructured.NestedInt64(d.Object, "spec", "replicas"); replicas != 2 {
+		t.Errorf("after helm upgrade: %d replicas, want 2", replicas)
+	}
+	if _, err := meshConfigs.Get(ctx, wellknown.MeshConfigName, metav1.GetOptions{}); err != nil {
+		t.Fatalf("after helm upgrade: %v", err)
+	}
+
+	// Without --wait: the env runs no namespace controller, so the Namespace
+	// stays Terminating; the Deployment goes at once.
+	run("uninstall", ReleaseName, "--namespace", ns)
+	if _, err := deployments.Get(ctx, wellknown.ControllerName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("after helm uninstall, getting the Deployment: %v, want not found", err)
 	}
 }
