@@ -1,0 +1,134 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+var kib = bytes.Repeat([]byte("x"), 1024)
+
+// benchBackend answers every request with 1 KiB, like the load harness's
+// echo server.
+func benchBackend(b *testing.B) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Write(kib)
+	})}
+	go srv.Serve(ln)
+	b.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+func benchHTTP(b *testing.B, addr string) {
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	}}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr}
+	b.SetBytes(1024)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := c.Get("http://svc.test/bench")
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
+}
+
+// BenchmarkHTTP1Direct is the baseline: client straight to the backend.
+func BenchmarkHTTP1Direct(b *testing.B) {
+	benchHTTP(b, benchBackend(b))
+}
+
+// BenchmarkHTTP1Proxy goes through the outbound listener: detection once
+// per connection, then the HTTP/1 loop with a pooled upstream connection.
+// The difference to BenchmarkHTTP1Direct is the proxy's cost per request
+// (the client, backend and proxy share the machine's cores).
+func BenchmarkHTTP1Proxy(b *testing.B) {
+	tp := startProxy(b, "", fixedDst(benchBackend(b)))
+	benchHTTP(b, tp.outbound)
+}
+
+// BenchmarkHTTP1ProxyKnownService adds the service lookup and balancing.
+func BenchmarkHTTP1ProxyKnownService(b *testing.B) {
+	backend := benchBackend(b)
+	_, port, _ := net.SplitHostPort(backend)
+	tp := startProxy(b, `services:
+- {name: svc, namespace: test, addresses: [10.96.0.30], ports: [{port: 80, targetPort: `+port+`}], endpoints: [{address: 127.0.0.1}]}
+`, fixedDst("10.96.0.30:80"))
+	benchHTTP(b, tp.outbound)
+}
+
+// BenchmarkH2Proxy sends HTTP/2 streams through the inbound listener to an
+// h2c backend.
+func BenchmarkH2Proxy(b *testing.B) {
+	backend := h2cOnlyBackend(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(kib)
+	}))
+	tp := startProxy(b, "", fixedDst(backend))
+	c := h2cClient(tp.inbound)
+	b.SetBytes(1024)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := c.Get("http://svc.test/bench")
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
+}
+
+// BenchmarkTCPSplice measures bulk throughput of one opaque TCP connection
+// through the proxy (splice(2) both ways).
+func BenchmarkTCPSplice(b *testing.B) {
+	backend := listenTCP(b, func(c net.Conn) { io.Copy(io.Discard, c); c.Write([]byte("k")) })
+	_, port, _ := net.SplitHostPort(backend)
+	tp := startProxy(b, "outbound: {address: \"127.0.0.1:0\", opaquePorts: ["+port+"]}\n", fixedDst(backend))
+	c, err := net.Dial("tcp", tp.outbound)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	chunk := bytes.Repeat([]byte("y"), 64<<10)
+	b.SetBytes(int64(len(chunk)))
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := c.Write(chunk); err != nil {
+			b.Fatal(err)
+		}
+	}
+	c.(*net.TCPConn).CloseWrite()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if got, _ := io.ReadAll(c); string(got) != "k" {
+		b.Fatalf("end marker %q", got)
+	}
+}
+
+// BenchmarkScanHead is the raw-head check every HTTP/1 request pays.
+func BenchmarkScanHead(b *testing.B) {
+	head := []byte("GET /api/v1/reviews/12345 HTTP/1.1\r\nHost: reviews.default.svc.cluster.local\r\nUser-Agent: bench\r\nAccept: */*\r\nX-Request-Id: " + strings.Repeat("a", 36) + "\r\n\r\n")
+	b.SetBytes(int64(len(head)))
+	for b.Loop() {
+		scanHead(head)
+	}
+}
