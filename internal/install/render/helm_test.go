@@ -23,6 +23,24 @@ import (
 	"github.com/meshctl/mesh/internal/wellknown"
 )
 
+// helmBinary builds the helm CLI of the Helm module this package renders
+// with (its version from go.mod, so the two never drift) into the test cache
+// on first use.
+func helmBinary(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Version}}", "helm.sh/helm/v3").Output()
+	if err != nil {
+		t.Fatalf("finding the version of helm.sh/helm/v3: %v", err)
+	}
+	bin, err := testenv.GoTool(ctx, "helm.sh/helm/v3/cmd/helm", strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("building helm: %v", err)
+	}
+	return bin
+}
+
 // chartDir is the chart folder, from this package's directory.
 var chartDir = filepath.Join("..", "..", "..", "templates")
 
@@ -40,13 +58,9 @@ func credentialFlags() []string {
 }
 
 // TestHelmTemplateParity renders the chart folder with a real `helm template`
-// and compares the objects with Render's. It needs helm on PATH and skips
-// without it; helm is not part of the build.
+// and compares the objects with Render's.
 func TestHelmTemplateParity(t *testing.T) {
-	helm, err := exec.LookPath("helm")
-	if err != nil {
-		t.Skip("helm is not on PATH; skipping the parity check with `helm template`")
-	}
+	helm := helmBinary(t)
 	for _, tc := range goldenCases {
 		t.Run(tc.name, func(t *testing.T) {
 			valuesFile := filepath.Join(t.TempDir(), "values.yaml")
@@ -101,12 +115,9 @@ func TestHelmTemplateParity(t *testing.T) {
 // TestHelmInstall installs, upgrades and uninstalls the chart folder with a
 // real helm against the test API server, the way docs/reference/values.md
 // tells helm users to: into an existing namespace, with --take-ownership,
-// because the chart renders the Namespace itself. It needs helm on PATH.
+// because the chart renders the Namespace itself.
 func TestHelmInstall(t *testing.T) {
-	helm, err := exec.LookPath("helm")
-	if err != nil {
-		t.Skip("helm is not on PATH; skipping helm install")
-	}
+	helm := helmBinary(t)
 	env := testenv.Shared(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
