@@ -181,6 +181,17 @@ func (d document) parse() (*yaml.Node, error) {
 
 func (d document) lineOf(n *yaml.Node) int { return d.firstLine + n.Line - 1 }
 
+// NamespaceLabels returns the meshctl.dev/inject labels of the Namespace
+// documents of a stream (name -> value), for a caller that injects several
+// streams with the namespaces of all of them (Settings.Namespaces).
+func NamespaceLabels(in []byte) (map[string]string, error) {
+	docs, err := splitDocuments(in)
+	if err != nil {
+		return nil, err
+	}
+	return withStreamNamespaces(docs, nil), nil
+}
+
 // withStreamNamespaces adds the inject labels of the stream's Namespace
 // documents to known. Only documents that mention a Namespace are parsed.
 func withStreamNamespaces(docs []document, known map[string]string) map[string]string {

@@ -98,6 +98,18 @@ func Run(ctx context.Context, opts *Options) error {
 	if err != nil {
 		return err
 	}
+	// A Namespace document opts its workloads in or out wherever they are
+	// among the inputs, as kubectl apply of all of them would see it.
+	settings.Namespaces = map[string]string{}
+	for _, in := range ins {
+		labels, err := transform.NamespaceLabels(in.data)
+		if err != nil {
+			return fmt.Errorf("%s: %w", in.name, err)
+		}
+		for k, v := range labels {
+			settings.Namespaces[k] = v
+		}
+	}
 	results, err := transformAll(ins, func(b []byte) ([]byte, []transform.Report, error) {
 		return transform.Inject(b, settings)
 	})

@@ -262,3 +262,13 @@ current-context: c
 		t.Errorf("exit %d, stdout %q, stderr %s", code, out, errOut)
 	}
 }
+
+func TestNamespaceLabelFromAnotherInput(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "00-namespace.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels:\n    meshctl.dev/inject: disabled\n", 0o644)
+	write(t, filepath.Join(dir, "10-pod.yaml"), pod, 0o644)
+	out, errOut, code := run(t, "", nil, "inject", "--ignore-cluster", dir)
+	if code != 0 || strings.Contains(out, "meshproxy") || !strings.Contains(errOut, "namespace shop opted out") {
+		t.Errorf("exit %d: %s\n%s", code, errOut, out)
+	}
+}
