@@ -102,8 +102,13 @@ func (p *fastParser) splitLines() bool {
 			return false
 		}
 	}
-	for _, l := range p.lines {
-		if l.end-l.start >= 3 && l.indent == 0 && (bytes.HasPrefix(p.b[l.start:], []byte("...")) || (bytes.HasPrefix(p.b[l.start:], []byte("---")) && l != p.lines[0])) {
+	// Document markers, and anything that starts like one, are left to
+	// yaml.v3, except the "---" line that opens a document.
+	for i, l := range p.lines {
+		if i < p.i || l.indent > 0 {
+			continue
+		}
+		if bytes.HasPrefix(p.b[l.start:l.end], []byte("...")) || bytes.HasPrefix(p.b[l.start:l.end], []byte("---")) {
 			return false
 		}
 	}
@@ -262,8 +267,16 @@ func (p *fastParser) key(off int) (*yaml.Node, int, bool) {
 			k.Tag = "!!null"
 		}
 	}
+	// yaml.v3 reads a key of more than 1024 characters as an error.
+	if end-off > maxKeyBytes {
+		return nil, 0, false
+	}
 	return k, end + 1, true
 }
+
+// maxKeyBytes stays below the longest simple key YAML allows (1024
+// characters).
+const maxKeyBytes = 1000
 
 // value parses what follows a key's colon at rest (same line) and, for a
 // nested collection, the lines that follow. ind is the key's column.
@@ -486,7 +499,7 @@ func (p *fastParser) flowCollection(b []byte, off int) (*yaml.Node, int, bool) {
 		}
 		if isMap {
 			k, end, ok := p.flowNode(b, i, true, true)
-			if !ok || k.Kind != yaml.ScalarNode || k.Tag == "!!null" || hasKey(n, k.Value) || end+1 >= len(b) || b[end] != ':' || b[end+1] != ' ' {
+			if !ok || k.Kind != yaml.ScalarNode || k.Tag == "!!null" || hasKey(n, k.Value) || end-i > maxKeyBytes || end+1 >= len(b) || b[end] != ':' || b[end+1] != ' ' {
 				return nil, 0, false
 			}
 			k.Tag = "!!str"
