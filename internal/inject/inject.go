@@ -337,27 +337,9 @@ func injectWorkload(sp *splicer, w *workload, s *Settings) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	p.terminationGrace = -1
-	if _, v := mapGet(t.spec, "terminationGracePeriodSeconds"); v != nil && v.Kind == yaml.ScalarNode {
-		var g int64
-		if _, err := fmt.Sscan(v.Value, &g); err == nil {
-			p.terminationGrace = g
-		}
-	}
-	for _, seq := range []*yaml.Node{t.containers, t.initCtrs} {
-		for _, n := range names(seq) {
-			if n == wellknown.ProxyContainerName || n == wellknown.InitContainerName {
-				return "", fmt.Errorf("a container is already named %s but the pod carries no %s annotation", n, annotationInjected)
-			}
-		}
-	}
-	for _, n := range names(t.volume) {
-		if n == VolumeName {
-			return "", fmt.Errorf("a volume is already named %s but the pod carries no %s annotation", n, annotationInjected)
-		}
-	}
-	if _, ok := ann[AnnotationProxyConfig]; ok {
-		return "", fmt.Errorf("the pod already carries the %s annotation but no %s annotation", AnnotationProxyConfig, annotationInjected)
+	p.terminationGrace = t.gracePeriod()
+	if err := t.checkNoLeftovers(ann); err != nil {
+		return "", err
 	}
 
 	// What is added depends only on the proxy's configuration: built once
@@ -435,6 +417,40 @@ func injectWorkload(sp *splicer, w *workload, s *Settings) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// gracePeriod is the template's terminationGracePeriodSeconds, -1 when
+// unset.
+func (t *podTemplate) gracePeriod() int64 {
+	if _, v := mapGet(t.spec, "terminationGracePeriodSeconds"); v != nil && v.Kind == yaml.ScalarNode {
+		var g int64
+		if _, err := fmt.Sscan(v.Value, &g); err == nil {
+			return g
+		}
+	}
+	return -1
+}
+
+// checkNoLeftovers refuses a template that carries something of an
+// injection without its status annotation: injecting would duplicate it, and
+// nothing says what is safe to remove.
+func (t *podTemplate) checkNoLeftovers(ann map[string]string) error {
+	for _, seq := range []*yaml.Node{t.containers, t.initCtrs} {
+		for _, n := range names(seq) {
+			if n == wellknown.ProxyContainerName || n == wellknown.InitContainerName {
+				return fmt.Errorf("a container is already named %s but the pod carries no %s annotation", n, annotationInjected)
+			}
+		}
+	}
+	for _, n := range names(t.volume) {
+		if n == VolumeName {
+			return fmt.Errorf("a volume is already named %s but the pod carries no %s annotation", n, annotationInjected)
+		}
+	}
+	if _, ok := ann[AnnotationProxyConfig]; ok {
+		return fmt.Errorf("the pod already carries the %s annotation but no %s annotation", AnnotationProxyConfig, annotationInjected)
+	}
+	return nil
 }
 
 // detectStyle reads the indentation of block collections from the first
