@@ -129,22 +129,27 @@ func (h *h1conn) forward(req *http.Request, start time.Time) bool {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	var upstream atomic.Pointer[upstreamConn]
 	guard := newIdleGuard(s.limits.StreamIdleTimeout.D(), s.limits.RequestTimeout.D(), func() {
 		cancel()
 		s.client.SetDeadline(time.Now())
+		if uc := upstream.Load(); uc != nil {
+			uc.SetDeadline(time.Now())
+		}
 	})
 	defer guard.stop()
 
 	upgrade := upgradeType(req.Header)
 	clientClose := req.Close
 	body := &h1Body{rc: req.Body, h: h, guard: guard, expect: expectsContinue(req)}
-	out := req.WithContext(ctx)
-	out.Body = body
-	if req.ContentLength == 0 {
-		out.Body = http.NoBody
+	out := req
+	hasBody := req.ContentLength != 0
+	if hasBody {
+		out.Body = body
+	} else {
+		out.Body = nil
 		body.eof.Store(true)
 	}
-	out.RequestURI = ""
 	out.URL.Scheme = "http"
 	out.URL.Host = addr
 	out.Close = false
@@ -154,25 +159,30 @@ func (h *h1conn) forward(req *http.Request, start time.Time) bool {
 		out.Header.Set("Upgrade", upgrade)
 	}
 	if _, ok := out.Header["User-Agent"]; !ok {
-		// An empty value stops the transport from adding its own.
+		// An empty value stops Request.Write from adding its own.
 		out.Header["User-Agent"] = []string{""}
 	}
 
-	resp, err := s.p.h1Transport.RoundTrip(out)
+	resp, uc, err := s.p.h1Pool.roundTrip(ctx, addr, out, hasBody)
 	if err != nil {
-		code, reason := http.StatusBadGateway, metrics.ReasonConnect
+		code, reason := http.StatusBadGateway, metrics.ReasonUpstream
+		var de *dialError
+		var be *bodyWriteError
 		switch {
 		case guard.fired():
 			code, reason = http.StatusGatewayTimeout, metrics.ReasonTimeout
-		case body.err != nil:
+		case body.err != nil || errors.As(err, &be) && body.err != nil:
 			// The client's body was malformed (a bad chunk, say).
 			code, reason = http.StatusBadRequest, metrics.ReasonBadRequest
+		case errors.As(err, &de):
+			reason = metrics.ReasonConnect
 		}
 		h.fail(start, req, code, reason, "upstream: "+err.Error())
 		return false
 	}
+	upstream.Store(uc)
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		return h.switchProtocols(req, resp, start, guard)
+		return h.switchProtocols(req, resp, uc, start, guard)
 	}
 	removeHopByHop(resp.Header)
 	keep := !clientClose && !s.p.draining.Load()
@@ -232,14 +242,9 @@ func (h *h1conn) forward(req *http.Request, start time.Time) bool {
 
 // switchProtocols completes an Upgrade (WebSocket and others): it sends the
 // 101 response and then copies bytes both ways until both sides close.
-func (h *h1conn) switchProtocols(req *http.Request, resp *http.Response, start time.Time, guard *idleGuard) bool {
+func (h *h1conn) switchProtocols(req *http.Request, resp *http.Response, upConn *upstreamConn, start time.Time, guard *idleGuard) bool {
 	s := h.s
 	guard.stop()
-	upConn, ok := resp.Body.(io.ReadWriteCloser)
-	if !ok {
-		h.fail(start, req, http.StatusBadGateway, metrics.ReasonUpstream, "upstream switched protocols without a connection")
-		return false
-	}
 	defer upConn.Close()
 	resp.Body = nil
 	h.wmu.Lock()
@@ -262,13 +267,12 @@ func (h *h1conn) switchProtocols(req *http.Request, resp *http.Response, start t
 	}
 	done := make(chan struct{})
 	go func() {
-		io.Copy(upConn, s.client)
-		if cw, ok := upConn.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		}
+		io.Copy(upConn.Conn, s.client)
+		closeWrite(upConn.Conn)
 		close(done)
 	}()
-	io.Copy(s.client, upConn)
+	// The upstream's bytes after its 101 may already be buffered.
+	io.Copy(s.client, upConn.br)
 	closeWrite(s.client)
 	<-done
 	return false

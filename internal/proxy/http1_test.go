@@ -135,9 +135,9 @@ func TestHTTP1KnownServiceBalancesOverEndpoints(t *testing.T) {
 	if hits["ep0"] < 20 || hits["ep1"] < 20 || hits["ep2"] < 60 {
 		t.Errorf("hits %v, want about 50/50/100", hits)
 	}
-	if m := tp.metricsText(t); !strings.Contains(m, `meshproxy_requests_total{direction="outbound",service="web.default",code="200",method_class="read"} 200`) {
-		t.Errorf("metrics:\n%s", m)
-	}
+	waitFor(t, func() bool {
+		return strings.Contains(tp.metricsText(t), `meshproxy_requests_total{direction="outbound",service="web.default",code="200",method_class="read"} 200`)
+	})
 }
 
 func TestHTTP1NoEndpoints(t *testing.T) {

@@ -70,7 +70,7 @@ type Proxy struct {
 	rand      func(n int) int
 	opts      Options
 
-	h1Transport *http.Transport
+	h1Pool      *h1Pool
 	h2Transport *http2.Transport
 	h2Server    *http2.Server
 	// h2Base carries the HTTP/2 server's settings and, through its
@@ -124,7 +124,7 @@ func New(o Options) (*Proxy, error) {
 	if p.rand == nil {
 		p.rand = rand.IntN
 	}
-	p.h1Transport = newH1Transport(p.dial, limits)
+	p.h1Pool = newH1Pool(boundedDial(p.dial, limits.ConnectTimeout.D()), limits.MaxIdleConnsPerEndpoint, 90*time.Second)
 	p.h2Transport = newH2Transport(p.dial, limits)
 	p.h2Base = &http.Server{
 		MaxHeaderBytes: limits.MaxHeaderBytes,
@@ -239,7 +239,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 		p.closeAll()
 		<-done
 	}
-	p.h1Transport.CloseIdleConnections()
+	p.h1Pool.close()
 	p.h2Transport.CloseIdleConnections()
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
-	"net/http"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -19,21 +18,6 @@ func boundedDial(dial func(context.Context, string, string) (net.Conn, error), t
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		return dial(ctx, network, addr)
-	}
-}
-
-// newH1Transport pools HTTP/1.1 connections per endpoint address.
-func newH1Transport(dial func(context.Context, string, string) (net.Conn, error), l config.Limits) *http.Transport {
-	return &http.Transport{
-		Proxy:                  nil, // never an environment proxy: the mesh is the proxy
-		DialContext:            boundedDial(dial, l.ConnectTimeout.D()),
-		MaxIdleConnsPerHost:    l.MaxIdleConnsPerEndpoint,
-		IdleConnTimeout:        90 * time.Second,
-		ExpectContinueTimeout:  time.Second,
-		DisableCompression:     true,
-		MaxResponseHeaderBytes: 1 << 20,
-		WriteBufferSize:        4096,
-		ReadBufferSize:         4096,
 	}
 }
 

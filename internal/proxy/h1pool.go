@@ -1,0 +1,253 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The HTTP/1 upstream side is a pool of persistent connections per endpoint
+// address, used by the request's own goroutine: write the request, read the
+// response, hand the connection back when the response body ends. It
+// replaced http.Transport on this path after profiling: the Transport hands
+// every request to two goroutines of its own (write and read loops) and
+// back, which cost more than the proxy's own work per request.
+
+// upstreamConn is one pooled HTTP/1 connection to an endpoint.
+type upstreamConn struct {
+	net.Conn
+	addr      string
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	idleSince time.Time
+}
+
+// h1Pool keeps idle upstream connections, at most maxIdle per address, for
+// at most idleTimeout.
+type h1Pool struct {
+	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
+	maxIdle     int
+	idleTimeout time.Duration
+
+	mu     sync.Mutex
+	idle   map[string][]*upstreamConn
+	closed bool
+}
+
+func newH1Pool(dial func(context.Context, string, string) (net.Conn, error), maxIdle int, idleTimeout time.Duration) *h1Pool {
+	return &h1Pool{dial: dial, maxIdle: maxIdle, idleTimeout: idleTimeout, idle: map[string][]*upstreamConn{}}
+}
+
+// get returns an idle connection to addr, most recently used first, or
+// dials a new one; reused tells which.
+func (p *h1Pool) get(ctx context.Context, addr string) (uc *upstreamConn, reused bool, err error) {
+	p.mu.Lock()
+	for list := p.idle[addr]; len(list) > 0; list = p.idle[addr] {
+		uc = list[len(list)-1]
+		list[len(list)-1] = nil
+		p.idle[addr] = list[:len(list)-1]
+		if time.Since(uc.idleSince) < p.idleTimeout {
+			p.mu.Unlock()
+			return uc, true, nil
+		}
+		uc.Close()
+	}
+	p.mu.Unlock()
+	c, err := p.dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, false, err
+	}
+	return &upstreamConn{Conn: c, addr: addr, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}, false, nil
+}
+
+// put returns a connection whose last response was read to the end.
+func (p *h1Pool) put(uc *upstreamConn) {
+	uc.idleSince = time.Now()
+	p.mu.Lock()
+	if p.closed || len(p.idle[uc.addr]) >= p.maxIdle {
+		p.mu.Unlock()
+		uc.Close()
+		return
+	}
+	p.idle[uc.addr] = append(p.idle[uc.addr], uc)
+	p.mu.Unlock()
+}
+
+// close closes the idle connections and every connection put back later.
+func (p *h1Pool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for addr, list := range p.idle {
+		for _, uc := range list {
+			uc.Close()
+		}
+		delete(p.idle, addr)
+	}
+}
+
+// closedByPeer reports, without blocking, whether the upstream has closed
+// an idle connection (a read would return EOF at once), so that a request
+// whose body cannot be replayed is not sent on a dead connection.
+func closedByPeer(c net.Conn) bool {
+	tc, ok := tcpConn(c)
+	if !ok {
+		return false
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	var buf [1]byte
+	closed := false
+	raw.Read(func(fd uintptr) bool {
+		n, _, err := unix.Recvfrom(int(fd), buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		closed = n == 0 && err == nil || err != nil && !errors.Is(err, unix.EAGAIN)
+		return true
+	})
+	return closed
+}
+
+// roundTrip sends req to addr over a pooled connection and returns the
+// final response (1xx other than 101 are skipped: the proxy already tells
+// the client to continue when the body is first read). The response body
+// returns the connection to the pool when read to the end, or closes it.
+// A request without a body that fails on a reused connection before any
+// response byte is retried once on a new connection: the upstream may have
+// closed the idle connection as the request went out.
+func (p *h1Pool) roundTrip(ctx context.Context, addr string, req *http.Request, hasBody bool) (*http.Response, *upstreamConn, error) {
+	for attempt := 0; ; attempt++ {
+		uc, reused, err := p.get(ctx, addr)
+		if err != nil {
+			return nil, nil, &dialError{err}
+		}
+		if reused && hasBody && closedByPeer(uc.Conn) {
+			uc.Close()
+			if uc, _, err = p.get(ctx, addr); err != nil {
+				return nil, nil, &dialError{err}
+			}
+			reused = false
+		}
+		resp, err := p.exchange(uc, req, hasBody)
+		if err == nil {
+			return resp, uc, nil
+		}
+		uc.Close()
+		if !reused || hasBody || attempt > 0 {
+			return nil, nil, err
+		}
+	}
+}
+
+func (p *h1Pool) exchange(uc *upstreamConn, req *http.Request, hasBody bool) (*http.Response, error) {
+	var writeDone chan error
+	if hasBody {
+		// The body is written while the response is read, so that an
+		// upstream that answers early (413, 401) is heard, and a streamed
+		// upload does not wait for its own end.
+		writeDone = make(chan error, 1)
+		go func() {
+			err := req.Write(uc.bw)
+			if err == nil {
+				err = uc.bw.Flush()
+			}
+			if err != nil {
+				uc.Close() // unblock the reader
+			}
+			writeDone <- err
+		}()
+	} else {
+		if err := req.Write(uc.bw); err != nil {
+			return nil, err
+		}
+		if err := uc.bw.Flush(); err != nil {
+			return nil, err
+		}
+	}
+	for {
+		resp, err := http.ReadResponse(uc.br, req)
+		if err != nil {
+			if writeDone != nil {
+				uc.Close() // stop the writer if it is sending
+				if werr := <-writeDone; werr != nil {
+					err = &bodyWriteError{werr}
+				}
+			}
+			return nil, err
+		}
+		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			continue
+		}
+		resp.Body = &upstreamBody{rc: resp.Body, uc: uc, pool: p, reusable: !resp.Close && resp.StatusCode != http.StatusSwitchingProtocols, writeDone: writeDone}
+		return resp, nil
+	}
+}
+
+// dialError is a failure to connect, as opposed to a failure of an
+// established connection.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return "dialing upstream: " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// bodyWriteError is a failure to send the request body upstream, usually
+// because reading it from the client failed.
+type bodyWriteError struct{ err error }
+
+func (e *bodyWriteError) Error() string { return "sending request body: " + e.err.Error() }
+func (e *bodyWriteError) Unwrap() error { return e.err }
+
+// upstreamBody is a response body that gives its connection back to the
+// pool once read to the end, and closes it otherwise.
+type upstreamBody struct {
+	rc        io.ReadCloser
+	uc        *upstreamConn
+	pool      *h1Pool
+	reusable  bool
+	writeDone chan error
+	done      bool
+}
+
+func (b *upstreamBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.finish(true)
+	} else if err != nil {
+		b.finish(false)
+	}
+	return n, err
+}
+
+func (b *upstreamBody) Close() error {
+	b.finish(false)
+	return nil
+}
+
+func (b *upstreamBody) finish(complete bool) {
+	if b.done {
+		return
+	}
+	b.done = true
+	ok := complete && b.reusable
+	if ok && b.writeDone != nil {
+		// Reuse only if the request body went out whole, and has already.
+		select {
+		case err := <-b.writeDone:
+			ok = err == nil
+		default:
+			ok = false
+		}
+	}
+	if ok {
+		b.pool.put(b.uc)
+		return
+	}
+	b.uc.Close()
+}
