@@ -125,16 +125,29 @@ func h2cClient(addr string) *http.Client {
 }
 
 // A proxy restarted under steady load loses no request: the new process
-// binds the same ports (SO_REUSEPORT) and receives every new connection
-// from then on, and the old one drains.
+// binds the same ports (SO_REUSEPORT), and the old one drains. The test
+// runs in a network namespace of its own with net.ipv4.tcp_migrate_req=1,
+// as `meshproxy init` sets it in a pod: without it the kernel resets the
+// connections still waiting in the old listener's accept queue when it
+// closes, which no user-space drain can prevent.
 func TestRestartUnderLoadLosesNoRequest(t *testing.T) {
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ns := newPrivateNetns(t, map[string]string{"net/ipv4/tcp_migrate_req": "1"})
+	backendLn, err := ns.listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(time.Millisecond)
 		io.WriteString(w, "ok")
-	}))
+	})}
+	go backend.Serve(backendLn)
 	defer backend.Close()
-	dst := fixedDst(hostPort(backend.URL))
-	old := startProxy(t, "", dst, func(o *Options) { o.DrainDelay = 200 * time.Millisecond })
+	dst := fixedDst(backendLn.Addr().String())
+	inNS := func(o *Options) { o.Dial = ns.dial }
+	var old *testProxy
+	ns.do(func() {
+		old = startProxy(t, "", dst, inNS, func(o *Options) { o.DrainDelay = 200 * time.Millisecond })
+	})
 	cfg := fmt.Sprintf("outbound: {address: %q}\ninbound: {address: \"127.0.0.1:0\"}\n", old.outbound)
 
 	var ok, failed atomic.Int64
@@ -148,7 +161,7 @@ func TestRestartUnderLoadLosesNoRequest(t *testing.T) {
 			// Half the clients keep connections alive, half open a new
 			// connection per request.
 			tr := &http.Transport{DisableKeepAlives: i%2 == 1, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, "tcp", old.outbound)
+				return ns.dial(ctx, "tcp", old.outbound)
 			}}
 			defer tr.CloseIdleConnections()
 			c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
@@ -176,7 +189,8 @@ func TestRestartUnderLoadLosesNoRequest(t *testing.T) {
 		}()
 	}
 	time.Sleep(300 * time.Millisecond)
-	next := startProxy(t, cfg, dst)
+	var next *testProxy
+	ns.do(func() { next = startProxy(t, cfg, dst, inNS) })
 	if next.outbound != old.outbound {
 		t.Fatalf("new proxy on %s, old on %s", next.outbound, old.outbound)
 	}
