@@ -639,7 +639,10 @@ func plainOK(s string, inFlow bool) bool {
 		if c < ' ' || c == 0x7f {
 			return false
 		}
-		if inFlow && (c == '[' || c == ']' || c == '{' || c == '}' || c == ',') {
+		// yaml.v3 reads some indicators inside flow plain scalars in its
+		// own way ("a?" is an error there); only the plainest characters
+		// are accepted in flow collections.
+		if inFlow && !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(" ._/=+@-", c) >= 0) {
 			return false
 		}
 	}
