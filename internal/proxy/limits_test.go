@@ -1,0 +1,125 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// The inbound HTTP/2 server announces the configured stream limit.
+func TestHTTP2AnnouncesMaxConcurrentStreams(t *testing.T) {
+	backend := h2cOnlyBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	tp := startProxy(t, "limits: {maxConcurrentStreams: 7}\n", fixedDst(backend))
+	c, err := net.Dial("tcp", tp.inbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings()
+	f, err := fr.ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf, ok := f.(*http2.SettingsFrame)
+	if !ok {
+		t.Fatalf("first frame %T", f)
+	}
+	if v, ok := sf.Value(http2.SettingMaxConcurrentStreams); !ok || v != 7 {
+		t.Errorf("SETTINGS_MAX_CONCURRENT_STREAMS %d (%v), want 7", v, ok)
+	}
+	if v, ok := sf.Value(http2.SettingMaxFrameSize); ok && v != 16384 {
+		t.Errorf("SETTINGS_MAX_FRAME_SIZE %d", v)
+	}
+}
+
+func TestHTTP2HeaderLimit(t *testing.T) {
+	backend := h2cOnlyBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	tp := startProxy(t, "limits: {maxHeaderCount: 5}\n", fixedDst(backend))
+	req, _ := http.NewRequest("GET", "http://x/", nil)
+	for _, k := range []string{"A", "B", "C", "D", "E", "F"} {
+		req.Header.Set("X-"+k, "1")
+	}
+	resp, err := h2cClient(tp.inbound).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("status %d, want 431", resp.StatusCode)
+	}
+}
+
+// Connections beyond maxConnections are closed at once and counted.
+func TestMaxConnections(t *testing.T) {
+	backend := listenTCP(t, func(c net.Conn) { io.Copy(c, c) })
+	tp := startProxy(t, "limits: {maxConnections: 2}\n", fixedDst(backend))
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", tp.outbound)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "\x00x")
+		b := make([]byte, 2)
+		if _, err := io.ReadFull(c, b); err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	c, err := net.Dial("tcp", tp.outbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "\x00x")
+	if b, _ := io.ReadAll(c); len(b) != 0 {
+		t.Errorf("third connection answered %q", b)
+	}
+	if !strings.Contains(tp.metricsText(t), `reason="connection_limit"} 1`) {
+		t.Error("limit not counted")
+	}
+	held[0].Close()
+	waitFor(t, func() bool { return tp.listeners[0].active.Load() < 2 })
+	c2, err := net.Dial("tcp", tp.outbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c2.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c2, "\x00y")
+	b := make([]byte, 2)
+	if _, err := io.ReadFull(c2, b); err != nil || string(b) != "\x00y" {
+		t.Errorf("connection after one closed: %q %v", b, err)
+	}
+}
+
+// forwardTo: loopback sends inbound connections to 127.0.0.1 on the
+// original port, whatever address they were for.
+func TestInboundForwardToLoopback(t *testing.T) {
+	backend := listenTCP(t, func(c net.Conn) { io.WriteString(c, "app") })
+	_, port, _ := net.SplitHostPort(backend)
+	tp := startProxy(t, "inbound: {address: \"127.0.0.1:0\", forwardTo: loopback, opaquePorts: ["+port+"]}\n", fixedDst("10.1.2.3:"+port))
+	c, err := net.Dial("tcp", tp.inbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if b, _ := io.ReadAll(c); string(b) != "app" {
+		t.Errorf("read %q", b)
+	}
+	if m := tp.metricsText(t); !strings.Contains(m, `meshproxy_detections_total{direction="inbound",protocol="opaque"} 1`) {
+		t.Errorf("metrics:\n%s", m)
+	}
+}
