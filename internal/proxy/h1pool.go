@@ -24,9 +24,35 @@ import (
 type upstreamConn struct {
 	net.Conn
 	addr      string
+	lim       *headLimiter
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
+}
+
+// maxResponseHead bounds a response's status line and headers: an upstream
+// must not be able to make the proxy buffer without end either.
+const maxResponseHead = 1 << 20
+
+var errResponseHeadTooLarge = errors.New("response header too large")
+
+// headLimiter fails reads once n bytes were read while it is armed.
+type headLimiter struct {
+	r     io.Reader
+	n     int
+	armed bool
+}
+
+func (l *headLimiter) Read(p []byte) (int, error) {
+	if l.armed {
+		if l.n <= 0 {
+			return 0, errResponseHeadTooLarge
+		}
+		p = p[:min(len(p), l.n)]
+	}
+	n, err := l.r.Read(p)
+	l.n -= n
+	return n, err
 }
 
 // h1Pool keeps idle upstream connections, at most maxIdle per address, for
@@ -64,7 +90,8 @@ func (p *h1Pool) get(ctx context.Context, addr string) (uc *upstreamConn, reused
 	if err != nil {
 		return nil, false, err
 	}
-	return &upstreamConn{Conn: c, addr: addr, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}, false, nil
+	lim := &headLimiter{r: c}
+	return &upstreamConn{Conn: c, addr: addr, lim: lim, br: bufio.NewReaderSize(lim, 4096), bw: bufio.NewWriterSize(c, 4096)}, false, nil
 }
 
 // put returns a connection whose last response was read to the end.
@@ -172,7 +199,9 @@ func (p *h1Pool) exchange(uc *upstreamConn, req *http.Request, hasBody bool) (*h
 		}
 	}
 	for {
+		uc.lim.n, uc.lim.armed = maxResponseHead, true
 		resp, err := http.ReadResponse(uc.br, req)
+		uc.lim.armed = false
 		if err != nil {
 			if writeDone != nil {
 				uc.Close() // stop the writer if it is sending

@@ -288,3 +288,22 @@ func TestHTTP1StreamIdleTimeout(t *testing.T) {
 		return strings.Contains(tp.metricsText(t), `reason="timeout"} 1`)
 	})
 }
+
+// An upstream that sends headers without end gets a 502, not the proxy's
+// memory.
+func TestHTTP1UpstreamHeadLimit(t *testing.T) {
+	backend := listenTCP(t, func(c net.Conn) {
+		bufio.NewReader(c).ReadString('\n')
+		io.WriteString(c, "HTTP/1.1 200 OK\r\n")
+		line := "X-Junk: " + strings.Repeat("j", 1000) + "\r\n"
+		for range 2000 {
+			if _, err := io.WriteString(c, line); err != nil {
+				return
+			}
+		}
+	})
+	tp := startProxy(t, "", fixedDst(backend))
+	if got := rawRequest(t, tp.outbound, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); got != "HTTP/1.1 502 Bad Gateway" {
+		t.Errorf("status %q", got)
+	}
+}
