@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"bufio"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -122,4 +124,68 @@ func TestInboundForwardToLoopback(t *testing.T) {
 	if m := tp.metricsText(t); !strings.Contains(m, `meshproxy_detections_total{direction="inbound",protocol="opaque"} 1`) {
 		t.Errorf("metrics:\n%s", m)
 	}
+}
+
+// A silent HTTP/2 upstream is cut after streamIdleTimeout with 504.
+func TestHTTP2StreamIdleTimeout(t *testing.T) {
+	backend := h2cOnlyBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}))
+	tp := startProxy(t, "limits: {streamIdleTimeout: 200ms}\n", fixedDst(backend))
+	start := time.Now()
+	resp, err := h2cClient(tp.inbound).Get("http://x/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGatewayTimeout || time.Since(start) > 3*time.Second {
+		t.Errorf("status %d after %v", resp.StatusCode, time.Since(start))
+	}
+}
+
+// requestTimeout bounds a whole HTTP/1 exchange even while bytes flow.
+func TestHTTP1RequestTimeout(t *testing.T) {
+	backend := listenTCP(t, func(c net.Conn) {
+		bufio.NewReader(c).ReadString('\n')
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+		for range 100 {
+			if _, err := io.WriteString(c, "x"); err != nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	tp := startProxy(t, "limits: {requestTimeout: 300ms}\n", fixedDst(backend))
+	c, err := net.Dial("tcp", tp.outbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	io.ReadAll(c)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("request ran %v with a 300ms timeout", d)
+	}
+	waitFor(t, func() bool { return strings.Contains(tp.metricsText(t), `reason="timeout"} 1`) })
+}
+
+// A client that stops reading a large response does not hold the proxy
+// past streamIdleTimeout.
+func TestHTTP1SlowReaderIsCut(t *testing.T) {
+	big := strings.Repeat("z", 8<<20)
+	backend := listenTCP(t, func(c net.Conn) {
+		bufio.NewReader(c).ReadString('\n')
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(big))+"\r\n\r\n"+big)
+	})
+	tp := startProxy(t, "limits: {streamIdleTimeout: 300ms}\n", fixedDst(backend))
+	c, err := net.Dial("tcp", tp.outbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	// Never read: the proxy's writes block once the socket buffers fill.
+	waitFor(t, func() bool { return tp.listeners[0].active.Load() == 0 })
 }
