@@ -170,7 +170,7 @@ func (sp *splicer) insertItems(seq *yaml.Node, items list, what, key string) err
 	st.eol = eol
 	st.gap = 2
 	if len(seq.Content) > 0 {
-		if c := sp.src.at(seq.Content[0]); c > p && c-p <= 8 && !bytes.ContainsAny(sp.src.b[p:c], "\r\n") {
+		if c := sp.src.at(seq.Content[0]); c-p >= 2 && c-p <= 8 && !bytes.ContainsAny(sp.src.b[p:c], "\r\n") {
 			st.gap = c - p
 		}
 	}
