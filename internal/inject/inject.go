@@ -156,9 +156,21 @@ func (d document) wrap(err error) error {
 
 // parse returns the document's root node, nil for an empty document.
 func (d document) parse() (*yaml.Node, error) {
+	root, _, err := d.parseFast()
+	return root, err
+}
+
+// parseFast is parse, also saying whether the fast parser read the document
+// (see fastParse).
+func (d document) parseFast() (*yaml.Node, bool, error) {
 	if root, ok := fastParse(d.b); ok {
-		return root, nil
+		return root, true, nil
 	}
+	root, err := d.parseYAML()
+	return root, false, err
+}
+
+func (d document) parseYAML() (*yaml.Node, error) {
 	var n yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(d.b))
 	if err := dec.Decode(&n); err != nil {
@@ -231,7 +243,7 @@ func (w *workload) report(d document, line int) Report {
 
 // injectDocument injects every workload of one document.
 func injectDocument(d document, s *Settings, c *cache) ([]byte, []Report, error) {
-	root, err := d.parse()
+	root, common, err := d.parseFast()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -261,7 +273,7 @@ func injectDocument(d document, s *Settings, c *cache) ([]byte, []Report, error)
 			replaced[i] = r.PreviousVersion
 		}
 		base = document{source: newSource(b, d.firstLine), index: d.index}
-		if root, err = base.parse(); err != nil {
+		if root, common, err = base.parseFast(); err != nil {
 			return nil, nil, err
 		}
 		if ws, err = findWorkloads(root); err != nil || len(ws) != len(lines) {
@@ -269,6 +281,9 @@ func injectDocument(d document, s *Settings, c *cache) ([]byte, []Report, error)
 		}
 	}
 
+	// Formatting outside the fast parser's subset (common is false) is
+	// where the splicer meets the unusual: there, the output is checked by
+	// undoing the injection, which must give back the input exactly.
 	sp := &splicer{src: base.source, style: detectStyle(base.source, ws), cache: c}
 	reports := make([]Report, len(ws))
 	for i, w := range ws {
@@ -294,6 +309,11 @@ func injectDocument(d document, s *Settings, c *cache) ([]byte, []Report, error)
 		return nil, nil, base.wrap(err)
 	}
 
+	if !common {
+		if err := checkReversible(d, out, base.b); err != nil {
+			return nil, nil, err
+		}
+	}
 	if bytes.Equal(out, d.b) {
 		for i := range reports {
 			if reports[i].Outcome == Injected {
@@ -302,6 +322,23 @@ func injectDocument(d document, s *Settings, c *cache) ([]byte, []Report, error)
 		}
 	}
 	return out, reports, nil
+}
+
+// checkReversible parses an injected document and removes its injection
+// again, which must give back base.
+func checkReversible(d document, out, base []byte) error {
+	o := document{source: newSource(out, d.firstLine), index: d.index}
+	root, err := o.parseYAML()
+	if err == nil {
+		var back []byte
+		if back, _, err = uninjectDocument(o, root); err == nil && !bytes.Equal(back, base) {
+			err = errors.New("removing it does not give back the input")
+		}
+	}
+	if err != nil {
+		return d.errorf(d.firstLine, "cannot inject in this formatting: %v", err)
+	}
+	return nil
 }
 
 func hasInjection(ws []*workload) bool {
