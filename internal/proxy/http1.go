@@ -171,7 +171,7 @@ func (h *h1conn) forward(req *http.Request, start time.Time) bool {
 		switch {
 		case guard.fired():
 			code, reason = http.StatusGatewayTimeout, metrics.ReasonTimeout
-		case body.err != nil || errors.As(err, &be) && body.err != nil:
+		case body.err.Load() != nil || errors.As(err, &be) && body.err.Load() != nil:
 			// The client's body was malformed (a bad chunk, say).
 			code, reason = http.StatusBadRequest, metrics.ReasonBadRequest
 		case errors.As(err, &de):
@@ -230,8 +230,8 @@ func (h *h1conn) forward(req *http.Request, start time.Time) bool {
 		keep = false
 	}
 	d := time.Since(start)
-	s.series.Request(code, class, d, body.n, rb.n)
-	s.logRequest(req, code, d, body.n, rb.n, addr, reason)
+	s.series.Request(code, class, d, body.n.Load(), rb.n)
+	s.logRequest(req, code, d, body.n.Load(), rb.n, addr, reason)
 	if !body.eof.Load() {
 		// The upstream answered without reading the whole request body;
 		// what is left of it cannot be told apart from the next request.
@@ -308,9 +308,11 @@ type h1Body struct {
 	guard     *idleGuard
 	expect    bool
 	responded bool // under h.wmu
-	n         int64
-	eof       atomic.Bool
-	err       error // a read error other than EOF
+	// The transport side reads the body on its own goroutine while the
+	// request loop looks at the counts, hence atomics.
+	n   atomic.Int64
+	eof atomic.Bool
+	err atomic.Pointer[error] // a read error other than EOF
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {
@@ -324,12 +326,12 @@ func (b *h1Body) Read(p []byte) (int, error) {
 		b.h.wmu.Unlock()
 	}
 	n, err := b.rc.Read(p)
-	b.n += int64(n)
+	b.n.Add(int64(n))
 	b.guard.touch()
 	if err == io.EOF {
 		b.eof.Store(true)
 	} else if err != nil {
-		b.err = err
+		b.err.Store(&err)
 	}
 	return n, err
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -99,8 +100,8 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if failReason != 255 {
 		reason = failReason.String()
 	}
-	s.series.Request(sw.code, class, d, body.n, sw.n)
-	s.logRequest(r, sw.code, d, body.n, sw.n, addr, reason)
+	s.series.Request(sw.code, class, d, body.n.Load(), sw.n)
+	s.logRequest(r, sw.code, d, body.n.Load(), sw.n, addr, reason)
 }
 
 // keepTrailersOnly keeps a gRPC "trailers-only" response (RFC-less but
@@ -160,12 +161,14 @@ type h2Body struct {
 		Close() error
 	}
 	guard *idleGuard
-	n     int64
+	// The transport reads the body on its own goroutine, which may outlive
+	// the handler.
+	n atomic.Int64
 }
 
 func (b *h2Body) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
-	b.n += int64(n)
+	b.n.Add(int64(n))
 	b.guard.touch()
 	return n, err
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -112,10 +113,12 @@ func TestTCPOpaquePortSkipsDetection(t *testing.T) {
 }
 
 func TestLoopIsRefused(t *testing.T) {
-	var tp *testProxy
-	tp = startProxy(t, "", func(net.Conn) (netip.AddrPort, error) {
-		return netip.MustParseAddrPort(tp.outbound), nil
+	// The destination is the proxy's own listener, known once it started.
+	var self atomic.Value
+	tp := startProxy(t, "", func(net.Conn) (netip.AddrPort, error) {
+		return netip.MustParseAddrPort(self.Load().(string)), nil
 	})
+	self.Store(tp.outbound)
 	c, err := net.Dial("tcp", tp.outbound)
 	if err != nil {
 		t.Fatal(err)
