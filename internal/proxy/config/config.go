@@ -58,7 +58,8 @@ type Inbound struct {
 	ForwardTo string `json:"forwardTo,omitempty"`
 	// OpaquePorts are application ports whose connections skip protocol
 	// detection and are forwarded as TCP (server-speaks-first protocols).
-	OpaquePorts []int `json:"opaquePorts,omitempty"`
+	// Absent: DefaultOpaquePorts; an empty list: none.
+	OpaquePorts []int `json:"opaquePorts"`
 }
 
 // Outbound configures the listener that receives the application's own
@@ -68,9 +69,17 @@ type Outbound struct {
 	// OUTPUT chain sends to 127.0.0.1 or ::1, so both families must be bound.
 	Address string `json:"address,omitempty"`
 	// OpaquePorts are destination ports that skip protocol detection, for
-	// every destination, known or not.
-	OpaquePorts []int `json:"opaquePorts,omitempty"`
+	// every destination, known or not. Absent: DefaultOpaquePorts; an empty
+	// list: none.
+	OpaquePorts []int `json:"opaquePorts"`
 }
+
+// DefaultOpaquePorts are the well-known ports of protocols in which the
+// server speaks first (SMTP 25 and 587, MySQL 3306 and Galera 4444,
+// PostgreSQL 5432, Redis 6379, Elasticsearch transport 9300, memcached
+// 11211): detection would only delay them by limits.detectTimeout. Linkerd
+// skips the same list.
+var DefaultOpaquePorts = []int{25, 587, 3306, 4444, 5432, 6379, 9300, 11211}
 
 // Forwarding targets of the inbound listener.
 const (
@@ -221,6 +230,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Outbound.Address == "" {
 		c.Outbound.Address = DefaultOutboundAddress
+	}
+	if c.Inbound.OpaquePorts == nil {
+		c.Inbound.OpaquePorts = append([]int(nil), DefaultOpaquePorts...)
+	}
+	if c.Outbound.OpaquePorts == nil {
+		c.Outbound.OpaquePorts = append([]int(nil), DefaultOpaquePorts...)
 	}
 	l := &c.Limits
 	setInt(&l.MaxConnections, DefaultMaxConnections)

@@ -57,7 +57,7 @@ func TestParseAppliesDefaultsAndIndexes(t *testing.T) {
 	if p := s.Target(netip.MustParseAddrPort("10.96.0.12:5000")).Port.Protocol; p != ProtocolOpaque {
 		t.Errorf("protocol %q", p)
 	}
-	if !s.OutboundOpaque(5432) || s.InboundOpaque(5432) {
+	if !s.OutboundOpaque(5432) || s.InboundOpaque(80) {
 		t.Error("opaque ports")
 	}
 }
@@ -120,5 +120,22 @@ func TestStoreReloadKeepsOldSnapshotOnError(t *testing.T) {
 func TestJSONIsAccepted(t *testing.T) {
 	if _, err := Parse([]byte(`{"version":"j","services":[{"name":"a","namespace":"b","addresses":["10.0.0.1"],"ports":[{"port":80}]}]}`), "c.json"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestOpaquePortDefaults(t *testing.T) {
+	s, err := Parse([]byte("version: v\n"), "c.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.OutboundOpaque(5432) || !s.InboundOpaque(3306) || s.OutboundOpaque(80) {
+		t.Error("default opaque ports not applied")
+	}
+	s, err = Parse([]byte("version: v\noutbound: {opaquePorts: []}\ninbound: {opaquePorts: [9000]}\n"), "c.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.OutboundOpaque(5432) || s.InboundOpaque(3306) || !s.InboundOpaque(9000) {
+		t.Error("an explicit list must replace the defaults")
 	}
 }
