@@ -24,7 +24,6 @@ const h2specVersion = "v2.2.1+incompatible"
 // and so does a listed case that starts passing (update the list and the
 // docs then).
 var h2specKnownFailures = map[string]string{
-	"http2/6.5.3: Sends multiple values of SETTINGS_INITIAL_WINDOW_SIZE":                                            "the Go HTTP/2 server refuses a SETTINGS frame that repeats a parameter (a guard against floods) instead of applying the values in order",
 	"http2/8.1.2.2: Sends a HEADERS frame that contains the connection-specific header field":                       "the Go HTTP/2 server answers 400 to connection-specific fields before the proxy's handler runs, where RFC 9113 asks for RST_STREAM(PROTOCOL_ERROR); the request is refused either way",
 	"http2/8.1.2.2: Sends a HEADERS frame that contains the TE header field with any value other than \"trailers\"": "as above, for TE other than \"trailers\"",
 }

@@ -18,7 +18,7 @@ import (
 // h2c connections to the upstream. Trailers, streaming in both directions
 // and cancellation (RST_STREAM both ways) are the standard library's.
 func (s *session) serveHTTP2() {
-	s.p.h2Server.ServeConn(s.client, &http2.ServeConnOpts{
+	s.p.h2Server.ServeConn(newSettingsDedup(s.client), &http2.ServeConnOpts{
 		Context:    context.Background(),
 		Handler:    &h2Handler{s: s},
 		BaseConfig: s.p.h2Base,

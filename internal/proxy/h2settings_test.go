@@ -1,0 +1,80 @@
+package proxy
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"testing"
+
+	"golang.org/x/net/http2"
+)
+
+func TestSettingsDedup(t *testing.T) {
+	var in bytes.Buffer
+	in.WriteString(http2.ClientPreface)
+	fr := http2.NewFramer(&in, nil)
+	fr.WriteSettings(
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: 100},
+		http2.Setting{ID: http2.SettingMaxFrameSize, Val: 16384},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: 200},
+	)
+	fr.WritePing(false, [8]byte{1, 2, 3, 4, 5, 6, 7, 8})
+	fr.WriteSettingsAck()
+	fr.WriteData(1, true, bytes.Repeat([]byte("d"), 40000))
+
+	client, server := net.Pipe()
+	go func() {
+		// Dribble the bytes to cross every boundary.
+		b := in.Bytes()
+		for len(b) > 0 {
+			n := min(7, len(b))
+			client.Write(b[:n])
+			b = b[n:]
+		}
+		client.Close()
+	}()
+	out, err := io.ReadAll(newSettingsDedup(server))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(out[:24]) != http2.ClientPreface {
+		t.Fatal("preface changed")
+	}
+	rd := http2.NewFramer(nil, bytes.NewReader(out[24:]))
+	rd.SetMaxReadFrameSize(1 << 20)
+	f, err := rd.ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf := f.(*http2.SettingsFrame)
+	if sf.HasDuplicates() || sf.NumSettings() != 2 {
+		t.Fatalf("settings %v", sf)
+	}
+	if v, _ := sf.Value(http2.SettingInitialWindowSize); v != 200 {
+		t.Errorf("initial window %d, want the last value 200", v)
+	}
+	for _, want := range []string{"*http2.PingFrame", "*http2.SettingsFrame", "*http2.DataFrame"} {
+		f, err := rd.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := typeName(f); got != want {
+			t.Errorf("frame %s, want %s", got, want)
+		}
+		if df, ok := f.(*http2.DataFrame); ok && len(df.Data()) != 40000 {
+			t.Errorf("data %d bytes", len(df.Data()))
+		}
+	}
+}
+
+func typeName(v any) string {
+	switch v.(type) {
+	case *http2.PingFrame:
+		return "*http2.PingFrame"
+	case *http2.SettingsFrame:
+		return "*http2.SettingsFrame"
+	case *http2.DataFrame:
+		return "*http2.DataFrame"
+	}
+	return "other"
+}
