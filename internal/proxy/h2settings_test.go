@@ -78,3 +78,31 @@ func typeName(v any) string {
 	}
 	return "other"
 }
+
+func dedupAll(in []byte) []byte {
+	d := newSettingsDedup(nil)
+	d.process(in)
+	return d.out
+}
+
+// FuzzSettingsDedup feeds arbitrary byte streams through the filter: it
+// never grows the stream, and filtering twice changes nothing more than
+// filtering once.
+func FuzzSettingsDedup(f *testing.F) {
+	var b bytes.Buffer
+	b.WriteString(http2.ClientPreface)
+	fr := http2.NewFramer(&b, nil)
+	fr.WriteSettings(http2.Setting{ID: 4, Val: 1}, http2.Setting{ID: 4, Val: 2})
+	fr.WriteData(1, false, []byte("abc"))
+	f.Add(b.Bytes())
+	f.Add([]byte(http2.ClientPreface + "\x00\x00\x06\x04\x00\x00\x00\x00\x00"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		once := dedupAll(in)
+		if len(once) > len(in) {
+			t.Fatalf("stream grew from %d to %d bytes", len(in), len(once))
+		}
+		if twice := dedupAll(once); !bytes.Equal(twice, once) {
+			t.Fatalf("not idempotent")
+		}
+	})
+}
