@@ -122,7 +122,13 @@ func (sp *splicer) insertEntries(m *yaml.Node, entries object, what, key string)
 		}
 		return sp.insertFlow(m, '{', texts, what)
 	}
-	p := sp.src.at(m)
+	// The first key's position, not the mapping's: a tag or anchor of the
+	// mapping stands before its first key.
+	first := m
+	if len(m.Content) > 0 {
+		first = m.Content[0]
+	}
+	p := sp.src.at(first)
 	if p < 0 || !isASCIIIndent(sp.src.b[sp.src.lineStart(p):p]) {
 		return sp.fail(m, what)
 	}

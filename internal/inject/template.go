@@ -159,6 +159,8 @@ func unsafeNode(n *yaml.Node, path string) string {
 		return fmt.Sprintf("%s is a YAML alias (*%s); inject does not edit shared nodes", path, n.Value)
 	case n.Anchor != "":
 		return fmt.Sprintf("%s carries the YAML anchor &%s; inject does not edit shared nodes", path, n.Anchor)
+	case n.Style&yaml.TaggedStyle != 0:
+		return fmt.Sprintf("%s carries the explicit YAML tag %s; inject does not edit tagged nodes", path, n.Tag)
 	case n.Kind == yaml.MappingNode:
 		if k, _ := mapGet(n, "<<"); k != nil {
 			return fmt.Sprintf("%s uses a YAML merge key (<<); inject does not edit merged nodes", path)
