@@ -2,9 +2,12 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -59,5 +62,39 @@ func TestAccessLog(t *testing.T) {
 	}
 	if tcp.Protocol != "tcp" || tcp.BytesReceived != 7 || tcp.BytesSent != 7 || tcp.Upstream != tcpBackend {
 		t.Errorf("TCP entry %+v", tcp)
+	}
+}
+
+// TLS is passed through untouched (the client verifies the backend's own
+// certificate) and its server name is recorded.
+func TestTLSPassthroughRecordsSNI(t *testing.T) {
+	backend := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "secure") }))
+	defer backend.Close()
+	var buf lockedBuffer
+	tp := startProxy(t, "", fixedDst(hostPort(strings.Replace(backend.URL, "https", "http", 1))), func(o *Options) { o.AccessLog = &buf })
+	tr := backend.Client().Transport.(*http.Transport).Clone()
+	tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "tcp", tp.outbound)
+	}
+	tr.TLSClientConfig.ServerName = "example.com" // httptest's certificate is for example.com
+	c := &http.Client{Transport: tr}
+	resp, err := c.Get("https://example.com/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	tr.CloseIdleConnections()
+	if string(b) != "secure" {
+		t.Fatalf("body %q", b)
+	}
+	waitFor(t, func() bool { return len(buf.lines()) == 1 && buf.lines()[0] != "" })
+	var e AccessEntry
+	json.Unmarshal([]byte(buf.lines()[0]), &e)
+	if e.Protocol != "tls" || e.SNI != "example.com" {
+		t.Errorf("entry %+v", e)
+	}
+	if m := tp.metricsText(t); !strings.Contains(m, `meshproxy_detections_total{direction="outbound",protocol="tls"} 1`) {
+		t.Errorf("metrics:\n%s", m)
 	}
 }
