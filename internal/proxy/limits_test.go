@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -188,4 +190,54 @@ func TestHTTP1SlowReaderIsCut(t *testing.T) {
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	// Never read: the proxy's writes block once the socket buffers fill.
 	waitFor(t, func() bool { return tp.listeners[0].active.Load() == 0 })
+}
+
+// Streams from several client connections share one pooled upstream
+// HTTP/2 connection.
+func TestHTTP2MultiplexesUpstream(t *testing.T) {
+	var conns atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(20 * time.Millisecond)
+			io.WriteString(w, r.Proto)
+		}),
+		Protocols: new(http.Protocols),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				conns.Add(1)
+			}
+		},
+	}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	go srv.Serve(ln)
+	defer srv.Close()
+	tp := startProxy(t, "", fixedDst(ln.Addr().String()))
+	var wg sync.WaitGroup
+	for range 3 {
+		c := h2cClient(tp.inbound) // a client connection of its own
+		for range 10 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, err := c.Get("http://x/")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if string(b) != "HTTP/2.0" {
+					t.Errorf("upstream saw %q", b)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if n := conns.Load(); n != 1 {
+		t.Errorf("30 streams over 3 client connections used %d upstream connections, want 1", n)
+	}
 }
