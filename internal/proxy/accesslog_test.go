@@ -51,10 +51,17 @@ func TestAccessLog(t *testing.T) {
 	io.ReadAll(c)
 	c.Close()
 	waitFor(t, func() bool { return len(buf.lines()) == 2 })
+	// The HTTP line is written after the response, so it may come second.
 	var http1, tcp AccessEntry
-	lines := buf.lines()
-	json.Unmarshal([]byte(lines[0]), &http1)
-	json.Unmarshal([]byte(lines[1]), &tcp)
+	for _, l := range buf.lines() {
+		var e AccessEntry
+		json.Unmarshal([]byte(l), &e)
+		if e.Protocol == "http1" {
+			http1 = e
+		} else {
+			tcp = e
+		}
+	}
 	if http1.Protocol != "http1" || http1.Method != "POST" || http1.Path != "/p?q=1" || http1.Authority != "web" ||
 		http1.Status != 200 || http1.BytesReceived != 3 || http1.BytesSent != 3 || http1.Upstream != backend ||
 		http1.Direction != "outbound" || http1.Service != "unknown" || http1.Destination != backend {
