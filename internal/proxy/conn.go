@@ -29,6 +29,9 @@ type session struct {
 	accepted time.Time
 	proto    string
 	sni      string
+	// upstreamAddr is where an inbound or unknown outbound destination is
+	// dialed, formatted once per connection (immutable afterwards).
+	upstreamAddr string
 }
 
 // handle owns c until it is closed.
@@ -59,6 +62,19 @@ func (p *Proxy) handle(l *listener, raw net.Conn, snap *config.Snapshot) {
 		}
 	case metrics.Inbound:
 		s.service = snap.Config.Workload.Name
+	}
+	if s.target == nil || l.dir == metrics.Inbound {
+		// Formatted once here: HTTP/2 streams of the connection read it
+		// concurrently.
+		up := s.dst
+		if l.dir == metrics.Inbound && snap.Config.Inbound.ForwardTo == config.ForwardLoopback {
+			lo := netip.AddrFrom4([4]byte{127, 0, 0, 1})
+			if up.Addr().Is6() {
+				lo = netip.IPv6Loopback()
+			}
+			up = netip.AddrPortFrom(lo, up.Port())
+		}
+		s.upstreamAddr = up.String()
 	}
 	s.series = p.metrics.Series(l.dir, s.service)
 	s.series.ConnOpened()
@@ -131,32 +147,28 @@ func (p *Proxy) isLoop(dst netip.AddrPort) bool {
 
 // upstream chooses where this connection or request goes: an endpoint of
 // the target, the original destination, or for inbound the application.
-// The returned release must be called when the request or connection ends.
-func (s *session) upstream() (addr string, release func(), err error) {
-	switch {
-	case s.dir == metrics.Inbound:
-		if s.snap.Config.Inbound.ForwardTo == config.ForwardLoopback {
-			lo := netip.AddrFrom4([4]byte{127, 0, 0, 1})
-			if s.dst.Addr().Is6() {
-				lo = netip.IPv6Loopback()
-			}
-			return netip.AddrPortFrom(lo, s.dst.Port()).String(), noop, nil
-		}
-		return s.dst.String(), noop, nil
-	case s.target == nil:
-		return s.dst.String(), noop, nil
+// When ep is not nil the caller holds one of its in-flight slots and must
+// call ep.Active.Add(-1) when the request or connection ends.
+func (s *session) upstream() (addr string, ep *config.EndpointState, err error) {
+	if s.target == nil || s.dir == metrics.Inbound {
+		return s.upstreamAddr, nil, nil
 	}
-	ep := pick(s.target.Endpoints, s.p.rand)
+	ep = pick(s.target.Endpoints, s.p.rand)
 	if ep == nil {
-		return "", noop, errNoEndpoints
+		return "", nil, errNoEndpoints
 	}
 	ep.Active.Add(1)
-	return ep.Addr.String(), func() { ep.Active.Add(-1) }, nil
+	return ep.AddrString, ep, nil
+}
+
+// done releases what upstream took.
+func done(ep *config.EndpointState) {
+	if ep != nil {
+		ep.Active.Add(-1)
+	}
 }
 
 var errNoEndpoints = errors.New("service has no endpoints")
-
-func noop() {}
 
 // countingConn counts the bytes a connection carries each way, for the TCP
 // byte counters of every connection whatever its protocol.

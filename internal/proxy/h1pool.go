@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -81,6 +82,8 @@ func (p *h1Pool) get(ctx context.Context, addr string) (uc *upstreamConn, reused
 		p.idle[addr] = list[:len(list)-1]
 		if time.Since(uc.idleSince) < p.idleTimeout {
 			p.mu.Unlock()
+			// A guard of the previous request may have set a deadline.
+			uc.SetDeadline(time.Time{})
 			return uc, true, nil
 		}
 		uc.Close()
@@ -149,7 +152,10 @@ func closedByPeer(c net.Conn) bool {
 // A request without a body that fails on a reused connection before any
 // response byte is retried once on a new connection: the upstream may have
 // closed the idle connection as the request went out.
-func (p *h1Pool) roundTrip(ctx context.Context, addr string, req *http.Request, hasBody bool) (*http.Response, *upstreamConn, error) {
+//
+// cur is set to the connection in use as soon as there is one, so that the
+// caller's timeout can cut it while the request waits on it.
+func (p *h1Pool) roundTrip(ctx context.Context, addr string, req *http.Request, hasBody bool, cur *atomic.Pointer[upstreamConn]) (*http.Response, *upstreamConn, error) {
 	for attempt := 0; ; attempt++ {
 		uc, reused, err := p.get(ctx, addr)
 		if err != nil {
@@ -162,6 +168,7 @@ func (p *h1Pool) roundTrip(ctx context.Context, addr string, req *http.Request, 
 			}
 			reused = false
 		}
+		cur.Store(uc)
 		resp, err := p.exchange(uc, req, hasBody)
 		if err == nil {
 			return resp, uc, nil

@@ -37,6 +37,10 @@ type h1conn struct {
 	// wmu orders writes to bw between the request loop and a transport
 	// goroutine sending "100 Continue".
 	wmu sync.Mutex
+	// guard watches each request in turn; upstream is the connection the
+	// request in flight uses, for the guard to cut.
+	guard    *idleGuard
+	upstream atomic.Pointer[upstreamConn]
 }
 
 func (s *session) serveHTTP1() {
@@ -46,7 +50,17 @@ func (s *session) serveHTTP1() {
 	h.br.Reset(&h.rec)
 	h.bw = bwPool.Get().(*bufio.Writer)
 	h.bw.Reset(deadlineWriter{s.client, s.limits.StreamIdleTimeout.D()})
+	// When a request stalls, cut both of its connections: every read and
+	// write on them fails at once, which ends the request.
+	h.guard = newStoppedGuard(s.limits.StreamIdleTimeout.D(), s.limits.RequestTimeout.D(), func() {
+		now := time.Now()
+		s.client.SetDeadline(now)
+		if uc := h.upstream.Load(); uc != nil {
+			uc.SetDeadline(now)
+		}
+	})
 	defer func() {
+		h.guard.stop()
 		h.br.Reset(nil)
 		brPool.Put(h.br)
 		h.bw.Reset(nil)
@@ -120,23 +134,16 @@ func (h *h1conn) serveOne(first bool) bool {
 func (h *h1conn) forward(req *http.Request, start time.Time) bool {
 	s := h.s
 	class := metrics.ClassOf(req.Method)
-	addr, release, err := s.upstream()
-	defer release()
+	addr, ep, err := s.upstream()
+	defer done(ep)
 	if err != nil {
 		h.fail(start, req, http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "no endpoints")
 		return false
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var upstream atomic.Pointer[upstreamConn]
-	guard := newIdleGuard(s.limits.StreamIdleTimeout.D(), s.limits.RequestTimeout.D(), func() {
-		cancel()
-		s.client.SetDeadline(time.Now())
-		if uc := upstream.Load(); uc != nil {
-			uc.SetDeadline(time.Now())
-		}
-	})
+	h.upstream.Store(nil)
+	guard := h.guard
+	guard.arm()
 	defer guard.stop()
 
 	upgrade := upgradeType(req.Header)
@@ -160,10 +167,10 @@ func (h *h1conn) forward(req *http.Request, start time.Time) bool {
 	}
 	if _, ok := out.Header["User-Agent"]; !ok {
 		// An empty value stops Request.Write from adding its own.
-		out.Header["User-Agent"] = []string{""}
+		out.Header["User-Agent"] = emptyValue
 	}
 
-	resp, uc, err := s.p.h1Pool.roundTrip(ctx, addr, out, hasBody)
+	resp, uc, err := s.p.h1Pool.roundTrip(context.Background(), addr, out, hasBody, &h.upstream)
 	if err != nil {
 		code, reason := http.StatusBadGateway, metrics.ReasonUpstream
 		var de *dialError
@@ -180,7 +187,6 @@ func (h *h1conn) forward(req *http.Request, start time.Time) bool {
 		h.fail(start, req, code, reason, "upstream: "+err.Error())
 		return false
 	}
-	upstream.Store(uc)
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return h.switchProtocols(req, resp, uc, start, guard)
 	}
@@ -189,7 +195,7 @@ func (h *h1conn) forward(req *http.Request, start time.Time) bool {
 	noBody := req.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified || resp.StatusCode < 200
 	if resp.ContentLength < 0 && !noBody {
 		if req.ProtoAtLeast(1, 1) {
-			resp.TransferEncoding = []string{"chunked"}
+			resp.TransferEncoding = chunked
 		} else {
 			// An HTTP/1.0 client learns the end of the body from the close.
 			resp.TransferEncoding = nil
@@ -227,6 +233,11 @@ func (h *h1conn) forward(req *http.Request, start time.Time) bool {
 			s.series.Error(metrics.ReasonClientReset)
 			reason = "client_reset"
 		}
+		keep = false
+	}
+	if guard.fired() {
+		// The guard may have cut the connections after the response went
+		// out; they are not fit for another request.
 		keep = false
 	}
 	d := time.Since(start)
@@ -298,6 +309,12 @@ func (h *h1conn) fail(start time.Time, req *http.Request, code int, reason metri
 	fmt.Fprintf(h.bw, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", code, text, len(body), body)
 	h.bw.Flush()
 }
+
+// Shared read-only header values, so that a request does not allocate them.
+var (
+	emptyValue = []string{""}
+	chunked    = []string{"chunked"}
+)
 
 // h1Body is the request body as the transport reads it: counted, watched
 // by the idle guard, and sending "100 Continue" when the client waits for

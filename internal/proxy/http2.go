@@ -48,8 +48,8 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	addr, release, err := s.upstream()
-	defer release()
+	addr, ep, err := s.upstream()
+	defer done(ep)
 	if err != nil {
 		s.series.Error(metrics.ReasonNoEndpoints)
 		http.Error(sw, "no endpoints", http.StatusServiceUnavailable)

@@ -241,3 +241,17 @@ func TestHTTP2MultiplexesUpstream(t *testing.T) {
 		t.Errorf("30 streams over 3 client connections used %d upstream connections, want 1", n)
 	}
 }
+
+// An HTTP/1 upstream that accepts and never answers is cut after
+// streamIdleTimeout with 504.
+func TestHTTP1SilentUpstream(t *testing.T) {
+	backend := listenTCP(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	tp := startProxy(t, "limits: {streamIdleTimeout: 200ms}\n", fixedDst(backend))
+	start := time.Now()
+	if got := rawRequest(t, tp.outbound, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); got != "HTTP/1.1 504 Gateway Timeout" {
+		t.Errorf("status %q", got)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("took %v", d)
+	}
+}

@@ -24,8 +24,8 @@ const tcpChunk = 1 << 20
 // proxy holds no buffer per connection.
 func (s *session) forwardTCP(cc *countingConn) {
 	start := time.Now()
-	addr, release, err := s.upstream()
-	defer release()
+	addr, ep, err := s.upstream()
+	defer done(ep)
 	if err != nil {
 		s.series.Error(metrics.ReasonNoEndpoints)
 		s.logTCP(start, addr, 0, 0, "no_endpoints")

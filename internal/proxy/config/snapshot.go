@@ -39,9 +39,11 @@ type Target struct {
 
 // EndpointState is an endpoint of one target with its balancing state.
 type EndpointState struct {
-	Addr     netip.AddrPort
-	Identity string
-	Weight   int
+	Addr netip.AddrPort
+	// AddrString is Addr as the dialer wants it, formatted once.
+	AddrString string
+	Identity   string
+	Weight     int
 	// Active counts requests and connections in flight to this endpoint.
 	Active atomic.Int64
 }
@@ -68,10 +70,12 @@ func newSnapshot(c Config, source string) (*Snapshot, error) {
 					continue
 				}
 				ip := netip.MustParseAddr(e.Address).Unmap()
+				ap := netip.AddrPortFrom(ip, uint16(p.TargetPort))
 				t.Endpoints = append(t.Endpoints, &EndpointState{
-					Addr:     netip.AddrPortFrom(ip, uint16(p.TargetPort)),
-					Identity: e.Identity,
-					Weight:   *e.Weight,
+					Addr:       ap,
+					AddrString: ap.String(),
+					Identity:   e.Identity,
+					Weight:     *e.Weight,
 				})
 			}
 			s.serviceOrder = append(s.serviceOrder, t)
