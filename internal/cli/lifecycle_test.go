@@ -270,6 +270,9 @@ func TestLifecycle(t *testing.T) {
 		if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "app"}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
+		// The injected pod would make every later uninstall in this
+		// cluster refuse.
+		t.Cleanup(func() { cleanup(t, env, "namespace", "app") })
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "app", Annotations: map[string]string{wellknown.AnnotationInjected: `{"version":"dev"}`}},
 			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "web"}, {Name: wellknown.ProxyContainerName, Image: "meshproxy"}}},
