@@ -146,31 +146,10 @@ func (h *h1conn) forward(req *http.Request, start time.Time) bool {
 	guard.arm()
 	defer guard.stop()
 
-	upgrade := upgradeType(req.Header)
 	clientClose := req.Close
 	body := &h1Body{rc: req.Body, h: h, guard: guard, expect: expectsContinue(req)}
-	out := req
-	hasBody := req.ContentLength != 0
-	if hasBody {
-		out.Body = body
-	} else {
-		out.Body = nil
-		body.eof.Store(true)
-	}
-	out.URL.Scheme = "http"
-	out.URL.Host = addr
-	out.Close = false
-	removeHopByHop(out.Header)
-	if upgrade != "" {
-		out.Header.Set("Connection", "Upgrade")
-		out.Header.Set("Upgrade", upgrade)
-	}
-	if _, ok := out.Header["User-Agent"]; !ok {
-		// An empty value stops Request.Write from adding its own.
-		out.Header["User-Agent"] = emptyValue
-	}
-
-	resp, uc, err := s.p.h1Pool.roundTrip(context.Background(), addr, out, hasBody, &h.upstream)
+	hasBody := prepareUpstreamRequest(req, addr, body)
+	resp, uc, err := s.p.h1Pool.roundTrip(context.Background(), addr, req, hasBody, &h.upstream)
 	if err != nil {
 		code, reason := http.StatusBadGateway, metrics.ReasonUpstream
 		var de *dialError
@@ -190,24 +169,7 @@ func (h *h1conn) forward(req *http.Request, start time.Time) bool {
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return h.switchProtocols(req, resp, uc, start, guard)
 	}
-	removeHopByHop(resp.Header)
-	keep := !clientClose && !s.p.draining.Load()
-	noBody := req.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified || resp.StatusCode < 200
-	if resp.ContentLength < 0 && !noBody {
-		if req.ProtoAtLeast(1, 1) {
-			resp.TransferEncoding = chunked
-		} else {
-			// An HTTP/1.0 client learns the end of the body from the close.
-			resp.TransferEncoding = nil
-			keep = false
-		}
-	} else {
-		resp.TransferEncoding = nil
-	}
-	if keep && !req.ProtoAtLeast(1, 1) {
-		resp.Header.Set("Connection", "keep-alive")
-	}
-	resp.Close = !keep
+	keep := prepareClientResponse(req, resp, !clientClose && !s.p.draining.Load())
 	rb := &respBody{rc: resp.Body, h: h, guard: guard, flush: resp.ContentLength < 0}
 	resp.Body = rb
 	h.wmu.Lock()
@@ -248,6 +210,57 @@ func (h *h1conn) forward(req *http.Request, start time.Time) bool {
 		// what is left of it cannot be told apart from the next request.
 		return false
 	}
+	return keep
+}
+
+// prepareUpstreamRequest turns the client's request into the one sent to
+// addr, in place, with body as its body; it reports whether there is a body.
+func prepareUpstreamRequest(req *http.Request, addr string, body *h1Body) (hasBody bool) {
+	upgrade := upgradeType(req.Header)
+	hasBody = req.ContentLength != 0
+	if hasBody {
+		req.Body = body
+	} else {
+		req.Body = nil
+		body.eof.Store(true)
+	}
+	req.URL.Scheme = "http"
+	req.URL.Host = addr
+	req.Close = false
+	removeHopByHop(req.Header)
+	if upgrade != "" {
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", upgrade)
+	}
+	if _, ok := req.Header["User-Agent"]; !ok {
+		// An empty value stops Request.Write from adding its own.
+		req.Header["User-Agent"] = emptyValue
+	}
+	return hasBody
+}
+
+// prepareClientResponse frames the upstream's response for the client, in
+// place: hop-by-hop fields out, chunked or close-delimited for a body of
+// unknown length, keep-alive as the client and the drain allow. It reports
+// whether the connection stays open after it.
+func prepareClientResponse(req *http.Request, resp *http.Response, keep bool) bool {
+	removeHopByHop(resp.Header)
+	noBody := req.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified || resp.StatusCode < 200
+	if resp.ContentLength < 0 && !noBody {
+		if req.ProtoAtLeast(1, 1) {
+			resp.TransferEncoding = chunked
+		} else {
+			// An HTTP/1.0 client learns the end of the body from the close.
+			resp.TransferEncoding = nil
+			keep = false
+		}
+	} else {
+		resp.TransferEncoding = nil
+	}
+	if keep && !req.ProtoAtLeast(1, 1) {
+		resp.Header.Set("Connection", "keep-alive")
+	}
+	resp.Close = !keep
 	return keep
 }
 
