@@ -6,6 +6,8 @@ import (
 	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/meshctl/mesh/internal/wellknown"
 )
 
 // fastParse builds, for the block YAML that Kubernetes manifests are almost
@@ -222,7 +224,7 @@ func (p *fastParser) mapping(ind, off int) (*yaml.Node, bool) {
 }
 
 // annotationPrefix marks the keys whose values injection reads.
-const annotationPrefix = "meshctl.dev/"
+const annotationPrefix = wellknown.Domain + "/"
 
 // key parses "key:" at off and returns the key and the offset after the
 // colon.

@@ -391,7 +391,7 @@ func injectWorkload(sp *splicer, w *workload, s *Settings) (string, error) {
 	}).([3]list)
 	inits, proxy, vols := added[0], added[1], added[2]
 
-	st := Status{Version: s.Version, Volumes: []string{VolumeName}, Annotations: []string{AnnotationProxyConfig}}
+	st := Status{Version: s.Version, Volumes: []string{VolumeName}, Annotations: []string{wellknown.AnnotationProxyConfig}}
 	st.InitContainers = []string{wellknown.InitContainerName}
 	if p.native {
 		st.InitContainers = append(st.InitContainers, wellknown.ProxyContainerName)
@@ -420,7 +420,7 @@ func injectWorkload(sp *splicer, w *workload, s *Settings) (string, error) {
 	bootstrap := sp.memo("config|"+pkey, func() any { return p.bootstrapConfig() }).(string)
 	statusEntry := object{
 		{annotationInjected, singleQuoted(status)},
-		{AnnotationProxyConfig, singleQuoted(bootstrap)},
+		{wellknown.AnnotationProxyConfig, singleQuoted(bootstrap)},
 	}
 	switch {
 	case t.meta == nil:
@@ -484,8 +484,8 @@ func (t *podTemplate) checkNoLeftovers(ann map[string]string) error {
 			return fmt.Errorf("a volume is already named %s but the pod carries no %s annotation", n, annotationInjected)
 		}
 	}
-	if _, ok := ann[AnnotationProxyConfig]; ok {
-		return fmt.Errorf("the pod already carries the %s annotation but no %s annotation", AnnotationProxyConfig, annotationInjected)
+	if _, ok := ann[wellknown.AnnotationProxyConfig]; ok {
+		return fmt.Errorf("the pod already carries the %s annotation but no %s annotation", wellknown.AnnotationProxyConfig, annotationInjected)
 	}
 	return nil
 }

@@ -22,10 +22,8 @@ const (
 	// IdentityTokenSeconds is the lifetime of the projected token; the
 	// kubelet refreshes it at 80 % of that.
 	IdentityTokenSeconds = 3600
-	// AnnotationProxyConfig carries the bootstrap configuration; the
-	// downward API projects it into ConfigFile. It is in the template so
-	// that the configuration needs no object of its own.
-	AnnotationProxyConfig = wellknown.Domain + "/proxy-config"
+	// ProxyBinary is where the image (Dockerfile) installs meshproxy.
+	ProxyBinary = "/usr/local/bin/meshproxy"
 
 	// defaultGrace is Kubernetes' terminationGracePeriodSeconds default.
 	defaultGrace = 30
@@ -33,6 +31,10 @@ const (
 	// SIGTERM, so that the application, stopped at the same moment, can
 	// still open connections through it while it finishes its own work.
 	maxDrainDelay = 5
+	// waitReadyTimeout bounds how long the postStart hook holds the
+	// application back; past it the application starts anyway, and the
+	// proxy's own probes report the problem.
+	waitReadyTimeout = 120
 )
 
 // initContainer is the `meshproxy init` step: root with NET_ADMIN and
@@ -143,6 +145,13 @@ func (p proxyConfig) proxyContainer() object {
 			field{"restartPolicy", "Always"},
 			field{"startupProbe", p.probe("/ready", 1, 300)},
 		)
+	} else {
+		// The kubelet starts the next container only when this hook has
+		// returned, so the application, after the proxy, starts once the
+		// proxy is ready (a native sidecar's startup probe does the same).
+		c = append(c, field{"lifecycle", object{{"postStart", object{{"exec", object{{"command", list{
+			ProxyBinary, "wait-ready", fmt.Sprintf("--admin-port=%d", p.admin), fmt.Sprintf("--timeout=%ds", waitReadyTimeout),
+		}}}}}}}})
 	}
 	return append(c,
 		field{"readinessProbe", p.probe("/ready", 2, 3)},
@@ -213,7 +222,7 @@ func volume() object {
 			}}},
 			object{{"downwardAPI", object{{"items", list{object{
 				{"path", ConfigFile},
-				{"fieldRef", object{{"fieldPath", "metadata.annotations['" + AnnotationProxyConfig + "']"}}},
+				{"fieldRef", object{{"fieldPath", "metadata.annotations['" + wellknown.AnnotationProxyConfig + "']"}}},
 			}}}}}},
 		}}}},
 	}

@@ -13,7 +13,7 @@ import (
 func TestKeysAreQualifiedNamesUnderTheDomain(t *testing.T) {
 	keys := []string{
 		LabelControlPlaneNamespace, LabelComponent, LabelVersion, LabelInject,
-		AnnotationInject, AnnotationInjected, AnnotationProxyImage, AnnotationProxyVersion,
+		AnnotationInject, AnnotationInjected, AnnotationProxyConfig, AnnotationProxyImage, AnnotationProxyVersion,
 		AnnotationProxyCPURequest, AnnotationProxyCPULimit, AnnotationProxyMemoryRequest,
 		AnnotationProxyMemoryLimit, AnnotationProxyLogLevel, AnnotationSkipInboundPorts,
 		AnnotationSkipOutboundPorts, AnnotationSkipOutboundCIDRs, AnnotationOpaquePorts,

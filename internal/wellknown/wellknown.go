@@ -46,6 +46,11 @@ const (
 	// what it added, so that uninject and re-injection can remove exactly that.
 	AnnotationInjected = Domain + "/injected"
 
+	// AnnotationProxyConfig carries the proxy's bootstrap configuration in
+	// the pod template; the downward API projects it into the proxy's
+	// config file, so the configuration needs no object of its own.
+	AnnotationProxyConfig = Domain + "/proxy-config"
+
 	AnnotationProxyImage         = Domain + "/proxy-image"
 	AnnotationProxyVersion       = Domain + "/proxy-version"
 	AnnotationProxyCPURequest    = Domain + "/proxy-cpu-request"

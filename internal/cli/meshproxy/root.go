@@ -32,5 +32,6 @@ func NewRootCmd(s Streams) *cobra.Command {
 	root.AddCommand(newRunCmd(s))
 	root.AddCommand(newInitCmd(s))
 	root.AddCommand(newControllerCmd(s))
+	root.AddCommand(newWaitReadyCmd(s))
 	return root
 }
