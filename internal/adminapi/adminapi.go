@@ -4,8 +4,11 @@
 // removes or renames a field needs a new version.
 package adminapi
 
-// APIVersion is the version of the documents in this package.
-const APIVersion = "adminapi.meshctl.dev/v1"
+import "github.com/meshctl/mesh/internal/wellknown"
+
+// APIVersion is the version of the documents in this package:
+// "adminapi.meshctl.dev/v1".
+const APIVersion = "adminapi." + wellknown.Domain + "/v1"
 
 // Error is the body of every admin response that is not a success.
 type Error struct {
