@@ -110,6 +110,41 @@ func (p *h1Pool) put(uc *upstreamConn) {
 	p.mu.Unlock()
 }
 
+// reap closes the connections idle for idleTimeout or more at now, and
+// forgets addresses left without any, so that connections to endpoints a
+// reload removed do not stay open for ever.
+func (p *h1Pool) reap(now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for addr, list := range p.idle {
+		kept := list[:0]
+		for _, uc := range list {
+			if now.Sub(uc.idleSince) >= p.idleTimeout {
+				uc.Close()
+				continue
+			}
+			kept = append(kept, uc)
+		}
+		clear(list[len(kept):])
+		if len(kept) == 0 {
+			delete(p.idle, addr)
+		} else {
+			p.idle[addr] = kept
+		}
+	}
+}
+
+// idleCount returns the number of idle connections.
+func (p *h1Pool) idleCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, list := range p.idle {
+		n += len(list)
+	}
+	return n
+}
+
 // close closes the idle connections and every connection put back later.
 func (p *h1Pool) close() {
 	p.mu.Lock()

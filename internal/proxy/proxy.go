@@ -88,6 +88,7 @@ type Proxy struct {
 	drainOne sync.Once
 	abortCh  chan struct{}
 	abortOne sync.Once
+	stopped  chan struct{} // closed when Serve returns
 }
 
 // New builds a proxy. It binds nothing until Start.
@@ -108,6 +109,7 @@ func New(o Options) (*Proxy, error) {
 		opts:      o,
 		drainCh:   make(chan struct{}),
 		abortCh:   make(chan struct{}),
+		stopped:   make(chan struct{}),
 		accessLog: newAccessLog(o.AccessLog),
 	}
 	if p.log == nil {
@@ -176,8 +178,24 @@ func (p *Proxy) Start(ctx context.Context) error {
 	for _, l := range p.listeners {
 		go p.acceptLoop(l)
 	}
+	go p.reapIdle()
 	p.log.Info("proxy started", "outbound", p.listeners[0].ln.Addr().String(), "inbound", p.listeners[1].ln.Addr().String(), "config_version", c.Version)
 	return nil
+}
+
+// reapIdle closes idle upstream HTTP/1 connections past their time, until
+// the proxy ends.
+func (p *Proxy) reapIdle() {
+	t := time.NewTicker(15 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case now := <-t.C:
+			p.h1Pool.reap(now)
+		case <-p.stopped:
+			return
+		}
+	}
 }
 
 func localAddrs() (map[netip.Addr]bool, error) {
@@ -240,6 +258,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 		<-done
 	}
 	p.h1Pool.close()
+	close(p.stopped)
 	p.h2Transport.CloseIdleConnections()
 	return nil
 }
