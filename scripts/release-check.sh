@@ -10,8 +10,8 @@
 #
 # Usage: scripts/release-check.sh [--subset]
 #   --subset   build amd64 only (meshctl for linux, darwin and windows;
-#              meshproxy for linux): half the targets, every archive
-#              format. The full run builds all eight targets.
+#              meshproxy for linux and darwin): half the targets, every
+#              archive format. The full run builds all ten targets.
 #
 # Environment: MESHCTL_TEST_CACHE, else XDG_CACHE_HOME/meshctl-test, else
 # ~/.cache/meshctl-test (the same cache as internal/testenv).
@@ -111,6 +111,7 @@ for arch in "${arches[@]}"; do
 		"meshctl_${version}_darwin_${arch}.tar.gz"
 		"meshctl_${version}_windows_${arch}.zip"
 		"meshproxy_${version}_linux_${arch}.tar.gz"
+		"meshproxy_${version}_darwin_${arch}.tar.gz"
 	)
 done
 
