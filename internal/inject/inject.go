@@ -100,15 +100,32 @@ func Inject(in []byte, s Settings) ([]byte, []Report, error) {
 	out := make([]byte, 0, len(in)+len(in)/4)
 	var reports []Report
 	c := &cache{texts: map[string]string{}, values: map[string]any{}}
+	consumed := 0
 	for _, d := range docs {
 		b, r, err := injectDocument(d, &s, c)
 		if err != nil {
 			return nil, nil, err
 		}
-		out = append(out, b...)
+		consumed += len(d.b)
+		out = appendProjected(out, b, consumed, len(in))
 		reports = append(reports, r...)
 	}
 	return out, reports, nil
+}
+
+// appendProjected appends b to out; when out must grow, it grows to the size
+// the whole output will have if the rest of the input grows as the part
+// consumed so far did. An injected workload is about three times its input,
+// so doubling from the input's size would copy the output several times.
+func appendProjected(out, b []byte, consumed, total int) []byte {
+	need := len(out) + len(b)
+	if need > cap(out) && consumed > 0 {
+		projected := int(float64(need) * float64(total) / float64(consumed) * 1.05)
+		grown := make([]byte, len(out), max(projected, need))
+		copy(grown, out)
+		out = grown
+	}
+	return append(out, b...)
 }
 
 // Uninject removes what Inject added from every workload of a stream.
