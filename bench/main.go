@@ -26,8 +26,6 @@ import (
 	"github.com/meshctl/mesh/internal/testenv"
 )
 
-const fortioVersion = "v1.63.9"
-
 type options struct {
 	duration    time.Duration
 	warmup      time.Duration
@@ -89,8 +87,8 @@ func run(ctx context.Context, o options) error {
 	}
 
 	t := tools{workDir: work}
-	fmt.Fprintln(os.Stderr, "bench: building fortio", fortioVersion, "(cached after the first run)")
-	if t.fortio, err = testenv.GoTool(ctx, "fortio.org/fortio", fortioVersion); err != nil {
+	fmt.Fprintln(os.Stderr, "bench: building", testenv.Fortio, "(cached after the first run)")
+	if t.fortio, err = testenv.Fortio.Path(ctx); err != nil {
 		return err
 	}
 	if t.meshproxy = o.meshproxy; t.meshproxy == "" {

@@ -13,10 +13,6 @@ import (
 	"github.com/meshctl/mesh/internal/testenv"
 )
 
-// grpcVersion is the grpc-go release whose interop client and server the
-// test builds.
-const grpcVersion = "v1.82.1"
-
 // TestGRPCInterop runs the gRPC interoperability cases with the real
 // grpc-go interop client and server, through an outbound proxy and then an
 // inbound proxy, as a call between two meshed pods travels: client →
@@ -27,11 +23,11 @@ func TestGRPCInterop(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	serverBin, err := testenv.GoTool(ctx, "google.golang.org/grpc/interop/server", grpcVersion)
+	serverBin, err := testenv.GRPCInteropServer.Path(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	clientBin, err := testenv.GoTool(ctx, "google.golang.org/grpc/interop/client", grpcVersion)
+	clientBin, err := testenv.GRPCInteropClient.Path(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,9 +16,6 @@ import (
 	"github.com/meshctl/mesh/internal/testenv"
 )
 
-// h2specVersion is the h2spec release the test builds.
-const h2specVersion = "v2.2.1+incompatible"
-
 // h2specKnownFailures are the cases the proxy does not pass, each with the
 // reason; docs/proxy.md lists the same. Any other failure fails the test,
 // and so does a listed case that starts passing (update the list and the
@@ -36,7 +33,7 @@ func TestH2Spec(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	bin, err := testenv.GoTool(ctx, "github.com/summerwind/h2spec/cmd/h2spec", h2specVersion)
+	bin, err := testenv.H2Spec.Path(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,11 +30,11 @@ func helmBinary(t *testing.T) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Version}}", "helm.sh/helm/v3").Output()
+	helm, err := testenv.Helm(ctx)
 	if err != nil {
-		t.Fatalf("finding the version of helm.sh/helm/v3: %v", err)
+		t.Fatal(err)
 	}
-	bin, err := testenv.GoTool(ctx, "helm.sh/helm/v3/cmd/helm", strings.TrimSpace(string(out)))
+	bin, err := helm.Path(ctx)
 	if err != nil {
 		t.Fatalf("building helm: %v", err)
 	}

@@ -1,6 +1,7 @@
 // Command prepare builds the test environment's components (etcd,
-// kube-apiserver, kube-controller-manager) into the test cache and prints
-// their paths, so that `go test` timeouts are not spent compiling:
+// kube-apiserver, kube-controller-manager) and the tools the tests run
+// (h2spec, the gRPC interop client and server, helm) into the test cache and
+// prints their paths, so that `go test` timeouts are not spent compiling:
 //
 //	go run ./internal/testenv/prepare
 //
@@ -29,4 +30,19 @@ func main() {
 	fmt.Printf("etcd                    %s\n", bins.Etcd)
 	fmt.Printf("kube-apiserver          %s\n", bins.KubeAPIServer)
 	fmt.Printf("kube-controller-manager %s\n", bins.KubeControllerManager)
+
+	tools, err := testenv.TestTools(ctx)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "prepare: %v\n", err)
+		os.Exit(1)
+	}
+	for _, t := range tools {
+		logf("prepare: building %s (cached after the first run)", t)
+		path, err := t.Path(ctx)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "prepare: %v\n", err)
+			os.Exit(1)
+		}
+		fmt.Printf("%s %s\n", t, path)
+	}
 }
