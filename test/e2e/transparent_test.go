@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshctl/mesh/internal/testenv"
 	"github.com/meshctl/mesh/internal/testenv/netns"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
@@ -174,7 +175,7 @@ func (m *mesh) start(t *testing.T, p *netns.Pod, name string, cmd *exec.Cmd, app
 		cmd.Env = append(os.Environ(), appEnv+"=server")
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
-	var out syncBuffer
+	var out testenv.Output
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := p.Start(cmd); err != nil {
 		t.Fatalf("starting %s in %s: %v", name, p.Name, err)
@@ -227,7 +228,7 @@ func (m *mesh) call(t *testing.T, kind string, dst netip.AddrPort) string {
 	cmd := exec.CommandContext(ctx, filepath.Join(m.bin, "app"), dst.String())
 	cmd.Env = append(os.Environ(), appEnv+"="+kind)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: appUID, Gid: appUID}}
-	var out syncBuffer
+	var out testenv.Output
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := m.client.Start(cmd); err != nil {
 		t.Fatal(err)

@@ -11,30 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/meshctl/mesh/internal/adminapi"
+	"github.com/meshctl/mesh/internal/testenv"
 )
-
-// syncBuffer is a bytes.Buffer safe to read while the command writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -56,7 +38,7 @@ func TestRunServesAdminAndDrainsOnCancel(t *testing.T) {
 	}
 	os.WriteFile(cfg, doc("v1"), 0o644)
 	admin := freeAddr(t)
-	var out, errOut syncBuffer
+	var out, errOut testenv.Output
 	cmd := NewRootCmd(Streams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
 	cmd.SetArgs([]string{"run", "--config", cfg, "--admin-address", admin, "--access-log", "--drain-timeout", "2s"})
 	ctx, cancel := context.WithCancel(context.Background())
