@@ -96,21 +96,6 @@ func (s *source) eol(off int) string {
 	return "\n"
 }
 
-// line returns the 1-based line of off in the stream.
-func (s *source) line(off int) int {
-	s.index()
-	lo, hi := 0, len(s.lines)
-	for lo+1 < hi {
-		m := (lo + hi) / 2
-		if s.lines[m] <= off {
-			lo = m
-		} else {
-			hi = m
-		}
-	}
-	return s.firstLine + lo
-}
-
 // flowEnd returns the offset of the bracket that closes the flow collection
 // opening at off, skipping quoted scalars and comments; -1 if there is none.
 func (s *source) flowEnd(off int) int {

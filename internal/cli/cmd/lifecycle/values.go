@@ -27,10 +27,6 @@ func (v *valuesFlags) addFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&v.setFile, "set-file", nil, "set a value to a file's content: key=path; repeatable")
 }
 
-func (v *valuesFlags) given() bool {
-	return len(v.files)+len(v.set)+len(v.setString)+len(v.setFile) > 0
-}
-
 // load reads, merges and validates the values, and takes out the
 // credentials given as values. Any problem is a usage error: nothing has
 // been sent to the cluster yet.
