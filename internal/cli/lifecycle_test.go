@@ -415,3 +415,30 @@ func TestInstallFinishesAfterAFailureHalfWay(t *testing.T) {
 		t.Fatalf("uninstall: exit %d", r.code)
 	}
 }
+
+// An upgrade that finds the identity CA gone must not make a new one: every
+// running proxy trusts the old anchors, and would be cut off.
+func TestUpgradeRefusesToReplaceAMissingIdentity(t *testing.T) {
+	env := testenv.Shared(t)
+	ctx := t.Context()
+	const ns = "mesh-lost-ca"
+	if r := meshctl(t, env, "", "install", "--mesh-namespace", ns, "--wait", "0"); r.code != 0 {
+		t.Fatalf("install: exit %d", r.code)
+	}
+	defer meshctl(t, env, "", "uninstall", "--purge", "--mesh-namespace", ns, "--wait", "2m")
+	issuer, err := env.Clientset().CoreV1().Secrets(ns).Get(ctx, wellknown.IdentitySecretName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Clientset().CoreV1().ConfigMaps(ns).Delete(ctx, wellknown.TrustAnchorsName, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r := meshctl(t, env, "", "upgrade", "--mesh-namespace", ns, "--wait", "0")
+	if r.code != command.ExitFailure || !strings.Contains(r.stderr, "the identity CA") || !strings.Contains(r.stderr, "is missing") {
+		t.Fatalf("exit %d; want a failure saying the identity CA is missing", r.code)
+	}
+	after, err := env.Clientset().CoreV1().Secrets(ns).Get(ctx, wellknown.IdentitySecretName, metav1.GetOptions{})
+	if err != nil || string(after.Data["tls.crt"]) != string(issuer.Data["tls.crt"]) {
+		t.Errorf("the refused upgrade changed the issuer")
+	}
+}

@@ -75,49 +75,54 @@ func (c *Clients) existingWebhook(ctx context.Context, namespace string, now tim
 }
 
 // credentials returns what to render with: the identity the user gave, else
-// the one already in the cluster, else a new one; the webhook certificate in
-// the cluster while it fits, else a new one.
-func (c *Clients) credentials(ctx context.Context, namespace, trustDomain string, given *render.Identity, givenWebhook *render.Webhook, src pki.Source) (render.Identity, render.Webhook, error) {
-	if givenWebhook != nil {
-		if _, err := pki.LoadWebhookTLS(givenWebhook.CABundlePEM, givenWebhook.CertPEM, givenWebhook.KeyPEM, wellknown.ControllerName, namespace, time.Now()); err != nil {
-			return render.Identity{}, render.Webhook{}, fmt.Errorf("checking the webhook certificate values: %w", err)
-		}
-	}
+// the one already in the cluster, else (not on upgrade) a new one; the
+// webhook certificate the user gave, else the one in the cluster while it
+// fits, else a new one. An upgrade never makes a new identity CA: proxies
+// trust the old one, and a new one would cut them off.
+func (c *Clients) credentials(ctx context.Context, namespace, trustDomain string, given *render.Identity, givenWebhook *render.Webhook, upgrade bool, src pki.Source) (render.Identity, render.Webhook, error) {
 	now := time.Now()
 	if src.Clock != nil {
 		now = src.Clock()
 	}
-	var id render.Identity
-	switch existing, err := c.existingIdentity(ctx, namespace, now); {
-	case given != nil:
-		id = *given
-	case err != nil:
-		return id, render.Webhook{}, err
-	case existing != nil:
-		id = *existing
-	default:
+	if givenWebhook != nil {
+		if _, err := pki.LoadWebhookTLS(givenWebhook.CABundlePEM, givenWebhook.CertPEM, givenWebhook.KeyPEM, wellknown.ControllerName, namespace, now); err != nil {
+			return render.Identity{}, render.Webhook{}, fmt.Errorf("checking the webhook certificate values: %w", err)
+		}
+	}
+	id := given
+	if id == nil {
+		existing, err := c.existingIdentity(ctx, namespace, now)
+		if err != nil {
+			return render.Identity{}, render.Webhook{}, err
+		}
+		id = existing
+	}
+	if id == nil && upgrade {
+		return render.Identity{}, render.Webhook{}, fmt.Errorf("the identity CA (ConfigMap %s and Secret %s) is missing from namespace %s: restore it from a backup, or uninstall and install again", wellknown.TrustAnchorsName, wellknown.IdentitySecretName, namespace)
+	}
+	if id == nil {
 		gen, err := GenerateIdentity(trustDomain, src)
 		if err != nil {
-			return id, render.Webhook{}, err
+			return render.Identity{}, render.Webhook{}, err
 		}
-		id = gen
+		id = &gen
 	}
 	wh := givenWebhook
 	if wh == nil {
 		existing, err := c.existingWebhook(ctx, namespace, now)
 		if err != nil {
-			return id, render.Webhook{}, err
+			return render.Identity{}, render.Webhook{}, err
 		}
 		wh = existing
 	}
 	if wh == nil {
 		gen, err := GenerateWebhook(namespace, src)
 		if err != nil {
-			return id, render.Webhook{}, err
+			return render.Identity{}, render.Webhook{}, err
 		}
 		wh = &gen
 	}
-	return id, *wh, nil
+	return *id, *wh, nil
 }
 
 // GenerateIdentity makes a new identity CA for trustDomain.

@@ -151,7 +151,7 @@ func (c *Clients) renderFor(ctx context.Context, opts Options, upgrade bool) (*r
 	if err != nil {
 		return nil, fmt.Errorf("reading the Kubernetes version: %w", err)
 	}
-	id, wh, err := c.credentials(ctx, opts.Namespace, opts.trustDomain(), opts.Identity, opts.Webhook, opts.PKI)
+	id, wh, err := c.credentials(ctx, opts.Namespace, opts.trustDomain(), opts.Identity, opts.Webhook, upgrade, opts.PKI)
 	if err != nil {
 		return nil, err
 	}
