@@ -34,7 +34,7 @@ func (l *lockedBuffer) lines() []string {
 func TestAccessLog(t *testing.T) {
 	var buf lockedBuffer
 	backend := echoBackend(t)
-	tp := startProxy(t, "", fixedDst(backend), func(o *Options) { o.AccessLog = &buf })
+	tp := startProxy(t, withService("", backend), fixedDst(serviceVIP), func(o *Options) { o.AccessLog = &buf })
 	if got := rawRequest(t, tp.outbound, "POST /p?q=1 HTTP/1.1\r\nHost: web\r\nContent-Length: 3\r\n\r\nabc"); got != "HTTP/1.1 200 OK" {
 		t.Fatal(got)
 	}
@@ -64,7 +64,7 @@ func TestAccessLog(t *testing.T) {
 	}
 	if http1.Protocol != "http1" || http1.Method != "POST" || http1.Path != "/p?q=1" || http1.Authority != "web" ||
 		http1.Status != 200 || http1.BytesReceived != 3 || http1.BytesSent != 3 || http1.Upstream != backend ||
-		http1.Direction != "outbound" || http1.Service != "unknown" || http1.Destination != backend {
+		http1.Direction != "outbound" || http1.Service != "web.test" || http1.Destination != serviceVIP {
 		t.Errorf("HTTP entry %+v", http1)
 	}
 	if tcp.Protocol != "tcp" || tcp.BytesReceived != 7 || tcp.BytesSent != 7 || tcp.Upstream != tcpBackend {
@@ -78,7 +78,7 @@ func TestTLSPassthroughRecordsSNI(t *testing.T) {
 	backend := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "secure") }))
 	defer backend.Close()
 	var buf lockedBuffer
-	tp := startProxy(t, "", fixedDst(hostPort(strings.Replace(backend.URL, "https", "http", 1))), func(o *Options) { o.AccessLog = &buf })
+	tp := startProxy(t, withService("", hostPort(strings.Replace(backend.URL, "https", "http", 1))), fixedDst(serviceVIP), func(o *Options) { o.AccessLog = &buf })
 	tr := backend.Client().Transport.(*http.Transport).Clone()
 	tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "tcp", tp.outbound)

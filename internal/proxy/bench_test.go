@@ -56,16 +56,18 @@ func BenchmarkHTTP1Direct(b *testing.B) {
 	benchHTTP(b, benchBackend(b))
 }
 
-// BenchmarkHTTP1Proxy goes through the outbound listener: detection once
+// BenchmarkHTTP1Proxy goes through the outbound listener to a configured
+// service (an unknown destination would be spliced as TCP): detection once
 // per connection, then the HTTP/1 loop with a pooled upstream connection.
 // The difference to BenchmarkHTTP1Direct is the proxy's cost per request
 // (the client, backend and proxy share the machine's cores).
 func BenchmarkHTTP1Proxy(b *testing.B) {
-	tp := startProxy(b, "", fixedDst(benchBackend(b)))
+	tp := startProxy(b, withService("", benchBackend(b)), fixedDst(serviceVIP))
 	benchHTTP(b, tp.outbound)
 }
 
-// BenchmarkHTTP1ProxyKnownService adds the service lookup and balancing.
+// BenchmarkHTTP1ProxyKnownService is BenchmarkHTTP1Proxy with the
+// service written out (the HTTP/1 path always has a service now).
 func BenchmarkHTTP1ProxyKnownService(b *testing.B) {
 	backend := benchBackend(b)
 	_, port, _ := net.SplitHostPort(backend)

@@ -92,6 +92,15 @@ func (p *Proxy) handle(l *listener, raw net.Conn, snap *config.Snapshot) {
 		s.forwardTCP(cc)
 		return
 	}
+	if l.dir == metrics.Outbound && s.target == nil {
+		// A destination no service names is passed through as plain TCP
+		// to its original address: no detection (no delay for a protocol
+		// in which the server speaks first) and no HTTP parsing (the
+		// bytes reach the server as the client sent them).
+		s.proto = "tcp"
+		s.forwardTCP(cc)
+		return
+	}
 	res, err := detect.Sniff(raw, s.limits.DetectTimeout.D())
 	if err != nil {
 		// The client left before saying anything.

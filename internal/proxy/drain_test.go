@@ -28,7 +28,7 @@ func TestDrainFinishesInFlightHTTP1(t *testing.T) {
 		io.WriteString(w, "done")
 	}))
 	defer backend.Close()
-	tp := startProxy(t, "", fixedDst(hostPort(backend.URL)), func(o *Options) { o.DrainDelay = 100 * time.Millisecond })
+	tp := startProxy(t, withService("", hostPort(backend.URL)), fixedDst(serviceVIP), func(o *Options) { o.DrainDelay = 100 * time.Millisecond })
 	type result struct {
 		resp *http.Response
 		body string
@@ -142,13 +142,14 @@ func TestRestartUnderLoadLosesNoRequest(t *testing.T) {
 	})}
 	go backend.Serve(backendLn)
 	defer backend.Close()
-	dst := fixedDst(backendLn.Addr().String())
+	dst := fixedDst(serviceVIP)
+	svc := withService("", backendLn.Addr().String())
 	inNS := func(o *Options) { o.Dial = ns.dial }
 	var old *testProxy
 	ns.do(func() {
-		old = startProxy(t, "", dst, inNS, func(o *Options) { o.DrainDelay = 200 * time.Millisecond })
+		old = startProxy(t, svc, dst, inNS, func(o *Options) { o.DrainDelay = 200 * time.Millisecond })
 	})
-	cfg := fmt.Sprintf("outbound: {address: %q}\ninbound: {address: \"127.0.0.1:0\"}\n", old.outbound)
+	cfg := svc + fmt.Sprintf("outbound: {address: %q}\ninbound: {address: \"127.0.0.1:0\"}\n", old.outbound)
 
 	var ok, failed atomic.Int64
 	var firstErr atomic.Value

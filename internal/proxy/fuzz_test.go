@@ -40,7 +40,7 @@ func FuzzHTTP1Conn(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	backend := echoBackend(f)
-	tp := startProxy(f, "limits: {headerReadTimeout: 200ms, streamIdleTimeout: 500ms, detectTimeout: 100ms, idleTimeout: 200ms}\n", fixedDst(backend))
+	tp := startProxy(f, withService("limits: {headerReadTimeout: 200ms, streamIdleTimeout: 500ms, detectTimeout: 100ms, idleTimeout: 200ms}\n", backend), fixedDst(serviceVIP))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if !bytes.HasPrefix(in, []byte("GET ")) && !bytes.HasPrefix(in, []byte("POST ")) && !bytes.HasPrefix(in, []byte("HEAD ")) {
 			in = append([]byte("GET / HTTP/1.1\r\n"), in...)

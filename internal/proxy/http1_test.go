@@ -25,7 +25,7 @@ func echoBackend(t testing.TB) string {
 }
 
 func TestHTTP1Hardening(t *testing.T) {
-	tp := startProxy(t, "limits: {maxHeaderCount: 10, maxHeaderBytes: 2048}\n", fixedDst(echoBackend(t)))
+	tp := startProxy(t, withService("limits: {maxHeaderCount: 10, maxHeaderBytes: 2048}\n", echoBackend(t)), fixedDst(serviceVIP))
 	many := strings.Repeat("X-A: 1\r\n", 11)
 	big := "X-Big: " + strings.Repeat("b", 3000) + "\r\n"
 	for _, tc := range []struct {
@@ -51,7 +51,7 @@ func TestHTTP1Hardening(t *testing.T) {
 }
 
 func TestHTTP1HeaderReadTimeout(t *testing.T) {
-	tp := startProxy(t, "limits: {headerReadTimeout: 200ms}\n", fixedDst(echoBackend(t)))
+	tp := startProxy(t, withService("limits: {headerReadTimeout: 200ms}\n", echoBackend(t)), fixedDst(serviceVIP))
 	start := time.Now()
 	if got := rawRequest(t, tp.outbound, "GET / HTTP/1.1\r\nHost: a\r\nX-Slow: "); got != "HTTP/1.1 408 Request Timeout" {
 		t.Errorf("status %q, want 408", got)
@@ -62,7 +62,7 @@ func TestHTTP1HeaderReadTimeout(t *testing.T) {
 }
 
 func TestHTTP1IdleTimeout(t *testing.T) {
-	tp := startProxy(t, "limits: {idleTimeout: 200ms}\n", fixedDst(echoBackend(t)))
+	tp := startProxy(t, withService("limits: {idleTimeout: 200ms}\n", echoBackend(t)), fixedDst(serviceVIP))
 	c, err := net.Dial("tcp", tp.outbound)
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +154,7 @@ func TestHTTP1UpstreamDown(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()
 	ln.Close()
-	tp := startProxy(t, "", fixedDst(addr))
+	tp := startProxy(t, withService("", addr), fixedDst(serviceVIP))
 	if got := rawRequest(t, tp.outbound, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); got != "HTTP/1.1 502 Bad Gateway" {
 		t.Errorf("status %q", got)
 	}
@@ -177,7 +177,7 @@ func TestHTTP1BodiesAndTrailers(t *testing.T) {
 		w.Header().Set("X-Sum", fmt.Sprint(len(b), r.Trailer.Get("X-Req-Trailer")))
 	}))
 	defer backend.Close()
-	tp := startProxy(t, "", fixedDst(hostPort(backend.URL)))
+	tp := startProxy(t, withService("", hostPort(backend.URL)), fixedDst(serviceVIP))
 	client := proxyClient(tp.outbound)
 	// Chunked request with a trailer.
 	pr, pw := io.Pipe()
@@ -202,7 +202,7 @@ func TestHTTP1BodiesAndTrailers(t *testing.T) {
 }
 
 func TestHTTP1ExpectContinue(t *testing.T) {
-	tp := startProxy(t, "", fixedDst(echoBackend(t)))
+	tp := startProxy(t, withService("", echoBackend(t)), fixedDst(serviceVIP))
 	c, err := net.Dial("tcp", tp.outbound)
 	if err != nil {
 		t.Fatal(err)
@@ -243,7 +243,7 @@ func TestHTTP1Upgrade(t *testing.T) {
 		io.Copy(c, brw)
 	}))
 	defer backend.Close()
-	tp := startProxy(t, "", fixedDst(hostPort(backend.URL)))
+	tp := startProxy(t, withService("", hostPort(backend.URL)), fixedDst(serviceVIP))
 	c, err := net.Dial("tcp", tp.outbound)
 	if err != nil {
 		t.Fatal(err)
@@ -271,7 +271,7 @@ func TestHTTP1StreamIdleTimeout(t *testing.T) {
 		<-r.Context().Done()
 	}))
 	defer backend.Close()
-	tp := startProxy(t, "limits: {streamIdleTimeout: 200ms}\n", fixedDst(hostPort(backend.URL)))
+	tp := startProxy(t, withService("limits: {streamIdleTimeout: 200ms}\n", hostPort(backend.URL)), fixedDst(serviceVIP))
 	c, err := net.Dial("tcp", tp.outbound)
 	if err != nil {
 		t.Fatal(err)
@@ -302,7 +302,7 @@ func TestHTTP1UpstreamHeadLimit(t *testing.T) {
 			}
 		}
 	})
-	tp := startProxy(t, "", fixedDst(backend))
+	tp := startProxy(t, withService("", backend), fixedDst(serviceVIP))
 	if got := rawRequest(t, tp.outbound, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); got != "HTTP/1.1 502 Bad Gateway" {
 		t.Errorf("status %q", got)
 	}

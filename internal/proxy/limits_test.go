@@ -64,7 +64,7 @@ func TestHTTP2HeaderLimit(t *testing.T) {
 // Connections beyond maxConnections are closed at once and counted.
 func TestMaxConnections(t *testing.T) {
 	backend := listenTCP(t, func(c net.Conn) { io.Copy(c, c) })
-	tp := startProxy(t, "limits: {maxConnections: 2}\n", fixedDst(backend))
+	tp := startProxy(t, withService("limits: {maxConnections: 2}\n", backend), fixedDst(serviceVIP))
 	var held []net.Conn
 	for range 2 {
 		c, err := net.Dial("tcp", tp.outbound)
@@ -157,7 +157,7 @@ func TestHTTP1RequestTimeout(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	})
-	tp := startProxy(t, "limits: {requestTimeout: 300ms}\n", fixedDst(backend))
+	tp := startProxy(t, withService("limits: {requestTimeout: 300ms}\n", backend), fixedDst(serviceVIP))
 	c, err := net.Dial("tcp", tp.outbound)
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +181,7 @@ func TestHTTP1SlowReaderIsCut(t *testing.T) {
 		bufio.NewReader(c).ReadString('\n')
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(big))+"\r\n\r\n"+big)
 	})
-	tp := startProxy(t, "limits: {streamIdleTimeout: 300ms}\n", fixedDst(backend))
+	tp := startProxy(t, withService("limits: {streamIdleTimeout: 300ms}\n", backend), fixedDst(serviceVIP))
 	c, err := net.Dial("tcp", tp.outbound)
 	if err != nil {
 		t.Fatal(err)
@@ -246,7 +246,7 @@ func TestHTTP2MultiplexesUpstream(t *testing.T) {
 // streamIdleTimeout with 504.
 func TestHTTP1SilentUpstream(t *testing.T) {
 	backend := listenTCP(t, func(c net.Conn) { io.Copy(io.Discard, c) })
-	tp := startProxy(t, "limits: {streamIdleTimeout: 200ms}\n", fixedDst(backend))
+	tp := startProxy(t, withService("limits: {streamIdleTimeout: 200ms}\n", backend), fixedDst(serviceVIP))
 	start := time.Now()
 	if got := rawRequest(t, tp.outbound, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); got != "HTTP/1.1 504 Gateway Timeout" {
 		t.Errorf("status %q", got)

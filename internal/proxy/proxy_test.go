@@ -38,6 +38,21 @@ func fixedDst(ap string) OriginalDstFunc {
 	return func(net.Conn) (netip.AddrPort, error) { return dst, nil }
 }
 
+// serviceVIP is the original destination of the service withService
+// configures: the outbound listener parses HTTP only for a destination the
+// configuration names (unknown ones are passed through as TCP).
+const serviceVIP = "10.96.0.99:80"
+
+// withService adds to cfg a service web.test on serviceVIP whose one
+// endpoint is backend (host:port).
+func withService(cfg, backend string) string {
+	host, port, err := net.SplitHostPort(backend)
+	if err != nil {
+		panic(err)
+	}
+	return cfg + fmt.Sprintf("services:\n- {name: web, namespace: test, addresses: [10.96.0.99], ports: [{port: 80, targetPort: %s}], endpoints: [{address: %q}]}\n", port, host)
+}
+
 func startProxy(t testing.TB, cfg string, dst OriginalDstFunc, mod ...func(*Options)) *testProxy {
 	t.Helper()
 	doc := "version: test-1\n" + cfg
@@ -112,7 +127,7 @@ func TestHTTP1PassthroughReusesUpstreamConnections(t *testing.T) {
 		}
 		fmt.Fprintf(w, "%s %s %s", r.Method, r.Host, r.URL.Path)
 	}))
-	tp := startProxy(t, "", fixedDst(hostPort(backend.URL)))
+	tp := startProxy(t, withService("", hostPort(backend.URL)), fixedDst(serviceVIP))
 	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "tcp", tp.outbound)
 	}}}
@@ -135,7 +150,7 @@ func TestHTTP1PassthroughReusesUpstreamConnections(t *testing.T) {
 	}
 	// The counts are taken after the response is written.
 	waitFor(t, func() bool {
-		return strings.Contains(tp.metricsText(t), `meshproxy_requests_total{direction="outbound",service="unknown",code="200",method_class="read"} 20`)
+		return strings.Contains(tp.metricsText(t), `meshproxy_requests_total{direction="outbound",service="web.test",code="200",method_class="read"} 20`)
 	})
 	if m := tp.metricsText(t); !strings.Contains(m, `meshproxy_detections_total{direction="outbound",protocol="http1"} 1`) {
 		t.Errorf("metrics lack one HTTP/1 detection\n%s", m)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -72,7 +73,7 @@ func TestTCPServerSpeaksFirst(t *testing.T) {
 		io.WriteString(c, "220 hello\r\n")
 		io.Copy(c, c)
 	})
-	tp := startProxy(t, "limits: {detectTimeout: 100ms}\n", fixedDst(backend))
+	tp := startProxy(t, withService("limits: {detectTimeout: 100ms}\n", backend), fixedDst(serviceVIP))
 	c, err := net.Dial("tcp", tp.outbound)
 	if err != nil {
 		t.Fatal(err)
@@ -160,5 +161,74 @@ func waitFor(t testing.TB, cond func() bool) {
 			t.Fatal("condition not met in 5s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// An outbound destination that no service names is spliced as plain TCP to
+// its original address: no detection (a server that speaks first is heard
+// at once, on a port not marked opaque) and no HTTP parsing (a malformed
+// request reaches the server byte for byte instead of being answered 400).
+func TestUnknownDestinationIsPlainTCP(t *testing.T) {
+	greeter := listenTCP(t, func(c net.Conn) { io.WriteString(c, "220 hello\r\n") })
+	bad := "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc"
+	recorder := listenTCP(t, func(c net.Conn) {
+		buf := make([]byte, len(bad))
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return
+		}
+		io.WriteString(c, "got:")
+		c.Write(buf)
+	})
+	dsts := map[string]string{}
+	var mu sync.Mutex
+	tp := startProxy(t, "limits: {detectTimeout: 10s}\n", func(c net.Conn) (netip.AddrPort, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return netip.MustParseAddrPort(dsts[c.RemoteAddr().String()]), nil
+	})
+	dial := func(backend string) net.Conn {
+		t.Helper()
+		mu.Lock()
+		defer mu.Unlock()
+		c, err := net.Dial("tcp", tp.outbound)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		dsts[c.LocalAddr().String()] = backend
+		return c
+	}
+
+	c := dial(greeter)
+	start := time.Now()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if b, err := io.ReadAll(c); err != nil || string(b) != "220 hello\r\n" {
+		t.Fatalf("greeting %q, %v", b, err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("greeting took %v: the connection waited for detection", d)
+	}
+	c.Close()
+
+	c = dial(recorder)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, bad)
+	if b, err := io.ReadAll(c); err != nil || string(b) != "got:"+bad {
+		t.Fatalf("answer %q, %v; want the request echoed as sent", b, err)
+	}
+	c.Close()
+
+	waitFor(t, func() bool {
+		return strings.Contains(tp.metricsText(t), `meshproxy_tcp_connections_closed_total{direction="outbound",service="unknown"} 2`)
+	})
+	m := tp.metricsText(t)
+	for _, l := range strings.Split(m, "\n") {
+		if strings.HasPrefix(l, `meshproxy_detections_total{direction="outbound"`) && !strings.HasSuffix(l, " 0") ||
+			strings.HasPrefix(l, "meshproxy_requests_total") {
+			t.Errorf("an unknown destination went through detection or HTTP: %s", l)
+		}
+	}
+	if !strings.Contains(m, `meshproxy_tcp_bytes_total{direction="outbound",service="unknown",flow="to_server"} `+fmt.Sprint(len(bad))) {
+		t.Errorf("bytes to the server not counted:\n%s", m)
 	}
 }
