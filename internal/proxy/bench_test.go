@@ -134,3 +134,46 @@ func BenchmarkScanHead(b *testing.B) {
 		scanHead(head)
 	}
 }
+
+// benchEcho answers every request with its body, like the load harness's
+// echo server (fortio's /echo).
+func benchEcho(b *testing.B) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Write(body)
+	})}
+	go srv.Serve(ln)
+	b.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// BenchmarkHTTP1ProxyPost is the load harness's request through the
+// outbound listener: POST with a 1 KiB body, echoed back.
+func BenchmarkHTTP1ProxyPost(b *testing.B) {
+	tp := startProxy(b, withService("", benchEcho(b)), fixedDst(serviceVIP))
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "tcp", tp.outbound)
+	}}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr}
+	b.SetBytes(1024)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := c.Post("http://svc.test/echo", "application/octet-stream", bytes.NewReader(kib))
+			if err != nil {
+				b.Fatal(err)
+			}
+			n, _ := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if n != 1024 {
+				b.Fatalf("echoed %d bytes", n)
+			}
+		}
+	})
+}

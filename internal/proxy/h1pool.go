@@ -190,7 +190,11 @@ func closedByPeer(c net.Conn) bool {
 //
 // cur is set to the connection in use as soon as there is one, so that the
 // caller's timeout can cut it while the request waits on it.
-func (p *h1Pool) roundTrip(ctx context.Context, addr string, req *http.Request, hasBody bool, cur *atomic.Pointer[upstreamConn]) (*http.Response, *upstreamConn, error) {
+//
+// hasBody means a body streamed from the client, which cannot be replayed;
+// replay, when not nil, is a body held whole in memory (req.Body reads it),
+// rewound for each attempt.
+func (p *h1Pool) roundTrip(ctx context.Context, addr string, req *http.Request, hasBody bool, replay *bufferedBody, cur *atomic.Pointer[upstreamConn]) (*http.Response, *upstreamConn, error) {
 	for attempt := 0; ; attempt++ {
 		uc, reused, err := p.get(ctx, addr)
 		if err != nil {
@@ -204,6 +208,10 @@ func (p *h1Pool) roundTrip(ctx context.Context, addr string, req *http.Request, 
 			reused = false
 		}
 		cur.Store(uc)
+		if replay != nil {
+			replay.rewind()
+			req.Body = replay.rc
+		}
 		resp, err := p.exchange(uc, req, hasBody)
 		if err == nil {
 			return resp, uc, nil

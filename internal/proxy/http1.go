@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -149,7 +150,24 @@ func (h *h1conn) forward(req *http.Request, start time.Time) bool {
 	clientClose := req.Close
 	body := &h1Body{rc: req.Body, h: h, guard: guard, expect: expectsContinue(req)}
 	hasBody := prepareUpstreamRequest(req, addr, body)
-	resp, uc, err := s.p.h1Pool.roundTrip(context.Background(), addr, req, hasBody, &h.upstream)
+	var replay *bufferedBody
+	if hasBody && !body.expect && req.ContentLength > 0 && req.ContentLength <= int64(h.br.Buffered()) {
+		// The whole body came with the head and is in memory already:
+		// send it with the head in one write, on this goroutine, and
+		// allow the retry of a request without a body, since it can be
+		// replayed.
+		replay = getBufferedBody(int(req.ContentLength))
+		defer putBufferedBody(replay)
+		if _, err := io.ReadFull(body.rc, replay.data); err != nil {
+			h.fail(start, req, http.StatusBadRequest, metrics.ReasonBadRequest, "reading request body: "+err.Error())
+			return false
+		}
+		body.n.Store(req.ContentLength)
+		body.eof.Store(true)
+		req.Body = replay.rc
+		hasBody = false
+	}
+	resp, uc, err := s.p.h1Pool.roundTrip(context.Background(), addr, req, hasBody, replay, &h.upstream)
 	if err != nil {
 		code, reason := http.StatusBadGateway, metrics.ReasonUpstream
 		var de *dialError
@@ -365,6 +383,39 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// bufferedBody is a request body read whole before it is sent: a
+// *bytes.Reader (which net/http writes in the same write as the head)
+// that can be rewound for a retry.
+type bufferedBody struct {
+	buf  [4096]byte
+	data []byte
+	r    bytes.Reader
+	rc   io.ReadCloser
+}
+
+var bufferedBodyPool = sync.Pool{New: func() any {
+	b := &bufferedBody{}
+	b.rc = io.NopCloser(&b.r)
+	return b
+}}
+
+// getBufferedBody returns a body of n bytes (n <= 4096) to fill.
+func getBufferedBody(n int) *bufferedBody {
+	b := bufferedBodyPool.Get().(*bufferedBody)
+	b.data = b.buf[:n]
+	b.r.Reset(b.data)
+	return b
+}
+
+func putBufferedBody(b *bufferedBody) {
+	b.data = nil
+	b.r.Reset(nil)
+	bufferedBodyPool.Put(b)
+}
+
+// rewind makes the body readable from its start again.
+func (b *bufferedBody) rewind() { b.r.Reset(b.data) }
 
 // Close is a no-op: the request body belongs to the client connection,
 // which outlives the transport's use of it.
