@@ -7,10 +7,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/sys/unix"
 )
 
@@ -212,7 +216,7 @@ func (p *h1Pool) roundTrip(ctx context.Context, addr string, req *http.Request, 
 			replay.rewind()
 			req.Body = replay.rc
 		}
-		resp, err := p.exchange(uc, req, hasBody)
+		resp, err := p.exchange(uc, req, hasBody, replay)
 		if err == nil {
 			return resp, uc, nil
 		}
@@ -223,7 +227,7 @@ func (p *h1Pool) roundTrip(ctx context.Context, addr string, req *http.Request, 
 	}
 }
 
-func (p *h1Pool) exchange(uc *upstreamConn, req *http.Request, hasBody bool) (*http.Response, error) {
+func (p *h1Pool) exchange(uc *upstreamConn, req *http.Request, hasBody bool, replay *bufferedBody) (*http.Response, error) {
 	var writeDone chan error
 	if hasBody {
 		// The body is written while the response is read, so that an
@@ -241,7 +245,15 @@ func (p *h1Pool) exchange(uc *upstreamConn, req *http.Request, hasBody bool) (*h
 			writeDone <- err
 		}()
 	} else {
-		if err := req.Write(uc.bw); err != nil {
+		var body []byte
+		if replay != nil {
+			body = replay.data
+		}
+		ok, err := writeRequest(uc.bw, req, body)
+		if !ok {
+			err = req.Write(uc.bw)
+		}
+		if err != nil {
 			return nil, err
 		}
 		if err := uc.bw.Flush(); err != nil {
@@ -329,4 +341,78 @@ func (b *upstreamBody) finish(complete bool) {
 		return
 	}
 	b.uc.Close()
+}
+
+// reqWriteExclude are the fields Request.Write writes from the request's
+// own fields rather than from its Header.
+var reqWriteExclude = map[string]bool{"Host": true, "User-Agent": true, "Content-Length": true, "Transfer-Encoding": true, "Trailer": true}
+
+// writeRequest writes req and body (req.ContentLength bytes held in memory,
+// or none) to bw exactly as req.Write would, without its per-request
+// allocations (transfer writer, body wrappers, the head flushed apart from
+// the body). It reports false, having written nothing, for a request
+// outside the common case it handles; the caller then uses req.Write.
+func writeRequest(bw *bufio.Writer, req *http.Request, body []byte) (bool, error) {
+	if req.Method == http.MethodConnect || req.Host == "" || len(req.Trailer) > 0 || req.URL.Opaque != "" ||
+		len(req.TransferEncoding) > 0 || req.Close || req.ContentLength != int64(len(body)) {
+		return false, nil
+	}
+	host := req.Host
+	for i := 0; i < len(host); i++ {
+		if c := host[i]; c >= utf8.RuneSelf || c == '%' {
+			// Punycode and zones are req.Write's business.
+			return false, nil
+		}
+	}
+	if !httpguts.ValidHostHeader(host) {
+		return false, nil
+	}
+	ruri := req.URL.RequestURI()
+	if hasCTL(ruri) {
+		return false, nil
+	}
+	ua := ""
+	if v := req.Header["User-Agent"]; len(v) > 0 {
+		ua = v[0]
+		if strings.ContainsAny(ua, "\r\n") || strings.TrimSpace(ua) != ua {
+			return false, nil
+		}
+	} else {
+		return false, nil
+	}
+	bw.WriteString(req.Method)
+	bw.WriteByte(' ')
+	bw.WriteString(ruri)
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(host)
+	bw.WriteString("\r\n")
+	if ua != "" {
+		bw.WriteString("User-Agent: ")
+		bw.WriteString(ua)
+		bw.WriteString("\r\n")
+	}
+	switch {
+	case len(body) > 0:
+		bw.WriteString("Content-Length: ")
+		var num [20]byte
+		bw.Write(strconv.AppendInt(num[:0], int64(len(body)), 10))
+		bw.WriteString("\r\n")
+	case req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch:
+		bw.WriteString("Content-Length: 0\r\n")
+	}
+	if err := req.Header.WriteSubset(bw, reqWriteExclude); err != nil {
+		return true, err
+	}
+	bw.WriteString("\r\n")
+	_, err := bw.Write(body)
+	return true, err
+}
+
+func hasCTL(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if b := s[i]; b < ' ' || b == 0x7f {
+			return true
+		}
+	}
+	return false
 }
