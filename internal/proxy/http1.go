@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -192,7 +193,10 @@ func (h *h1conn) forward(req *http.Request, start time.Time) bool {
 	resp.Body = rb
 	h.wmu.Lock()
 	body.responded = true
-	err = resp.Write(h.bw)
+	ok, err := writeResponse(h.bw, req, resp)
+	if !ok {
+		err = resp.Write(h.bw)
+	}
 	if err == nil {
 		err = h.bw.Flush()
 	}
@@ -480,4 +484,64 @@ func (w deadlineWriter) Write(b []byte) (int, error) {
 func isNetClosed(err error) bool {
 	var ne *net.OpError
 	return errors.Is(err, net.ErrClosed) || errors.As(err, &ne)
+}
+
+// respWriteExclude are the fields Response.Write writes from the response's
+// own fields rather than from its Header.
+var respWriteExclude = map[string]bool{"Content-Length": true, "Transfer-Encoding": true, "Trailer": true}
+
+// writeResponse writes resp, a response to req with a body of known length,
+// to bw exactly as resp.Write would, without its per-response allocations
+// (transfer writer, formatted status line). It reports false, having
+// written nothing, for a response outside that common case; the caller
+// then uses resp.Write.
+func writeResponse(bw *bufio.Writer, req *http.Request, resp *http.Response) (bool, error) {
+	if resp.ContentLength <= 0 || len(resp.TransferEncoding) > 0 || len(resp.Trailer) > 0 || req.Method == http.MethodHead ||
+		resp.StatusCode < 200 || resp.StatusCode > 999 || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified ||
+		resp.ProtoMajor < 0 || resp.ProtoMajor > 9 || resp.ProtoMinor < 0 || resp.ProtoMinor > 9 || resp.Body == nil ||
+		resp.Close && len(resp.Header["Connection"]) > 0 {
+		return false, nil
+	}
+	text := resp.Status
+	var num [20]byte
+	code := strconv.AppendInt(num[:0], int64(resp.StatusCode), 10)
+	if text == "" {
+		return false, nil
+	}
+	if len(text) > len(code) && text[len(code)] == ' ' && text[:len(code)] == string(code) {
+		text = text[len(code)+1:]
+	}
+	bw.WriteString("HTTP/")
+	bw.WriteByte('0' + byte(resp.ProtoMajor))
+	bw.WriteByte('.')
+	bw.WriteByte('0' + byte(resp.ProtoMinor))
+	bw.WriteByte(' ')
+	bw.Write(code)
+	bw.WriteByte(' ')
+	bw.WriteString(text)
+	bw.WriteString("\r\n")
+	if resp.Close {
+		bw.WriteString("Connection: close\r\n")
+	}
+	bw.WriteString("Content-Length: ")
+	bw.Write(strconv.AppendInt(num[:0], resp.ContentLength, 10))
+	bw.WriteString("\r\n")
+	if err := resp.Header.WriteSubset(bw, respWriteExclude); err != nil {
+		return true, err
+	}
+	if _, err := bw.WriteString("\r\n"); err != nil {
+		return true, err
+	}
+	n, err := io.Copy(bw, io.LimitReader(resp.Body, resp.ContentLength))
+	if err != nil {
+		return true, err
+	}
+	extra, err := io.Copy(io.Discard, resp.Body)
+	if err != nil {
+		return true, err
+	}
+	if n+extra != resp.ContentLength {
+		return true, fmt.Errorf("http: ContentLength=%d with Body length %d", resp.ContentLength, n+extra)
+	}
+	return true, resp.Body.Close()
 }
