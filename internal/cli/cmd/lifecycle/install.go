@@ -60,8 +60,8 @@ With --dry-run nothing is sent to a cluster: the manifests are printed.`,
 			if err := command.ValidateOutput(opts.Output, "yaml", "json"); err != nil {
 				return err
 			}
-			if opts.Wait < 0 {
-				return command.UsageErrorf("invalid --wait %s: must not be negative", opts.Wait)
+			if err := checkReadinessWait(opts.Wait); err != nil {
+				return err
 			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
@@ -72,7 +72,7 @@ With --dry-run nothing is sent to a cluster: the manifests are printed.`,
 	fs := cmd.Flags()
 	fs.BoolVar(&opts.DryRun, "dry-run", false, "print the manifests instead of applying them; no cluster is contacted")
 	fs.StringVarP(&opts.Output, "output", "o", "", "format of --dry-run output: yaml (default) or json")
-	fs.DurationVar(&opts.Wait, "wait", 5*time.Minute, "how long to wait for the control plane to be ready; 0 does not wait")
+	addReadinessWait(fs, &opts.Wait)
 	opts.values.addFlags(fs)
 	opts.identity.addFlags(fs)
 	return cmd

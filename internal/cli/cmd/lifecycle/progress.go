@@ -2,11 +2,27 @@ package lifecycle
 
 import (
 	"fmt"
+	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/meshctl/mesh/internal/cli/command"
 	"github.com/meshctl/mesh/internal/cli/ui"
 	"github.com/meshctl/mesh/internal/install"
 )
+
+// addReadinessWait registers --wait of the commands that wait for the
+// control plane to become ready (install, upgrade).
+func addReadinessWait(fs *pflag.FlagSet, wait *time.Duration) {
+	fs.DurationVar(wait, "wait", 5*time.Minute, "how long to wait for the control plane to be ready; 0 does not wait")
+}
+
+func checkReadinessWait(wait time.Duration) error {
+	if wait < 0 {
+		return command.UsageErrorf("invalid --wait %s: must not be negative", wait)
+	}
+	return nil
+}
 
 // progress renders install events on the error stream, one line per event;
 // the control plane's readiness is printed each time it changes, with the

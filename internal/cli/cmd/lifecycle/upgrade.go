@@ -44,8 +44,8 @@ Only objects carrying the mesh's ownership label are ever deleted.`,
   meshctl upgrade --set controller.replicas=2`,
 		Args: command.Args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if opts.Wait < 0 {
-				return command.UsageErrorf("invalid --wait %s: must not be negative", opts.Wait)
+			if err := checkReadinessWait(opts.Wait); err != nil {
+				return err
 			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
@@ -55,7 +55,7 @@ Only objects carrying the mesh's ownership label are ever deleted.`,
 	}
 	fs := cmd.Flags()
 	fs.BoolVar(&opts.DryRun, "dry-run", false, "print the diff of every object that would change, and apply nothing")
-	fs.DurationVar(&opts.Wait, "wait", 5*time.Minute, "how long to wait for the control plane to be ready; 0 does not wait")
+	addReadinessWait(fs, &opts.Wait)
 	opts.values.addFlags(fs)
 	return cmd
 }
