@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
-	"os"
 	"path/filepath"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+	"github.com/meshctl/mesh/internal/golden"
+)
 
 // fixedRun is a run with every kind of result: passes, a retried check that
 // finally failed, a multi-line error and a warning.
@@ -69,7 +67,7 @@ func TestPrinters(t *testing.T) {
 			if tc.format == FormatJSON && !json.Valid(buf.Bytes()) {
 				t.Errorf("the json output does not parse:\n%s", buf.String())
 			}
-			golden(t, filepath.Join("testdata", tc.name+".golden"), buf.Bytes())
+			golden.Check(t, filepath.Join("testdata", tc.name+".golden"), buf.Bytes())
 		})
 	}
 }
@@ -77,22 +75,5 @@ func TestPrinters(t *testing.T) {
 func TestNewPrinterRejectsUnknownFormats(t *testing.T) {
 	if _, err := NewPrinter("wide", &bytes.Buffer{}, Plain{}); err == nil {
 		t.Fatal("NewPrinter accepted format wide")
-	}
-}
-
-func golden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("reading golden file (run with -update to create it): %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("output differs from %s (run with -update if the change is intended):\n--- got\n%s\n--- want\n%s", path, got, want)
 	}
 }

@@ -2,19 +2,18 @@ package cli
 
 import (
 	"bytes"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/meshctl/mesh/internal/golden"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
 
 	"github.com/meshctl/mesh/internal/cli/command"
 )
-
-var update = flag.Bool("update", false, "rewrite docs/reference/cli from the command tree")
 
 // The CLI reference in docs/ is generated from the command tree, so every
 // flag a user can see is documented; this test fails when it is stale. Run
@@ -38,7 +37,7 @@ func TestCLIReference(t *testing.T) {
 	if err := doc.GenMarkdownTree(root, got); err != nil {
 		t.Fatal(err)
 	}
-	if *update {
+	if golden.Update() {
 		if err := os.RemoveAll(dir); err != nil {
 			t.Fatal(err)
 		}

@@ -3,17 +3,16 @@ package inject
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/meshctl/mesh/internal/golden"
+
 	"github.com/meshctl/mesh/internal/meshconfig"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files and reports under testdata/")
 
 // testVersion is the mesh version of the fixtures, fixed so that golden
 // files do not change with every release.
@@ -73,33 +72,6 @@ func reportText(reports []Report, err error) string {
 	return b.String()
 }
 
-func compareGolden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if got == nil {
-			os.Remove(path)
-			return
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if got == nil {
-		if err == nil {
-			t.Errorf("%s exists but the fixture produces no output", path)
-		}
-		return
-	}
-	if err != nil {
-		t.Fatalf("reading golden file (run go test -update): %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs (run go test -update and review the diff):\n--- got\n%s", path, got)
-	}
-}
-
 func TestInjectGolden(t *testing.T) {
 	for _, f := range fixtures(t) {
 		t.Run(f.name, func(t *testing.T) {
@@ -111,8 +83,8 @@ func TestInjectGolden(t *testing.T) {
 			if err != nil && out != nil {
 				t.Errorf("Inject returned output with an error")
 			}
-			compareGolden(t, f.golden, out)
-			compareGolden(t, f.report, []byte(reportText(reports, err)))
+			golden.Check(t, f.golden, out)
+			golden.Check(t, f.report, []byte(reportText(reports, err)))
 		})
 	}
 }

@@ -3,34 +3,15 @@ package proxyinit
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/meshctl/mesh/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
-
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("reading golden file (run with -update to create it): %v", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from the golden file (run with -update if the change is intended)\n--- got\n%s--- want\n%s", path, got, want)
-	}
-}
 
 func defaults() Options {
 	return Options{InboundPort: 15101, OutboundPort: 15100, ProxyUID: 2710, AdminPort: 15190}
@@ -73,7 +54,7 @@ func TestBuildGolden(t *testing.T) {
 				fmt.Fprintf(&b, "# %s\n", f)
 				b.WriteString(Build(f, o).Render())
 			}
-			golden(t, "build-"+name, b.String())
+			golden.Check(t, filepath.Join("testdata", "build-"+name+".golden"), []byte(b.String()))
 		})
 	}
 }
@@ -122,7 +103,7 @@ func TestApplyScriptAddsOnlyMissingJumps(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, "apply-"+name, ApplyScript(rules, save))
+			golden.Check(t, filepath.Join("testdata", "apply-"+name+".golden"), []byte(ApplyScript(rules, save)))
 		})
 	}
 }
@@ -135,7 +116,7 @@ func TestRemoveScript(t *testing.T) {
 				t.Fatal(err)
 			}
 			script, ok := RemoveScript(save)
-			golden(t, "remove-"+name, fmt.Sprintf("# anything to remove: %v\n%s", ok, script))
+			golden.Check(t, filepath.Join("testdata", "remove-"+name+".golden"), []byte(fmt.Sprintf("# anything to remove: %v\n%s", ok, script)))
 		})
 	}
 }

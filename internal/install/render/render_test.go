@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshctl/mesh/internal/golden"
+
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/meshctl/mesh/internal/meshconfig"
@@ -18,7 +20,6 @@ import (
 )
 
 var (
-	update            = flag.Bool("update", false, "rewrite the golden files")
 	updateCredentials = flag.Bool("update-credentials", false, "generate new test credentials into testdata/credentials")
 )
 
@@ -126,28 +127,11 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkGolden(t, filepath.Join("testdata", tc.name+".golden.yaml"), m.YAML())
+			golden.Check(t, filepath.Join("testdata", tc.name+".golden.yaml"), m.YAML())
 			if tc.name == "default" {
-				checkGolden(t, filepath.Join("testdata", "default.golden.json"), m.JSON())
+				golden.Check(t, filepath.Join("testdata", "default.golden.json"), m.JSON())
 			}
 		})
-	}
-}
-
-func checkGolden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("reading golden file (run with -update): %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the rendering; run with -update and review the diff", path)
 	}
 }
 

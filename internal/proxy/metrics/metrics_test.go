@@ -1,16 +1,14 @@
 package metrics
 
 import (
-	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files")
+	"github.com/meshctl/mesh/internal/golden"
+)
 
 func TestTextGolden(t *testing.T) {
 	r := New()
@@ -31,17 +29,7 @@ func TestTextGolden(t *testing.T) {
 	if err := r.WriteText(&b, []Gauge{{Name: "meshproxy_draining", Help: "1 while the proxy drains.", Value: 0}}); err != nil {
 		t.Fatal(err)
 	}
-	golden := filepath.Join("testdata", "metrics.golden")
-	if *update {
-		os.WriteFile(golden, []byte(b.String()), 0o644)
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b.String() != string(want) {
-		t.Errorf("metrics text differs from %s (run with -update to accept):\n%s", golden, b.String())
-	}
+	golden.Check(t, filepath.Join("testdata", "metrics.golden"), []byte(b.String()))
 }
 
 func TestConcurrentUse(t *testing.T) {
