@@ -68,25 +68,18 @@ func (g *idleGuard) touch() {
 	}
 }
 
-func (g *idleGuard) check() {
-	if g.stopped.Load() {
-		return
-	}
-	since := time.Since(time.Unix(0, g.last.Load()))
-	if since < g.idle {
-		g.idleT.Reset(g.idle - since)
-		return
-	}
-	g.trigger()
-}
+func (g *idleGuard) check()      { g.expire(&g.last, g.idle, g.idleT) }
+func (g *idleGuard) checkTotal() { g.expire(&g.start, g.total, g.totalT) }
 
-func (g *idleGuard) checkTotal() {
+// expire fires the guard when limit has passed since the time in from, or
+// re-arms t for the time that remains.
+func (g *idleGuard) expire(from *atomic.Int64, limit time.Duration, t *time.Timer) {
 	if g.stopped.Load() {
 		return
 	}
-	since := time.Since(time.Unix(0, g.start.Load()))
-	if since < g.total {
-		g.totalT.Reset(g.total - since)
+	since := time.Since(time.Unix(0, from.Load()))
+	if since < limit {
+		t.Reset(limit - since)
 		return
 	}
 	g.trigger()
