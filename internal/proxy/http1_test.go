@@ -63,12 +63,7 @@ func TestHTTP1HeaderReadTimeout(t *testing.T) {
 
 func TestHTTP1IdleTimeout(t *testing.T) {
 	tp := startProxy(t, withService("limits: {idleTimeout: 200ms}\n", echoBackend(t)), fixedDst(serviceVIP))
-	c, err := net.Dial("tcp", tp.outbound)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialWithDeadline(t, tp.outbound)
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
@@ -203,12 +198,7 @@ func TestHTTP1BodiesAndTrailers(t *testing.T) {
 
 func TestHTTP1ExpectContinue(t *testing.T) {
 	tp := startProxy(t, withService("", echoBackend(t)), fixedDst(serviceVIP))
-	c, err := net.Dial("tcp", tp.outbound)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialWithDeadline(t, tp.outbound)
 	io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
 	br := bufio.NewReader(c)
 	line, err := br.ReadString('\n')
@@ -244,12 +234,7 @@ func TestHTTP1Upgrade(t *testing.T) {
 	}))
 	defer backend.Close()
 	tp := startProxy(t, withService("", hostPort(backend.URL)), fixedDst(serviceVIP))
-	c, err := net.Dial("tcp", tp.outbound)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialWithDeadline(t, tp.outbound)
 	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly ")
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
@@ -272,12 +257,7 @@ func TestHTTP1StreamIdleTimeout(t *testing.T) {
 	}))
 	defer backend.Close()
 	tp := startProxy(t, withService("limits: {streamIdleTimeout: 200ms}\n", hostPort(backend.URL)), fixedDst(serviceVIP))
-	c, err := net.Dial("tcp", tp.outbound)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialWithDeadline(t, tp.outbound)
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	start := time.Now()
 	io.ReadAll(c)

@@ -19,12 +19,7 @@ import (
 func TestHTTP2AnnouncesMaxConcurrentStreams(t *testing.T) {
 	backend := h2cOnlyBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	tp := startProxy(t, "limits: {maxConcurrentStreams: 7}\n", fixedDst(backend))
-	c, err := net.Dial("tcp", tp.inbound)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialWithDeadline(t, tp.inbound)
 	io.WriteString(c, http2.ClientPreface)
 	fr := http2.NewFramer(c, c)
 	fr.WriteSettings()
@@ -80,12 +75,7 @@ func TestMaxConnections(t *testing.T) {
 		}
 		held = append(held, c)
 	}
-	c, err := net.Dial("tcp", tp.outbound)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialWithDeadline(t, tp.outbound)
 	io.WriteString(c, "\x00x")
 	if b, _ := io.ReadAll(c); len(b) != 0 {
 		t.Errorf("third connection answered %q", b)
@@ -114,12 +104,7 @@ func TestInboundForwardToLoopback(t *testing.T) {
 	backend := listenTCP(t, func(c net.Conn) { io.WriteString(c, "app") })
 	_, port, _ := net.SplitHostPort(backend)
 	tp := startProxy(t, "inbound: {address: \"127.0.0.1:0\", forwardTo: loopback, opaquePorts: ["+port+"]}\n", fixedDst("10.1.2.3:"+port))
-	c, err := net.Dial("tcp", tp.inbound)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialWithDeadline(t, tp.inbound)
 	if b, _ := io.ReadAll(c); string(b) != "app" {
 		t.Errorf("read %q", b)
 	}
@@ -158,12 +143,7 @@ func TestHTTP1RequestTimeout(t *testing.T) {
 		}
 	})
 	tp := startProxy(t, withService("limits: {requestTimeout: 300ms}\n", backend), fixedDst(serviceVIP))
-	c, err := net.Dial("tcp", tp.outbound)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialWithDeadline(t, tp.outbound)
 	start := time.Now()
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	io.ReadAll(c)

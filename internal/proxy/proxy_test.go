@@ -175,3 +175,17 @@ func rawRequest(t *testing.T, addr, raw string) string {
 	}
 	return strings.TrimSpace(line)
 }
+
+// dialWithDeadline connects to a proxy listener with a 5 s deadline on the
+// whole exchange, so a proxy that hangs fails the test instead of the
+// package's timeout; the connection closes when the test ends.
+func dialWithDeadline(t testing.TB, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	return c
+}

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // A reload swaps the configuration for new connections; a connection open
@@ -35,12 +34,7 @@ services:
 	if _, err := tp.store.Reload(path); err != nil {
 		t.Fatal(err)
 	}
-	c, err := net.Dial("tcp", tp.outbound)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialWithDeadline(t, tp.outbound)
 	br := bufio.NewReader(c)
 	get := func() string {
 		io.WriteString(c, "GET / HTTP/1.1\r\nHost: web\r\n\r\n")

@@ -43,12 +43,7 @@ func TestTCPHalfClose(t *testing.T) {
 		fmt.Fprintf(c, "got %d bytes", len(b))
 	})
 	tp := startProxy(t, "", fixedDst(backend))
-	c, err := net.Dial("tcp", tp.outbound)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialWithDeadline(t, tp.outbound)
 	payload := strings.Repeat("x", 100000)
 	if _, err := io.WriteString(c, "\x00binary "+payload); err != nil {
 		t.Fatal(err)
@@ -74,12 +69,7 @@ func TestTCPServerSpeaksFirst(t *testing.T) {
 		io.Copy(c, c)
 	})
 	tp := startProxy(t, withService("limits: {detectTimeout: 100ms}\n", backend), fixedDst(serviceVIP))
-	c, err := net.Dial("tcp", tp.outbound)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialWithDeadline(t, tp.outbound)
 	buf := make([]byte, 11)
 	if _, err := io.ReadFull(c, buf); err != nil {
 		t.Fatal(err)
@@ -120,12 +110,7 @@ func TestLoopIsRefused(t *testing.T) {
 		return netip.MustParseAddrPort(self.Load().(string)), nil
 	})
 	self.Store(tp.outbound)
-	c, err := net.Dial("tcp", tp.outbound)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dialWithDeadline(t, tp.outbound)
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	if b, _ := io.ReadAll(c); len(b) != 0 {
 		t.Fatalf("a looping connection got an answer: %q", b)
