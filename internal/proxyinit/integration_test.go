@@ -244,6 +244,19 @@ func dialAs(t *testing.T, ctx context.Context, pod *netns.Pod, uid uint32, dst n
 	}
 }
 
+// expectNoMore fails when either pod saw a connection nobody expected: a
+// rule that redirects more than it should.
+func expectNoMore(t *testing.T, appCh, peerCh <-chan landing) {
+	t.Helper()
+	select {
+	case l := <-appCh:
+		t.Errorf("unexpected extra connection in app: %+v", l)
+	case l := <-peerCh:
+		t.Errorf("unexpected extra connection in peer: %+v", l)
+	default:
+	}
+}
+
 func expectLanding(t *testing.T, ch <-chan landing, what string, port int, origDst netip.AddrPort) {
 	t.Helper()
 	select {
@@ -320,13 +333,7 @@ func TestIntegrationRedirect(t *testing.T) {
 			dialFrom(t, peer, ap(app.Addr, 9090).String())
 			expectLanding(t, appCh, "inbound to a skipped port", 9090, ap(app.Addr, 9090))
 
-			select {
-			case l := <-appCh:
-				t.Errorf("unexpected extra connection in app: %+v", l)
-			case l := <-peerCh:
-				t.Errorf("unexpected extra connection in peer: %+v", l)
-			default:
-			}
+			expectNoMore(t, appCh, peerCh)
 		})
 	}
 }
@@ -379,13 +386,7 @@ func TestIntegrationRedirectIPv6(t *testing.T) {
 			dialFrom(t, peer, ap(app.Addr6, 9090).String())
 			expectLanding(t, appCh, "inbound to a skipped port", 9090, ap(app.Addr6, 9090))
 
-			select {
-			case l := <-appCh:
-				t.Errorf("unexpected extra connection in app: %+v", l)
-			case l := <-peerCh:
-				t.Errorf("unexpected extra connection in peer: %+v", l)
-			default:
-			}
+			expectNoMore(t, appCh, peerCh)
 		})
 	}
 }
