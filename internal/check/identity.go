@@ -128,21 +128,9 @@ func checkTrustAnchors(ctx context.Context, s *State) error {
 }
 
 func checkIssuer(ctx context.Context, s *State) error {
-	sec, err := s.secret(ctx, wellknown.IdentitySecretName)
+	where, chain, err := s.tlsSecret(ctx, wellknown.IdentitySecretName)
 	if err != nil {
 		return err
-	}
-	where := "Secret " + sec.Namespace + "/" + sec.Name
-	chain, err := pki.ParseCertificates(sec.Data[corev1.TLSCertKey])
-	if err != nil {
-		return fmt.Errorf("%s, key %s: %w", where, corev1.TLSCertKey, err)
-	}
-	key, err := pki.ParsePrivateKey(sec.Data[corev1.TLSPrivateKeyKey])
-	if err != nil {
-		return fmt.Errorf("%s, key %s: %w", where, corev1.TLSPrivateKeyKey, err)
-	}
-	if err := pki.CheckKeyPair(chain[0], key); err != nil {
-		return fmt.Errorf("%s: %w", where, err)
 	}
 	for _, c := range chain {
 		if err := pki.CheckCA(c); err != nil {
@@ -151,6 +139,29 @@ func checkIssuer(ctx context.Context, s *State) error {
 	}
 	s.issuerChain = chain
 	return nil
+}
+
+// tlsSecret reads a kubernetes.io/tls Secret: its certificate chain, whose
+// first certificate the Secret's key must belong to. where names the Secret
+// for the caller's own messages; errors name the Secret and its key.
+func (s *State) tlsSecret(ctx context.Context, name string) (where string, chain []*x509.Certificate, err error) {
+	sec, err := s.secret(ctx, name)
+	if err != nil {
+		return "", nil, err
+	}
+	where = "Secret " + sec.Namespace + "/" + sec.Name
+	chain, err = pki.ParseCertificates(sec.Data[corev1.TLSCertKey])
+	if err != nil {
+		return "", nil, fmt.Errorf("%s, key %s: %w", where, corev1.TLSCertKey, err)
+	}
+	key, err := pki.ParsePrivateKey(sec.Data[corev1.TLSPrivateKeyKey])
+	if err != nil {
+		return "", nil, fmt.Errorf("%s, key %s: %w", where, corev1.TLSPrivateKeyKey, err)
+	}
+	if err := pki.CheckKeyPair(chain[0], key); err != nil {
+		return "", nil, fmt.Errorf("%s: %w", where, err)
+	}
+	return where, chain, nil
 }
 
 func (s *State) secret(ctx context.Context, name string) (*corev1.Secret, error) {

@@ -5,8 +5,6 @@ import (
 	"crypto/x509"
 	"fmt"
 
-	corev1 "k8s.io/api/core/v1"
-
 	"github.com/meshctl/mesh/internal/pki"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
@@ -42,23 +40,11 @@ func checkWebhookCert(ctx context.Context, s *State) error {
 	if err != nil {
 		return err
 	}
-	sec, err := s.secret(ctx, wellknown.WebhookSecretName)
+	where, chain, err := s.tlsSecret(ctx, wellknown.WebhookSecretName)
 	if err != nil {
 		return err
 	}
-	where := "Secret " + sec.Namespace + "/" + sec.Name
-	chain, err := pki.ParseCertificates(sec.Data[corev1.TLSCertKey])
-	if err != nil {
-		return fmt.Errorf("%s, key %s: %w", where, corev1.TLSCertKey, err)
-	}
 	cert := chain[0]
-	key, err := pki.ParsePrivateKey(sec.Data[corev1.TLSPrivateKeyKey])
-	if err != nil {
-		return fmt.Errorf("%s, key %s: %w", where, corev1.TLSPrivateKeyKey, err)
-	}
-	if err := pki.CheckKeyPair(cert, key); err != nil {
-		return fmt.Errorf("%s: %w", where, err)
-	}
 	if err := pki.CheckAlgorithm(cert.PublicKey); err != nil {
 		return fmt.Errorf("%s: %w", where, err)
 	}
