@@ -93,17 +93,30 @@ func isOwnChain(name string) bool {
 	return slices.Contains(ownChains, name)
 }
 
-// natRules returns the "-A ..." lines of the nat table in iptables-save
-// output.
-func natRules(save []byte) []string {
+// natLines returns the lines of the nat table in iptables-save output,
+// trimmed.
+func natLines(save []byte) []string {
 	var out []string
 	inNat := false
 	for _, line := range strings.Split(string(save), "\n") {
 		line = strings.TrimSpace(line)
-		switch {
-		case strings.HasPrefix(line, "*"):
+		if strings.HasPrefix(line, "*") {
 			inNat = line == "*nat"
-		case inNat && strings.HasPrefix(line, "-A "):
+			continue
+		}
+		if inNat {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// natRules returns the "-A ..." lines of the nat table in iptables-save
+// output.
+func natRules(save []byte) []string {
+	var out []string
+	for _, line := range natLines(save) {
+		if strings.HasPrefix(line, "-A ") {
 			out = append(out, line)
 		}
 	}
@@ -113,17 +126,12 @@ func natRules(save []byte) []string {
 // chainsIn returns the mesh's chains declared in the nat table of save.
 func chainsIn(save []byte) []string {
 	var out []string
-	inNat := false
-	for _, line := range strings.Split(string(save), "\n") {
-		line = strings.TrimSpace(line)
-		switch {
-		case strings.HasPrefix(line, "*"):
-			inNat = line == "*nat"
-		case inNat && strings.HasPrefix(line, ":"):
-			name, _, _ := strings.Cut(line[1:], " ")
-			if isOwnChain(name) {
-				out = append(out, name)
-			}
+	for _, line := range natLines(save) {
+		if !strings.HasPrefix(line, ":") {
+			continue
+		}
+		if name, _, _ := strings.Cut(line[1:], " "); isOwnChain(name) {
+			out = append(out, name)
 		}
 	}
 	return out
