@@ -3,7 +3,6 @@ package proxy
 import (
 	"encoding/json"
 	"io"
-	"net/http"
 	"sync"
 	"time"
 )
@@ -64,12 +63,12 @@ func (s *session) entry(start time.Time, upstream, reason string) *AccessEntry {
 	}
 }
 
-func (s *session) logRequest(r *http.Request, code int, d time.Duration, in, out int64, upstream, reason string) {
+func (s *session) logRequest(method, authority, path string, code int, d time.Duration, in, out int64, upstream, reason string) {
 	if s.p.accessLog == nil {
 		return
 	}
 	e := s.entry(time.Now().Add(-d), upstream, reason)
-	e.Method, e.Authority, e.Path, e.Status = r.Method, r.Host, r.URL.RequestURI(), code
+	e.Method, e.Authority, e.Path, e.Status = method, authority, path, code
 	e.BytesReceived, e.BytesSent = in, out
 	s.p.accessLog.write(e)
 }

@@ -11,20 +11,6 @@ import (
 	"time"
 )
 
-// FuzzScanHead checks the raw head scan against any bytes: no panic, and
-// its counts stay within the input.
-func FuzzScanHead(f *testing.F) {
-	f.Add([]byte("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\nx"))
-	f.Add([]byte("GET / HTTP/1.1\nHost : a\n\n"))
-	f.Add([]byte("\r\n\r\n"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		v := scanHead(b)
-		if v.size > len(b) || v.fields > bytes.Count(b, []byte("\n")) {
-			t.Fatalf("facts %+v beyond input of %d bytes", v, len(b))
-		}
-	})
-}
-
 // FuzzHTTP1Conn sends arbitrary bytes to the outbound listener as the start
 // of an HTTP/1 connection. Whatever the bytes, the proxy must answer with a
 // well-formed HTTP response or close, within a bound, and must not crash.

@@ -44,7 +44,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.series.Error(metrics.ReasonHeaderLimit)
 		http.Error(sw, "request header fields too large", http.StatusRequestHeaderFieldsTooLarge)
 		s.series.Request(http.StatusRequestHeaderFieldsTooLarge, class, time.Since(start), 0, 0)
-		s.logRequest(r, http.StatusRequestHeaderFieldsTooLarge, time.Since(start), 0, 0, "", "header_limit")
+		s.logRequest(r.Method, r.Host, r.URL.RequestURI(), http.StatusRequestHeaderFieldsTooLarge, time.Since(start), 0, 0, "", "header_limit")
 		return
 	}
 
@@ -54,7 +54,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.series.Error(metrics.ReasonNoEndpoints)
 		http.Error(sw, "no endpoints", http.StatusServiceUnavailable)
 		s.series.Request(http.StatusServiceUnavailable, class, time.Since(start), 0, 0)
-		s.logRequest(r, http.StatusServiceUnavailable, time.Since(start), 0, 0, "", "no_endpoints")
+		s.logRequest(r.Method, r.Host, r.URL.RequestURI(), http.StatusServiceUnavailable, time.Since(start), 0, 0, "", "no_endpoints")
 		return
 	}
 	ctx, cancel := context.WithCancel(r.Context())
@@ -101,7 +101,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reason = failReason.String()
 	}
 	s.series.Request(sw.code, class, d, body.n.Load(), sw.n)
-	s.logRequest(r, sw.code, d, body.n.Load(), sw.n, addr, reason)
+	s.logRequest(r.Method, r.Host, r.URL.RequestURI(), sw.code, d, body.n.Load(), sw.n, addr, reason)
 }
 
 // keepTrailersOnly keeps a gRPC "trailers-only" response (RFC-less but
