@@ -167,6 +167,14 @@ func newH1Out(c net.Conn, timeout time.Duration) *h1out {
 	return &h1out{c: c, buf: (*(h1BufPool.Get().(*[]byte)))[:0], timeout: timeout}
 }
 
+// shrink gives back a buffer that grew for an unusually large head; it
+// must hold nothing.
+func (o *h1out) shrink() {
+	if cap(o.buf) != h1BufSize {
+		o.buf = (*(h1BufPool.Get().(*[]byte)))[:0]
+	}
+}
+
 func (o *h1out) release() {
 	putBuf(o.buf)
 	o.buf = nil

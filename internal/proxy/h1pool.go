@@ -79,6 +79,8 @@ func (p *h1Pool) get(ctx context.Context, addr string) (uc *upstreamConn, reused
 
 // put returns a connection whose last response was read to the end.
 func (p *h1Pool) put(uc *upstreamConn) {
+	uc.in.shrink()
+	uc.out.shrink()
 	uc.idleSince = time.Now()
 	p.mu.Lock()
 	if p.closed || len(p.idle[uc.addr]) >= p.maxIdle {

@@ -80,6 +80,10 @@ func (s *session) serveHTTP1() {
 	}()
 	for first := true; h.serveOne(first); first = false {
 		h.in.shrink()
+		h.out.shrink()
+		if cap(h.upstreamHead) > 2*h1BufSize {
+			h.upstreamHead = nil
+		}
 	}
 }
 
