@@ -2,12 +2,14 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -285,5 +287,172 @@ func TestHTTP1UpstreamHeadLimit(t *testing.T) {
 	tp := startProxy(t, withService("", backend), fixedDst(serviceVIP))
 	if got := rawRequest(t, tp.outbound, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); got != "HTTP/1.1 502 Bad Gateway" {
 		t.Errorf("status %q", got)
+	}
+}
+
+// rawBackend answers every request it reads with respond(request head),
+// raw bytes written as they are (closing the connection after a response
+// without framing fields), and sends each request's head as it
+// arrived (lines without their CRLF) on the returned channel. It reads
+// requests with net/http, standing in for the application.
+func rawBackend(t *testing.T, respond func(head []string) string) (string, <-chan []string) {
+	heads := make(chan []string, 16)
+	addr := listenTCP(t, func(c net.Conn) {
+		var raw bytes.Buffer
+		br := bufio.NewReader(io.TeeReader(c, &raw))
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			// The raw bytes read so far start with this request's head;
+			// a pipelined request after it stays for the next round.
+			b := raw.Bytes()
+			end := bytes.Index(b, []byte("\r\n\r\n"))
+			head := strings.Split(string(b[:end]), "\r\n")
+			raw.Next(len(b) - br.Buffered())
+			heads <- head
+			resp := respond(head)
+			if _, err := io.WriteString(c, resp); err != nil {
+				return
+			}
+			if !strings.Contains(resp, "Content-Length") && !strings.Contains(resp, "chunked") {
+				return // a body that ends with the connection
+			}
+		}
+	})
+	return addr, heads
+}
+
+// exchange writes raw to a new connection to addr, half-closes it, and
+// returns everything the proxy sent back.
+func exchangeRaw(t *testing.T, addr, raw string) string {
+	t.Helper()
+	c := dialWithDeadline(t, addr)
+	io.WriteString(c, raw)
+	c.(*net.TCPConn).CloseWrite()
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	return string(b)
+}
+
+// What the upstream receives, and what the client gets back, for the
+// shapes of HTTP/1 messages a proxy must re-write.
+func TestHTTP1Rewrites(t *testing.T) {
+	const ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	for _, tc := range []struct {
+		name string
+		// req is what the client sends; resp what the upstream answers.
+		req, resp string
+		// upstream lists lines the upstream's head must hold (the first is
+		// its request line), notUpstream lines (by prefix) it must not.
+		upstream, notUpstream []string
+		// client is the exact answer the client gets.
+		client string
+	}{{
+		name:        "hop-by-hop fields dropped, TE trailers kept",
+		req:         "GET /p HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Private\r\nX-Private: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers, deflate\r\nX-End: 2\r\n\r\n",
+		resp:        "HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok",
+		upstream:    []string{"GET /p HTTP/1.1", "Host: a", "TE: trailers", "X-End: 2"},
+		notUpstream: []string{"Connection", "X-Private", "Keep-Alive", "Proxy-Connection", "TE: trailers, deflate"},
+		client:      "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+	}, {
+		name:        "absolute-form target: its authority is the Host",
+		req:         "GET http://svc.test:8080/p?q=1 HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n",
+		resp:        ok,
+		upstream:    []string{"GET /p?q=1 HTTP/1.1", "Host: svc.test:8080"},
+		notUpstream: []string{"Host: other"},
+		client:      "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+	}, {
+		name:     "HTTP/1.0 without Host, keep-alive",
+		req:      "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+		resp:     ok,
+		upstream: []string{"GET / HTTP/1.1", "Host: 127.0.0.1:"},
+		client:   "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok",
+	}, {
+		name:   "HTTP/1.0 upstream body until close, re-framed as chunks",
+		req:    "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		resp:   "HTTP/1.0 200 OK\r\nX-A: 1\r\n\r\nuntil the end",
+		client: "HTTP/1.1 200 OK\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n\r\nd\r\nuntil the end\r\n0\r\n\r\n",
+	}, {
+		name:   "HTTP/1.0 client, body until close stays so",
+		req:    "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+		resp:   "HTTP/1.0 200 OK\r\n\r\nuntil the end",
+		client: "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
+	}, {
+		name:   "HEAD keeps the length of what GET would send",
+		req:    "HEAD / HTTP/1.1\r\nHost: a\r\n\r\n",
+		resp:   "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n",
+		client: "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n",
+	}, {
+		name:   "chunked response with trailers, extensions dropped",
+		req:    "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		resp:   "HTTP/1.1 200 OK\r\nTrailer: X-T\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n0\r\nX-T: t\r\n\r\n",
+		client: "HTTP/1.1 200 OK\r\nTrailer: X-T\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: t\r\n\r\n",
+	}, {
+		name:   "Transfer-Encoding overrides Content-Length in a response",
+		req:    "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		resp:   "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+		client: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+	}, {
+		name:   "interim responses are not forwarded",
+		req:    "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		resp:   "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n" + ok,
+		client: ok,
+	}, {
+		name:   "malformed response",
+		req:    "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		resp:   "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+		client: "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 42\r\nConnection: close\r\n\r\nBad Gateway: upstream: malformed response\n",
+	}, {
+		name:     "pipelined requests answered in order",
+		req:      "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nPOST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+		resp:     ok,
+		upstream: []string{"GET /1 HTTP/1.1"},
+		client:   ok + ok,
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			backend, heads := rawBackend(t, func([]string) string { return tc.resp })
+			tp := startProxy(t, withService("", backend), fixedDst(serviceVIP))
+			if got := exchangeRaw(t, tp.outbound, tc.req); got != tc.client {
+				t.Errorf("client got\n%q\nwant\n%q", got, tc.client)
+			}
+			head := <-heads
+			if len(tc.upstream) > 0 && head[0] != tc.upstream[0] {
+				t.Errorf("upstream request line %q, want %q", head[0], tc.upstream[0])
+			}
+			for _, want := range tc.upstream[min(1, len(tc.upstream)):] {
+				if !slices.ContainsFunc(head, func(l string) bool { return strings.HasPrefix(l, want) }) {
+					t.Errorf("upstream head lacks %q:\n%s", want, strings.Join(head, "\n"))
+				}
+			}
+			for _, bad := range tc.notUpstream {
+				if slices.ContainsFunc(head[1:], func(l string) bool { return strings.HasPrefix(l, bad) }) {
+					t.Errorf("upstream head has %q:\n%s", bad, strings.Join(head, "\n"))
+				}
+			}
+		})
+	}
+}
+
+// A CONNECT answered 2xx becomes a tunnel, as an upgrade does.
+func TestHTTP1Connect(t *testing.T) {
+	backend := listenTCP(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil || req.Method != "CONNECT" || req.Host != "db.test:5432" {
+			io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
+		io.Copy(c, br)
+	})
+	tp := startProxy(t, withService("", backend), fixedDst(serviceVIP))
+	got := exchangeRaw(t, tp.outbound, "CONNECT db.test:5432 HTTP/1.1\r\nHost: db.test:5432\r\n\r\nping")
+	if want := "HTTP/1.1 200 Connection established\r\n\r\nping"; got != want {
+		t.Errorf("got %q, want %q", got, want)
 	}
 }
