@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -405,8 +404,8 @@ func (h *h1conn) stopBody(uc *upstreamConn) {
 }
 
 // tunnel completes an Upgrade (WebSocket and others) or a CONNECT: it sends
-// the response head and then copies bytes both ways until both sides
-// close.
+// the response head and then copies bytes both ways as a TCP connection
+// is (half-close, tcpIdleTimeout) until both sides close.
 func (h *h1conn) tunnel(uc *upstreamConn, start time.Time, streamed bool) bool {
 	s := h.s
 	h.guard.stop()
@@ -432,22 +431,20 @@ func (h *h1conn) tunnel(uc *upstreamConn, start time.Time, streamed bool) bool {
 	if err != nil {
 		return false
 	}
-	// And the client's, after its request.
+	// And the client's after its request: those read from the connection,
+	// then those detection still holds.
+	cc := s.client.(*countingConn)
 	if b := h.in.buffered(); len(b) > 0 {
 		if _, err := uc.Write(b); err != nil {
 			return false
 		}
 	}
-	h.clearReadDeadline()
-	done := make(chan struct{})
-	go func() {
-		io.Copy(uc.Conn, s.client)
-		closeWrite(uc.Conn)
-		close(done)
-	}()
-	io.Copy(s.client, uc.Conn)
-	closeWrite(s.client)
-	<-done
+	if _, err := sendPeeked(cc, uc.Conn); err != nil {
+		return false
+	}
+	toServer, toClient, _ := join(rawConn(cc), uc.Conn, s.limits.TCPIdleTimeout.D())
+	cc.read.Add(toServer)
+	cc.written.Add(toClient)
 	return false
 }
 

@@ -456,3 +456,43 @@ func TestHTTP1Connect(t *testing.T) {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }
+
+// An upgraded connection is a TCP connection from then on: the request
+// timeouts (and the write deadline of the 101 response) no longer apply,
+// only tcpIdleTimeout.
+func TestHTTP1UpgradeOutlivesRequestTimeouts(t *testing.T) {
+	backend := listenTCP(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		io.Copy(c, br)
+	})
+	tp := startProxy(t, withService("limits: {streamIdleTimeout: 100ms, requestTimeout: 200ms, tcpIdleTimeout: 300ms}\n", backend), fixedDst(serviceVIP))
+	c := dialWithDeadline(t, tp.outbound)
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br := bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("response %v, %v", resp, err)
+	}
+	// Messages 150 ms apart for 600 ms: past both request timeouts, never
+	// silent for tcpIdleTimeout.
+	for i := range 4 {
+		time.Sleep(150 * time.Millisecond)
+		msg := fmt.Sprintf("m%d;", i)
+		io.WriteString(c, msg)
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
+			t.Fatalf("message %d: echoed %q, %v", i, got, err)
+		}
+	}
+	// Then silence: tcpIdleTimeout ends it.
+	start := time.Now()
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("read a byte from a silent tunnel")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("silent tunnel held for %v", d)
+	}
+}

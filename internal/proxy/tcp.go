@@ -44,33 +44,68 @@ func (s *session) forwardTCP(cc *countingConn) {
 	upTracked := s.p.track(up)
 	defer s.p.untrack(upTracked)
 
-	var toServer, toClient int64
-	if dc, ok := cc.Conn.(*detect.Conn); ok {
-		if b := dc.Peeked(); len(b) > 0 {
-			n, err := up.Write(b)
-			toServer += int64(n)
-			if err != nil {
-				cc.read.Add(toServer)
-				s.series.Error(metrics.ReasonUpstream)
-				return
-			}
-		}
+	toServer, err := sendPeeked(cc, up)
+	if err != nil {
+		cc.read.Add(toServer)
+		s.series.Error(metrics.ReasonUpstream)
+		return
 	}
-	var client net.Conn = cc.Conn
+	upBytes, toClient, err := join(rawConn(cc), up, s.limits.TCPIdleTimeout.D())
+	toServer += upBytes
+	cc.read.Add(toServer)
+	cc.written.Add(toClient)
+	reason := ""
+	if errors.Is(err, errIdle) {
+		s.series.Error(metrics.ReasonTimeout)
+		reason = "idle_timeout"
+	}
+	s.logTCP(start, addr, toServer, toClient, reason)
+}
+
+// sendPeeked writes to up the bytes that detection read from the client
+// and nobody has read since.
+func sendPeeked(cc *countingConn, up net.Conn) (int64, error) {
+	dc, ok := cc.Conn.(*detect.Conn)
+	if !ok {
+		return 0, nil
+	}
+	b := dc.Peeked()
+	if len(b) == 0 {
+		return 0, nil
+	}
+	n, err := up.Write(b)
+	return int64(n), err
+}
+
+// rawConn is the connection under cc's counting and detection's replay,
+// to be read directly once sendPeeked has taken what detection held:
+// between two *net.TCPConn the copies use splice(2). The caller counts the
+// bytes.
+func rawConn(cc *countingConn) net.Conn {
 	if tc, ok := tcpConn(cc); ok {
-		client = tc
+		return tc
 	}
-	idle := s.limits.TCPIdleTimeout.D()
+	return cc.Conn
+}
+
+// join copies bytes both ways between client and up until both directions
+// have ended, honouring half-close. When one direction fails, or both have
+// been silent for idle (0: no limit), both connections are closed and the
+// error (errIdle for silence) returned. It returns the bytes each way.
+func join(client, up net.Conn, idle time.Duration) (toServer, toClient int64, err error) {
+	// A deadline left by an earlier exchange on these connections must
+	// not cut the copies.
+	client.SetDeadline(time.Time{})
+	up.SetDeadline(time.Time{})
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
 	errc := make(chan error, 1)
-	var upBytes int64
 	go func() {
 		var err error
-		upBytes, err = pipe(up, client, idle, &last)
+		toServer, err = pipe(up, client, idle, &last)
 		errc <- err
 	}()
-	downBytes, err1 := pipe(client, up, idle, &last)
+	toClient, err1 := pipe(client, up, idle, &last)
 	if err1 != nil {
 		// Unblock the other direction.
 		client.Close()
@@ -81,18 +116,7 @@ func (s *session) forwardTCP(cc *countingConn) {
 		client.Close()
 		up.Close()
 	}
-	toServer += upBytes
-	toClient += downBytes
-	cc.read.Add(toServer)
-	cc.written.Add(toClient)
-	reason := ""
-	if err := errors.Join(err1, err2); err != nil {
-		if errors.Is(err, errIdle) {
-			s.series.Error(metrics.ReasonTimeout)
-			reason = "idle_timeout"
-		}
-	}
-	s.logTCP(start, addr, toServer, toClient, reason)
+	return toServer, toClient, errors.Join(err1, err2)
 }
 
 var errIdle = errors.New("connection idle")
