@@ -93,17 +93,20 @@ func (r *relay) copyN(n int64) bool {
 	return true
 }
 
-// line reads a line of the chunked framing, without its line ending.
+// line reads a line of the chunked framing, without its CRLF. A bare LF
+// is malformed: RFC 9112 allows it for the lines of a head, not for those
+// of the chunked coding (erratum 7633), and parsers that read it as a line
+// end and those that do not disagree on where the body ends.
 func (r *relay) line() ([]byte, bool) {
 	for {
 		b := r.in.buffered()
 		if i := bytes.IndexByte(b, '\n'); i >= 0 {
 			r.in.consume(i + 1)
-			l := b[:i]
-			if len(l) > 0 && l[len(l)-1] == '\r' {
-				l = l[:len(l)-1]
+			if i == 0 || b[i-1] != '\r' {
+				r.readErr = errBadChunk
+				return nil, false
 			}
-			return l, true
+			return b[:i-1], true
 		}
 		if len(b) >= len(r.in.buf) {
 			r.readErr = errBadChunk

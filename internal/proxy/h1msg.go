@@ -187,7 +187,14 @@ func (h *h1head) absoluteForm() bool {
 	default:
 		return false
 	}
-	end := bytes.IndexAny(rest, "/?#")
+	// An absolute-URI has no fragment (RFC 9112 section 3.2.2), and
+	// other parsers keep "#..." in the path or query instead of dropping
+	// it: refused, so that the upstream is not sent another path than
+	// they would read.
+	if bytes.IndexByte(rest, '#') >= 0 {
+		return false
+	}
+	end := bytes.IndexAny(rest, "/?")
 	if end < 0 {
 		end = len(rest)
 	}
@@ -195,14 +202,15 @@ func (h *h1head) absoluteForm() bool {
 	if at := bytes.LastIndexByte(authority, '@'); at >= 0 {
 		authority = authority[at+1:]
 	}
-	if len(authority) == 0 || !validHost(authority) {
+	// Percent-encoding in the host is decoded by URI parsers ("a%C3%A4"
+	// is "aä" to net/url, "[::1%25e]" is "[::1%e]") and not by the Host
+	// field's readers: refused, as the host forwarded would not be the
+	// one they read.
+	if len(authority) == 0 || !validHost(authority) || bytes.IndexByte(authority, '%') >= 0 {
 		return false
 	}
 	h.host, h.hostOverride = authority, true
 	path := rest[end:]
-	if i := bytes.IndexByte(path, '#'); i >= 0 {
-		path = path[:i]
-	}
 	switch {
 	case len(path) == 0:
 		h.target = slash
@@ -251,6 +259,11 @@ func (h *h1head) parseResponse(b []byte) bool {
 		}
 	}
 	if h.parseFields(rest, 0, false) != nil {
+		return false
+	}
+	if h.minor == 0 && h.body == bodyChunked {
+		// RFC 9112 section 6.1: faulty framing, as in a request. An
+		// HTTP/1.0 recipient reads such a body until the close.
 		return false
 	}
 	if h.body == bodyNone {
@@ -336,10 +349,15 @@ func (h *h1head) parseFields(b []byte, maxFields int, request bool) *h1Error {
 				if !ok || h.body == bodyLength && n != h.length {
 					return badRequest("invalid Content-Length")
 				}
-				if h.body == bodyChunked {
+				switch {
+				case h.body != bodyChunked:
+					h.body, h.length = bodyLength, n
+				case request:
 					return errBothFramings
+				default:
+					// As below: Transfer-Encoding wins, whatever the order.
+					h.close = true
 				}
-				h.body, h.length = bodyLength, n
 			}
 		case 16:
 			if asciiEqualFoldBytes(name, "proxy-connection") {
