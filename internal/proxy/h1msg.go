@@ -53,9 +53,9 @@ type h1head struct {
 
 	// Requests only.
 	method, target, host []byte
-	// hostOverride replaces the Host field: the authority of an
-	// absolute-form target, or the upstream address when HTTP/1.0 sent no
-	// Host.
+	// hostOverride: host is the authority of an absolute-form target,
+	// which replaces the Host field (an HTTP/1.0 request without Host gets
+	// the upstream address instead, in appendRequest).
 	hostOverride bool
 	expect       bool // Expect: 100-continue
 

@@ -488,8 +488,3 @@ func setReadDeadline(c net.Conn, d time.Duration) {
 	}
 	c.SetReadDeadline(time.Now().Add(d))
 }
-
-func isNetClosed(err error) bool {
-	var ne *net.OpError
-	return errors.Is(err, net.ErrClosed) || errors.As(err, &ne)
-}
