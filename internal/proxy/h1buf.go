@@ -180,9 +180,6 @@ func (o *h1out) release() {
 	o.buf = nil
 }
 
-// reset drops what was gathered and not written.
-func (o *h1out) reset() { o.buf = o.buf[:0] }
-
 func (o *h1out) flush() error {
 	if len(o.buf) == 0 {
 		return nil
