@@ -178,7 +178,7 @@ func BenchmarkHTTP1ProxyPost(b *testing.B) {
 // canned 1 KiB response, so that the proxy's share dominates a profile.
 func rawEcho(b *testing.B) string {
 	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1024\r\n\r\n" + string(kib))
-	return listenRaw(b, func(c net.Conn) {
+	return listenTCP(b, func(c net.Conn) {
 		buf := make([]byte, 16<<10)
 		have := 0
 		for {
@@ -201,24 +201,6 @@ func rawEcho(b *testing.B) string {
 			}
 		}
 	})
-}
-
-func listenRaw(b *testing.B, serve func(net.Conn)) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); serve(c) }()
-		}
-	}()
-	return ln.Addr().String()
 }
 
 // BenchmarkHTTP1ProxyRaw is the load harness's request (POST, 1 KiB body,
