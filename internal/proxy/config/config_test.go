@@ -1,9 +1,11 @@
 package config
 
 import (
+	"encoding/json"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -138,4 +140,34 @@ func TestOpaquePortDefaults(t *testing.T) {
 	if s.OutboundOpaque(5432) || s.InboundOpaque(3306) || !s.InboundOpaque(9000) {
 		t.Error("an explicit list must replace the defaults")
 	}
+}
+
+// FuzzParse feeds any bytes to Parse: it must not panic, an error must
+// name the source, and a configuration it accepts must come back the same
+// from its own dump (what /config_dump serves can be loaded again).
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(valid))
+	f.Add([]byte(`{"version": "v1", "limits": {"idleTimeout": "1m30s", "maxHeaderCount": 10}}`))
+	f.Add([]byte("version: v1\ninbound: {forwardTo: loopback, opaquePorts: [3306]}\n"))
+	f.Add([]byte("version: v1\nservices: [{name: a, namespace: b, addresses: [\"::1\"], ports: [{port: 1}], endpoints: [{address: \"[::1]\"}]}]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := Parse(data, "fuzz.yaml")
+		if err != nil {
+			if !strings.Contains(err.Error(), "fuzz.yaml") {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		dump, err := json.Marshal(s.Config)
+		if err != nil {
+			t.Fatalf("dumping an accepted configuration: %v", err)
+		}
+		again, err := Parse(dump, "dump.json")
+		if err != nil {
+			t.Fatalf("the dump of an accepted configuration is refused: %v\n%s", err, dump)
+		}
+		if !reflect.DeepEqual(again.Config, s.Config) {
+			t.Fatalf("the dump reads back differently:\n%+v\n%+v", s.Config, again.Config)
+		}
+	})
 }
