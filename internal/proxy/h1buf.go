@@ -21,6 +21,8 @@ var (
 
 var h1BufPool = sync.Pool{New: func() any { b := make([]byte, h1BufSize); return &b }}
 
+func getBuf() []byte { return *(h1BufPool.Get().(*[]byte)) }
+
 // putBuf pools a buffer of the usual size; one grown for a large head is
 // left to the collector.
 func putBuf(b []byte) {
@@ -42,7 +44,7 @@ type h1in struct {
 }
 
 func newH1In(src io.Reader) *h1in {
-	return &h1in{src: src, buf: *(h1BufPool.Get().(*[]byte))}
+	return &h1in{src: src, buf: getBuf()}
 }
 
 // release returns the buffer to the pool; the reader is unusable after,
@@ -97,7 +99,7 @@ func (in *h1in) shrink() {
 	if len(in.buf) == h1BufSize || in.w-in.r > h1BufSize {
 		return
 	}
-	b := *(h1BufPool.Get().(*[]byte))
+	b := getBuf()
 	in.w = copy(b, in.buf[in.r:in.w])
 	in.r = 0
 	in.buf = b
@@ -159,19 +161,17 @@ type h1out struct {
 	c       net.Conn
 	buf     []byte
 	timeout time.Duration
-	// n counts the bytes written to c.
-	n int64
 }
 
 func newH1Out(c net.Conn, timeout time.Duration) *h1out {
-	return &h1out{c: c, buf: (*(h1BufPool.Get().(*[]byte)))[:0], timeout: timeout}
+	return &h1out{c: c, buf: getBuf()[:0], timeout: timeout}
 }
 
 // shrink gives back a buffer that grew for an unusually large head; it
 // must hold nothing.
 func (o *h1out) shrink() {
 	if cap(o.buf) != h1BufSize {
-		o.buf = (*(h1BufPool.Get().(*[]byte)))[:0]
+		o.buf = getBuf()[:0]
 	}
 }
 
@@ -209,7 +209,6 @@ func (o *h1out) writeNow(p []byte) error {
 	if o.timeout > 0 {
 		o.c.SetWriteDeadline(time.Now().Add(o.timeout))
 	}
-	n, err := o.c.Write(p)
-	o.n += int64(n)
+	_, err := o.c.Write(p)
 	return err
 }
