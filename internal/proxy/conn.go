@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
 	"log"
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +44,7 @@ func (p *Proxy) handle(l *listener, raw net.Conn, snap *config.Snapshot) {
 	s.tracked = p.track(raw)
 	defer p.untrack(s.tracked)
 	defer raw.Close()
+	defer func() { p.containPanic(s, recover()) }()
 
 	dst, err := p.origDst(raw)
 	if err != nil {
@@ -130,6 +133,25 @@ func (p *Proxy) handle(l *listener, raw net.Conn, snap *config.Snapshot) {
 	default:
 		s.forwardTCP(cc)
 	}
+}
+
+// containPanic ends a connection whose handling panicked (v is what
+// recover returned) instead of the whole proxy, as net/http's server does:
+// a bug that one request can trigger must not take down every connection
+// of the pod. It is logged with its stack and counted as the reason
+// "internal". It reports whether there was a panic.
+func (p *Proxy) containPanic(s *session, v any) bool {
+	if v == nil {
+		return false
+	}
+	p.log.Error("recovered from a panic serving a connection", "direction", s.dir.String(),
+		"peer", s.client.RemoteAddr().String(), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	series := s.series
+	if series == nil {
+		series = p.metrics.Series(s.dir, metrics.Unknown)
+	}
+	series.Error(metrics.ReasonInternal)
+	return true
 }
 
 // opaque reports whether detection is skipped for this connection.

@@ -345,7 +345,10 @@ func (h *h1conn) exchange(addr string, streamed bool) (*upstreamConn, error) {
 	}
 }
 
-var errBadResponse = errors.New("malformed response")
+var (
+	errBadResponse = errors.New("malformed response")
+	errInternal    = errors.New("internal error")
+)
 
 func (h *h1conn) readResponseHead(uc *upstreamConn) error {
 	for {
@@ -381,6 +384,12 @@ func (h *h1conn) startBody(uc *upstreamConn) {
 	kind, length, expect := h.req.body, h.req.length, h.req.expect
 	go func() {
 		defer close(h.bodyDone)
+		defer func() {
+			if h.s.p.containPanic(h.s, recover()) {
+				h.body.readErr = errInternal
+				uc.Close()
+			}
+		}()
 		if expect && len(h.in.buffered()) == 0 {
 			h.wmu.Lock()
 			if !h.responded {

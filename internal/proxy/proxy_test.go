@@ -189,3 +189,28 @@ func dialWithDeadline(t testing.TB, addr string) net.Conn {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	return c
 }
+
+// A panic while serving one connection ends that connection, not the
+// proxy. The real parts have no known panic to trigger, so the test's
+// original-destination lookup panics once, on purpose.
+func TestPanicIsContainedToItsConnection(t *testing.T) {
+	backend := echoBackend(t)
+	var calls atomic.Int64
+	find := fixedDst(serviceVIP)
+	tp := startProxy(t, withService("", backend), func(c net.Conn) (netip.AddrPort, error) {
+		if calls.Add(1) == 1 {
+			panic("injected by the test")
+		}
+		return find(c)
+	})
+	c := dialWithDeadline(t, tp.outbound)
+	if _, err := io.ReadAll(c); err != nil {
+		t.Fatalf("the panicking connection was not closed cleanly: %v", err)
+	}
+	if got := rawRequest(t, tp.outbound, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); got != "HTTP/1.1 200 OK" {
+		t.Fatalf("after the panic: %q", got)
+	}
+	if m := tp.metricsText(t); !strings.Contains(m, `meshproxy_errors_total{direction="outbound",service="unknown",reason="internal"} 1`) {
+		t.Errorf("panic not counted:\n%s", m)
+	}
+}

@@ -79,12 +79,14 @@ const (
 	ReasonLoop                        // the destination was the proxy itself
 	ReasonNoOriginalDst               // the original destination was unknown
 	ReasonClientReset                 // the client went away mid-request
+	ReasonInternal                    // the proxy failed: a bug, contained to one connection
 	numReasons
 )
 
 var reasonNames = [numReasons]string{
 	"connect", "no_endpoints", "upstream", "timeout", "bad_request",
 	"header_limit", "connection_limit", "loop", "no_original_dst", "client_reset",
+	"internal",
 }
 
 func (r Reason) String() string { return reasonNames[r] }
