@@ -79,6 +79,12 @@ func (p *h1Pool) get(ctx context.Context, addr string) (uc *upstreamConn, reused
 
 // put returns a connection whose last response was read to the end.
 func (p *h1Pool) put(uc *upstreamConn) {
+	if len(uc.in.buffered()) > 0 {
+		// Bytes after the end of the response: not a response to any
+		// request of ours, and nothing the next request may read.
+		uc.discard()
+		return
+	}
 	uc.in.shrink()
 	uc.out.shrink()
 	uc.idleSince = time.Now()

@@ -496,3 +496,19 @@ func TestHTTP1UpgradeOutlivesRequestTimeouts(t *testing.T) {
 		t.Errorf("silent tunnel held for %v", d)
 	}
 }
+
+// Bytes an upstream sends after the end of a response (here, a whole
+// second response nobody asked for) must not become the answer to the next
+// request sent on that connection: the connection is not reused.
+func TestHTTP1UpstreamBytesAfterResponse(t *testing.T) {
+	backend, _ := rawBackend(t, func([]string) string {
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale"
+	})
+	tp := startProxy(t, withService("", backend), fixedDst(serviceVIP))
+	for i := range 2 {
+		got := exchangeRaw(t, tp.outbound, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+		if want := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"; got != want {
+			t.Fatalf("request %d: got %q, want %q", i, got, want)
+		}
+	}
+}
