@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -24,6 +25,47 @@ type upstreamConn struct {
 	in        *h1in
 	out       *h1out
 	idleSince time.Time
+
+	// For fitForReuse, made once per connection so that the check
+	// allocates nothing: raw is nil when the connection is not TCP.
+	raw    syscall.RawConn
+	peekFn func(fd uintptr) bool
+	unfit  bool
+	peeked [1]byte
+}
+
+func newUpstreamConn(c net.Conn, addr string) *upstreamConn {
+	uc := &upstreamConn{Conn: c, addr: addr, in: newH1In(c), out: newH1Out(c, 0)}
+	if tc, ok := tcpConn(c); ok {
+		if raw, err := tc.SyscallConn(); err == nil {
+			uc.raw = raw
+			uc.peekFn = uc.peek
+		}
+	}
+	return uc
+}
+
+// fitForReuse reports, without blocking, whether an idle connection can
+// carry another request: the upstream has not closed it, and has not sent
+// bytes that no request asked for (which the next request would read as
+// its response).
+func (uc *upstreamConn) fitForReuse() bool {
+	if uc.raw == nil {
+		return true
+	}
+	uc.unfit = false
+	if err := uc.raw.Read(uc.peekFn); err != nil {
+		return false
+	}
+	return !uc.unfit
+}
+
+func (uc *upstreamConn) peek(fd uintptr) bool {
+	n, err := peekByte(fd, &uc.peeked)
+	// n > 0: stray bytes; n == 0 without error: closed; an error other
+	// than EAGAIN: broken. EAGAIN: idle and open, as it should be.
+	uc.unfit = n > 0 || n == 0 && err == nil || err != nil && !errors.Is(err, unix.EAGAIN)
+	return true
 }
 
 // discard closes the connection and gives back its buffers. Only the
@@ -65,7 +107,12 @@ func (p *h1Pool) get(ctx context.Context, addr string) (uc *upstreamConn, reused
 		p.idle[addr] = list[:len(list)-1]
 		if time.Since(uc.idleSince) < p.idleTimeout {
 			p.mu.Unlock()
-			return uc, true, nil
+			if uc.fitForReuse() {
+				return uc, true, nil
+			}
+			uc.discard()
+			p.mu.Lock()
+			continue
 		}
 		uc.discard()
 	}
@@ -74,7 +121,7 @@ func (p *h1Pool) get(ctx context.Context, addr string) (uc *upstreamConn, reused
 	if err != nil {
 		return nil, false, err
 	}
-	return &upstreamConn{Conn: c, addr: addr, in: newH1In(c), out: newH1Out(c, 0)}, false, nil
+	return newUpstreamConn(c, addr), false, nil
 }
 
 // put returns a connection whose last response was read to the end.
@@ -144,28 +191,6 @@ func (p *h1Pool) close() {
 		}
 		delete(p.idle, addr)
 	}
-}
-
-// closedByPeer reports, without blocking, whether the upstream has closed
-// an idle connection (a read would return EOF at once), so that a request
-// whose body cannot be replayed is not sent on a dead connection.
-func closedByPeer(c net.Conn) bool {
-	tc, ok := tcpConn(c)
-	if !ok {
-		return false
-	}
-	raw, err := tc.SyscallConn()
-	if err != nil {
-		return true
-	}
-	var buf [1]byte
-	closed := false
-	raw.Read(func(fd uintptr) bool {
-		n, _, err := unix.Recvfrom(int(fd), buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		closed = n == 0 && err == nil || err != nil && !errors.Is(err, unix.EAGAIN)
-		return true
-	})
-	return closed
 }
 
 // dialError is a failure to connect, as opposed to a failure of an

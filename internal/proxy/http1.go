@@ -312,14 +312,6 @@ func (h *h1conn) exchange(addr string, streamed bool) (*upstreamConn, error) {
 		if err != nil {
 			return nil, &dialError{err}
 		}
-		if reused && streamed && closedByPeer(uc.Conn) {
-			// A streamed body cannot be replayed: check before sending.
-			uc.discard()
-			if uc, _, err = pool.get(context.Background(), addr); err != nil {
-				return nil, &dialError{err}
-			}
-			reused = false
-		}
 		h.upstream.Store(uc)
 		h.bodyDone = nil
 		mark := uc.in.n

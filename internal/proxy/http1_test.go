@@ -499,16 +499,41 @@ func TestHTTP1UpgradeOutlivesRequestTimeouts(t *testing.T) {
 
 // Bytes an upstream sends after the end of a response (here, a whole
 // second response nobody asked for) must not become the answer to the next
-// request sent on that connection: the connection is not reused.
+// request sent on that connection, whether they came with the response or
+// later, while the connection sat idle in the pool: it is not reused.
 func TestHTTP1UpstreamBytesAfterResponse(t *testing.T) {
-	backend, _ := rawBackend(t, func([]string) string {
-		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" + "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale"
-	})
-	tp := startProxy(t, withService("", backend), fixedDst(serviceVIP))
-	for i := range 2 {
-		got := exchangeRaw(t, tp.outbound, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-		if want := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"; got != want {
-			t.Fatalf("request %d: got %q, want %q", i, got, want)
-		}
+	const stale = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale"
+	for _, tc := range []struct {
+		name  string
+		delay time.Duration // before the stray bytes
+	}{{"with the response", 0}, {"while idle", 50 * time.Millisecond}} {
+		t.Run(tc.name, func(t *testing.T) {
+			backend := listenTCP(t, func(c net.Conn) {
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					ok := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+					if tc.delay == 0 {
+						io.WriteString(c, ok+stale)
+						continue
+					}
+					io.WriteString(c, ok)
+					time.Sleep(tc.delay)
+					io.WriteString(c, stale)
+				}
+			})
+			tp := startProxy(t, withService("", backend), fixedDst(serviceVIP))
+			for i := range 2 {
+				got := exchangeRaw(t, tp.outbound, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+				if want := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"; got != want {
+					t.Fatalf("request %d: got %q, want %q", i, got, want)
+				}
+				time.Sleep(2 * tc.delay) // the stray bytes arrive
+			}
+		})
 	}
 }
