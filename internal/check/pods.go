@@ -10,24 +10,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/meshctl/mesh/internal/podstatus"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
 
 // controllerComponent is the value of the component label on the
 // controller's objects and pods.
 const controllerComponent = "controller"
-
-// stuckReasons are the waiting reasons that do not clear by waiting a few
-// minutes; a pod that shows one fails the check at once instead of hanging
-// until --wait passes.
-var stuckReasons = map[string]bool{
-	"ErrImagePull":               true,
-	"ImagePullBackOff":           true,
-	"InvalidImageName":           true,
-	"CrashLoopBackOff":           true,
-	"CreateContainerConfigError": true,
-	"CreateContainerError":       true,
-}
 
 func pods() Category {
 	return Category{ID: CategoryPods, Checks: []Check{{
@@ -54,11 +43,11 @@ func checkControllerPods(ctx context.Context, s *State) error {
 			continue
 		}
 		live++
-		if podReady(p) {
+		if podstatus.Ready(p) {
 			continue
 		}
-		problem, permanent := podProblem(p)
-		problems = append(problems, problem)
+		problem, permanent := podstatus.Problem(p)
+		problems = append(problems, "pod "+p.Name+": "+problem)
 		stuck = stuck && permanent
 	}
 	if live == 0 {
@@ -76,63 +65,6 @@ func checkControllerPods(ctx context.Context, s *State) error {
 		return Permanent(err)
 	}
 	return err
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-// podProblem says why p is not ready, and whether waiting will not help.
-func podProblem(p *corev1.Pod) (string, bool) {
-	prefix := "pod " + p.Name + ": "
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
-			return prefix + "cannot be scheduled: " + c.Message, c.Reason == corev1.PodReasonUnschedulable
-		}
-	}
-	if p.Spec.NodeName == "" {
-		return prefix + "not scheduled yet", false
-	}
-	for _, cs := range p.Status.InitContainerStatuses {
-		if w := cs.State.Waiting; w != nil && w.Reason != "PodInitializing" {
-			return prefix + containerWaiting("init container", cs.Name, w), stuckReasons[w.Reason]
-		}
-		if t := cs.State.Terminated; t != nil && t.ExitCode != 0 {
-			return prefix + containerTerminated("init container", cs.Name, t), false
-		}
-	}
-	for _, cs := range p.Status.ContainerStatuses {
-		switch {
-		case cs.State.Waiting != nil:
-			return prefix + containerWaiting("container", cs.Name, cs.State.Waiting), stuckReasons[cs.State.Waiting.Reason]
-		case cs.State.Terminated != nil:
-			return prefix + containerTerminated("container", cs.Name, cs.State.Terminated), false
-		case !cs.Ready:
-			return prefix + "container " + cs.Name + " is running but not ready (its readiness probe fails)", false
-		}
-	}
-	return prefix + strings.ToLower(string(p.Status.Phase)) + " and not ready", false
-}
-
-func containerWaiting(what, name string, w *corev1.ContainerStateWaiting) string {
-	msg := what + " " + name + " is waiting: " + w.Reason
-	if w.Message != "" {
-		msg += ": " + w.Message
-	}
-	return msg
-}
-
-func containerTerminated(what, name string, t *corev1.ContainerStateTerminated) string {
-	msg := fmt.Sprintf("%s %s terminated with exit code %d", what, name, t.ExitCode)
-	if t.Reason != "" {
-		msg += ": " + t.Reason
-	}
-	return msg
 }
 
 // desiredControllers is the controller Deployment's replicas as listed by

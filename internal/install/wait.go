@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshctl/mesh/internal/podstatus"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -161,10 +162,8 @@ func deploymentStatus(r Ref, d *appsv1.Deployment) WorkloadStatus {
 	}
 }
 
-// podProblems returns, for every pod that is not ready, the most specific
-// reason Kubernetes gives: a container's waiting or terminated reason and
-// message (ImagePullBackOff, CrashLoopBackOff, ...), the scheduler's message,
-// or the Ready condition's.
+// podProblems returns, for every pod that is not ready, why, in the words
+// of package podstatus (which check uses too).
 func podProblems(pods []corev1.Pod, sel labels.Selector) []PodStatus {
 	var out []PodStatus
 	for i := range pods {
@@ -172,77 +171,11 @@ func podProblems(pods []corev1.Pod, sel labels.Selector) []PodStatus {
 		if p.DeletionTimestamp != nil || !sel.Matches(labels.Set(p.Labels)) {
 			continue
 		}
-		if reason := podNotReadyReason(p); reason != "" {
+		if !podstatus.Ready(p) {
+			reason, _ := podstatus.Problem(p)
 			out = append(out, PodStatus{Name: p.Name, Reason: reason})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
-}
-
-func podNotReadyReason(p *corev1.Pod) string {
-	if isPodReady(p) {
-		return ""
-	}
-	statuses := append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...)
-	for _, cs := range statuses {
-		if w := cs.State.Waiting; w != nil && w.Reason != "" && w.Reason != "PodInitializing" && w.Reason != "ContainerCreating" {
-			return describeState(cs.Name, w.Reason, w.Message, cs.LastTerminationState.Terminated)
-		}
-		if t := cs.State.Terminated; t != nil && t.ExitCode != 0 {
-			return describeState(cs.Name, t.Reason, fmt.Sprintf("exit code %d %s", t.ExitCode, t.Message), nil)
-		}
-	}
-	for _, cond := range p.Status.Conditions {
-		if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionFalse {
-			return fmt.Sprintf("not scheduled: %s", firstNonEmpty(cond.Message, cond.Reason))
-		}
-	}
-	for _, cs := range statuses {
-		if cs.State.Running != nil && !cs.Ready {
-			return fmt.Sprintf("container %s is running but not ready (readiness probe failing)", cs.Name)
-		}
-	}
-	for _, cond := range p.Status.Conditions {
-		if cond.Type == corev1.PodReady && cond.Status != corev1.ConditionTrue && (cond.Reason != "" || cond.Message != "") {
-			return fmt.Sprintf("not ready: %s", firstNonEmpty(cond.Message, cond.Reason))
-		}
-	}
-	if p.Spec.NodeName == "" {
-		return "pending: not scheduled to a node yet"
-	}
-	return fmt.Sprintf("phase %s, containers not ready yet", p.Status.Phase)
-}
-
-func describeState(container, reason, message string, last *corev1.ContainerStateTerminated) string {
-	s := fmt.Sprintf("container %s: %s", container, reason)
-	if m := strings.TrimSpace(message); m != "" {
-		s += ": " + m
-	}
-	if last != nil {
-		s += fmt.Sprintf(" (last exit code %d", last.ExitCode)
-		if last.Reason != "" {
-			s += ", " + last.Reason
-		}
-		s += ")"
-	}
-	return s
-}
-
-func isPodReady(p *corev1.Pod) bool {
-	for _, cond := range p.Status.Conditions {
-		if cond.Type == corev1.PodReady {
-			return cond.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
