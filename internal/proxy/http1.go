@@ -124,11 +124,16 @@ func (h *h1conn) serveOne(first bool) bool {
 	s.tracked.idle.Store(false)
 	start := time.Now()
 	h.class, h.logMethod, h.logHost, h.logPath = metrics.MethodOther, "", "", ""
-	if headEnd(h.in.buffered(), 0) == 0 {
+	var err error
+	n := headEnd(h.in.buffered(), 0)
+	switch {
+	case n == 0:
 		// The head did not come in one piece: bound the wait for the rest.
 		h.setReadDeadline(s.limits.HeaderReadTimeout.D())
+		n, err = h.in.head(s.limits.MaxHeaderBytes)
+	case n > s.limits.MaxHeaderBytes:
+		err = errHeadLimit
 	}
-	n, err := h.in.head(s.limits.MaxHeaderBytes)
 	if err != nil {
 		switch {
 		case err == errHeadLimit:
