@@ -276,3 +276,22 @@ type Resolution struct {
 	Address string `json:"address"`
 	Service string `json:"service,omitempty"`
 }
+
+// Bootstrap is how a proxy reaches the controller before it has a mesh
+// certificate: injection writes it into the proxy's configuration file
+// under "controller".
+type Bootstrap struct {
+	// Address is the mesh API's host:port, e.g.
+	// "meshctl-controller.meshctl-system.svc:15112".
+	Address string `json:"address"`
+	// ServerIdentity is the SPIFFE id the controller must present.
+	ServerIdentity string `json:"serverIdentity"`
+	// TrustAnchors are the PEM anchors that the controller's certificate
+	// chains to; the bundle pushed later replaces them for everything
+	// else.
+	TrustAnchors []string `json:"trustAnchors"`
+	// TokenFile is the projected ServiceAccount token (audience
+	// wellknown.IdentityTokenAudience), re-read for every certificate
+	// request because the kubelet refreshes it.
+	TokenFile string `json:"tokenFile"`
+}

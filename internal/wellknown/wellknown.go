@@ -73,6 +73,9 @@ const (
 
 	ControllerWebhookPort = 15143
 	ControllerAdminPort   = 15191
+	// ControllerMeshAPIPort serves identity issuance and the discovery
+	// stream to proxies (internal/meshapi), over TLS.
+	ControllerMeshAPIPort = 15112
 )
 
 // ProxyUID is the user id the proxy runs as. The interception rules exclude
@@ -96,12 +99,15 @@ const (
 	DefaultMeshNamespace = "meshctl-system"
 	MeshConfigName       = "mesh"
 	ControllerName       = "meshctl-controller"
-	IdentitySecretName   = "meshctl-identity-issuer"
-	TrustAnchorsName     = "meshctl-identity-trust-anchors"
-	WebhookSecretName    = "meshctl-webhook-tls"
-	WebhookName          = "meshctl-proxy-injector"
-	ValuesSecretName     = "meshctl-install-values"
-	FieldManager         = "meshctl"
+	// ControllerServiceAccount is the controller's ServiceAccount; its
+	// SPIFFE id is the identity the controller presents to proxies.
+	ControllerServiceAccount = "meshctl-controller"
+	IdentitySecretName       = "meshctl-identity-issuer"
+	TrustAnchorsName         = "meshctl-identity-trust-anchors"
+	WebhookSecretName        = "meshctl-webhook-tls"
+	WebhookName              = "meshctl-proxy-injector"
+	ValuesSecretName         = "meshctl-install-values"
+	FieldManager             = "meshctl"
 )
 
 // ProxyImage is the image of meshproxy unless the chart's values say otherwise.
