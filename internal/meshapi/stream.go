@@ -59,7 +59,7 @@ func (d *Decoder) Decode(v any) error {
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("decoding %T: %w", v, err)
 	}
-	if dec.More() {
+	if rest := bytes.Trim(line[dec.InputOffset():], " \t\r\n"); len(rest) != 0 { // JSON's whitespace only
 		return fmt.Errorf("decoding %T: more than one JSON document on a line", v)
 	}
 	return nil
