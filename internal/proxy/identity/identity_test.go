@@ -35,7 +35,7 @@ var (
 	idAPI     = "spiffe://cluster.local/ns/shop/sa/api"
 )
 
-func newController(t *testing.T, opts controllertest.Options) *controllertest.Controller {
+func newController(t testing.TB, opts controllertest.Options) *controllertest.Controller {
 	if opts.Tokens == nil {
 		opts.Tokens = map[string]string{
 			controllertest.DefaultToken: idDefault,
@@ -48,7 +48,7 @@ func newController(t *testing.T, opts controllertest.Options) *controllertest.Co
 
 // newIdentity makes an identity for the workload the token names, with a
 // token file of its own.
-func newIdentity(t *testing.T, c *controllertest.Controller, id, token string, mod func(*Options)) *Identity {
+func newIdentity(t testing.TB, c *controllertest.Controller, id, token string, mod func(*Options)) *Identity {
 	t.Helper()
 	b := c.Bootstrap()
 	b.TokenFile = filepath.Join(t.TempDir(), "token")
@@ -66,7 +66,7 @@ func newIdentity(t *testing.T, c *controllertest.Controller, id, token string, m
 	return i
 }
 
-func issued(t *testing.T, c *controllertest.Controller, id, token string) *Identity {
+func issued(t testing.TB, c *controllertest.Controller, id, token string) *Identity {
 	t.Helper()
 	i := newIdentity(t, c, id, token, nil)
 	if err := i.Renew(t.Context()); err != nil {
