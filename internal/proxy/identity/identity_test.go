@@ -501,3 +501,55 @@ func TestStateAndMetricsCarryNoKey(t *testing.T) {
 		}
 	}
 }
+
+func TestVerifiedChainsDoNotOutliveTheirBundleOrValidity(t *testing.T) {
+	clock := newFakeClock(time.Now().Truncate(time.Second))
+	c := newController(t, controllertest.Options{Clock: clock.Now, Lifetime: time.Hour})
+	other := newController(t, controllertest.Options{Clock: clock.Now, Lifetime: time.Hour})
+	web := newIdentity(t, c, idWeb, "token-web", func(o *Options) { o.Clock = clock })
+	api := newIdentity(t, c, idAPI, "token-api", func(o *Options) { o.Clock = clock })
+	for _, i := range []*Identity{web, api} {
+		if err := i.Renew(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := handshake(web.ClientConfig(idAPI, ""), api.ServerConfig()); err != nil {
+		t.Fatal(err)
+	}
+	// The bundle moves to another anchor: the chains verified under the
+	// old one are not trusted any more.
+	if err := web.Trust().SetBundle(*other.Bundle(), 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := handshake(web.ClientConfig(idAPI, ""), api.ServerConfig()); err == nil {
+		t.Fatal("a chain verified under the old bundle was still accepted")
+	}
+	if err := web.Trust().SetBundle(*c.Bundle(), 3); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := handshake(web.ClientConfig(idAPI, ""), api.ServerConfig()); err != nil {
+		t.Fatal(err)
+	}
+	// A verified chain expires with its certificate: api renews, web
+	// does not and is refused once its certificate is past NotAfter.
+	clock.Advance(59 * time.Minute)
+	if err := api.Renew(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := verifyAs(api, web); err != nil {
+		t.Fatalf("before expiry: %v", err)
+	}
+	clock.Advance(2 * time.Minute)
+	if err := verifyAs(api, web); err == nil {
+		t.Fatal("an expired client certificate was accepted from the cache")
+	}
+}
+
+// verifyAs runs the server's check of client's certificate directly: a
+// handshake cannot offer an expired certificate, since GetClientCertificate
+// refuses to.
+func verifyAs(server, client *Identity) error {
+	leaf := client.cert.Load().Leaf
+	issuer, _ := x509.ParseCertificate(client.cert.Load().Certificate[1])
+	return server.verifyPeer(tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf, issuer}}, "", x509.ExtKeyUsageClientAuth)
+}

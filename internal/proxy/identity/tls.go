@@ -152,7 +152,7 @@ func (id *Identity) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, erro
 // verifyPeer verifies a mesh peer's chain against the bundle in force and,
 // when expected is not empty, that its identity is expected.
 func (id *Identity) verifyPeer(cs tls.ConnectionState, expected string, usage x509.ExtKeyUsage) error {
-	got, err := verifyChain(cs.PeerCertificates, id.trust.load().peers, id.now(), usage)
+	got, err := id.trust.load().verifyPeer(cs.PeerCertificates, id.now(), usage)
 	if err != nil {
 		return err
 	}
@@ -163,21 +163,22 @@ func (id *Identity) verifyPeer(cs tls.ConnectionState, expected string, usage x5
 }
 
 func (id *Identity) verifyController(cs tls.ConnectionState) error {
-	got, err := verifyChain(cs.PeerCertificates, id.trust.load().controller, id.now(), x509.ExtKeyUsageServerAuth)
+	v, err := verifyChain(cs.PeerCertificates, id.trust.load().controller, id.now(), x509.ExtKeyUsageServerAuth)
 	if err != nil {
 		return fmt.Errorf("verifying the controller: %w", err)
 	}
-	if got != id.bootstrap.ServerIdentity {
-		return fmt.Errorf("verifying the controller: it is %q, want %q", got, id.bootstrap.ServerIdentity)
+	if v.id != id.bootstrap.ServerIdentity {
+		return fmt.Errorf("verifying the controller: it is %q, want %q", v.id, id.bootstrap.ServerIdentity)
 	}
 	return nil
 }
 
 // verifyChain verifies a peer's chain (leaf first) against roots at now
-// and returns the leaf's SPIFFE id.
-func verifyChain(certs []*x509.Certificate, roots *x509.CertPool, now time.Time, usage x509.ExtKeyUsage) (string, error) {
+// and returns the leaf's SPIFFE id and the window in which the whole
+// chain is valid.
+func verifyChain(certs []*x509.Certificate, roots *x509.CertPool, now time.Time, usage x509.ExtKeyUsage) (verified, error) {
 	if len(certs) == 0 {
-		return "", errors.New("identity: the peer sent no certificate")
+		return verified{}, errors.New("identity: the peer sent no certificate")
 	}
 	leaf := certs[0]
 	opts := x509.VerifyOptions{
@@ -191,10 +192,24 @@ func verifyChain(certs []*x509.Certificate, roots *x509.CertPool, now time.Time,
 			opts.Intermediates.AddCert(c)
 		}
 	}
-	if _, err := leaf.Verify(opts); err != nil {
-		return "", fmt.Errorf("identity: verifying the peer's certificate: %w", err)
+	chains, err := leaf.Verify(opts)
+	if err != nil {
+		return verified{}, fmt.Errorf("identity: verifying the peer's certificate: %w", err)
 	}
-	return uriSAN(leaf)
+	id, err := uriSAN(leaf)
+	if err != nil {
+		return verified{}, err
+	}
+	v := verified{id: id, notBefore: leaf.NotBefore, notAfter: leaf.NotAfter}
+	for _, c := range chains[0][1:] {
+		if c.NotBefore.After(v.notBefore) {
+			v.notBefore = c.NotBefore
+		}
+		if c.NotAfter.Before(v.notAfter) {
+			v.notAfter = c.NotAfter
+		}
+	}
+	return v, nil
 }
 
 // PeerIdentity returns the SPIFFE id of the peer of a connection made with

@@ -1,12 +1,14 @@
 package identity
 
 import (
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/meshctl/mesh/internal/meshapi"
 )
@@ -36,6 +38,9 @@ type trustState struct {
 	// proxy lives (the bundle came from the controller, authenticated by
 	// the bootstrap anchors, so trusting it adds nothing unauthenticated).
 	controller *x509.CertPool
+	// verified caches the peer chains verified against peers.
+	verified  sync.Map // verifiedKey -> verified
+	nverified atomic.Int32
 }
 
 // newTrust starts from the bootstrap's anchors, which also serve as the
@@ -101,9 +106,7 @@ func (t *Trust) set(b meshapi.Bundle, version uint64, fromDiscovery bool) error 
 		}
 		// Same anchors under a new version: keep the pools, record the
 		// version.
-		n := *old
-		n.version = version
-		t.cur.Store(&n)
+		t.cur.Store(&trustState{bundle: old.bundle, version: version, anchors: old.anchors, peers: old.peers, controller: old.controller})
 		return nil
 	}
 	b.Anchors = slices.Clone(b.Anchors)
@@ -130,3 +133,49 @@ func (t *Trust) Bundle() (meshapi.Bundle, uint64) {
 }
 
 func (t *Trust) load() *trustState { return t.cur.Load() }
+
+// maxVerified bounds the verified-chain cache of one bundle version; past
+// it the cache starts over.
+const maxVerified = 4096
+
+// verified is a chain verified against the bundle: its leaf's id and the
+// window in which every certificate of the chain is valid.
+type verified struct {
+	id                  string
+	notBefore, notAfter time.Time
+}
+
+type verifiedKey struct {
+	leaf  [sha256.Size]byte
+	usage x509.ExtKeyUsage
+}
+
+// verifyPeer verifies a peer's chain against the bundle, remembering the
+// chains it verified. Chain verification is two ECDSA verifications per
+// side (leaf and issuer) of the three a mesh handshake does; a proxy meets
+// the same few peer certificates over and over, so a repeat costs a hash
+// instead. The handshake itself still verifies the peer's signature with
+// the leaf's key, which proves possession. The cache belongs to one
+// bundle version, so a rotation starts it empty.
+func (s *trustState) verifyPeer(certs []*x509.Certificate, now time.Time, usage x509.ExtKeyUsage) (string, error) {
+	if len(certs) == 0 {
+		return "", errors.New("identity: the peer sent no certificate")
+	}
+	k := verifiedKey{sha256.Sum256(certs[0].Raw), usage}
+	if e, ok := s.verified.Load(k); ok {
+		v := e.(verified)
+		if !now.Before(v.notBefore) && !now.After(v.notAfter) {
+			return v.id, nil
+		}
+	}
+	v, err := verifyChain(certs, s.peers, now, usage)
+	if err != nil {
+		return "", err
+	}
+	if s.nverified.Add(1) > maxVerified {
+		s.verified.Clear()
+		s.nverified.Store(1)
+	}
+	s.verified.Store(k, v)
+	return v.id, nil
+}
