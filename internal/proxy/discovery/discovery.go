@@ -38,9 +38,15 @@ type BundleSink interface {
 
 // Defaults of Options.
 const (
-	DefaultMinBackoff = 500 * time.Millisecond
-	DefaultMaxBackoff = 30 * time.Second
+	DefaultMinBackoff   = 500 * time.Millisecond
+	DefaultMaxBackoff   = 30 * time.Second
+	DefaultMaxAddresses = 10000
 )
+
+// ErrTooManyAddresses is returned by Resolve for a new address once
+// MaxAddresses are subscribed; the data path treats the address as one no
+// service owns.
+var ErrTooManyAddresses = errors.New("too many addresses subscribed on demand")
 
 // Options configure New.
 type Options struct {
@@ -68,6 +74,12 @@ type Options struct {
 	// Rand returns numbers in [0, 1); Now the time. For tests.
 	Rand func() float64
 	Now  func() time.Time
+	// MaxAddresses bounds the addresses subscribed on demand
+	// (DefaultMaxAddresses); past it Resolve fails with
+	// ErrTooManyAddresses, so that an application that connects to
+	// addresses without end cannot grow the proxy's subscription (and the
+	// controller's work) without end.
+	MaxAddresses int
 	// DialContext dials the controller; nil uses a net.Dialer.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	Log         *slog.Logger
@@ -83,7 +95,10 @@ type Client struct {
 	services map[string]bool // subscribed by name
 	addrs    map[string]bool // subscribed by address
 	stream   *stream         // the open stream, nil when disconnected
-	changed  chan struct{}   // closed and replaced after each update
+	// compiled is the last Set OnUpdate returned from: what Resolve
+	// answers from, so that its callers find the answer in the table.
+	compiled *meshapi.Set
+	changed  chan struct{} // closed and replaced after each update
 	st       stats
 }
 
@@ -119,6 +134,9 @@ func New(opts Options) (*Client, error) {
 	}
 	if opts.MaxBackoff < opts.MinBackoff {
 		opts.MaxBackoff = max(DefaultMaxBackoff, opts.MinBackoff)
+	}
+	if opts.MaxAddresses <= 0 {
+		opts.MaxAddresses = DefaultMaxAddresses
 	}
 	if opts.Rand == nil {
 		opts.Rand = rand.Float64
@@ -167,6 +185,7 @@ func New(opts Options) (*Client, error) {
 		initial = &meshapi.Set{}
 	}
 	c.set.Store(initial)
+	c.compiled = initial
 	return c, nil
 }
 
@@ -393,6 +412,7 @@ func (c *Client) apply(st *stream, m *meshapi.ServerMessage) {
 	c.mu.Lock()
 	c.st.lastUpdate = c.opts.Now()
 	c.queue(st, ack)
+	c.compiled = next
 	close(c.changed)
 	c.changed = make(chan struct{})
 	c.mu.Unlock()
@@ -428,11 +448,15 @@ func (c *Client) Resolve(ctx context.Context, addr netip.AddrPort) (string, erro
 	key := netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()).String()
 	for {
 		c.mu.Lock()
-		if svc, ok := answer(c.set.Load(), key); ok {
+		if svc, ok := answer(c.compiled, key); ok {
 			c.mu.Unlock()
 			return svc, nil
 		}
 		if !c.addrs[key] {
+			if len(c.addrs) >= c.opts.MaxAddresses {
+				c.mu.Unlock()
+				return "", fmt.Errorf("resolving %s: %w", key, ErrTooManyAddresses)
+			}
 			c.addrs[key] = true
 			c.sendLocked(meshapi.ClientMessage{Subscribe: &meshapi.Subscription{Addresses: []string{key}}})
 		}

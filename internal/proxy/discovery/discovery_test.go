@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,12 +30,15 @@ const (
 )
 
 type fixture struct {
-	c       *controllertest.Controller
-	id      *identity.Identity
-	client  *Client
-	updates chan *meshapi.Set
-	cancel  context.CancelFunc
-	done    chan error
+	// compiled is what OnUpdate last stored, after a delay that stands
+	// for the proxy's compile.
+	compiled atomic.Pointer[meshapi.Set]
+	c        *controllertest.Controller
+	id       *identity.Identity
+	client   *Client
+	updates  chan *meshapi.Set
+	cancel   context.CancelFunc
+	done     chan error
 }
 
 func newController(t *testing.T) *controllertest.Controller {
@@ -66,11 +70,15 @@ func start(t *testing.T, c *controllertest.Controller, before func(*Client)) *fi
 	f.id = newIdentity(t, c, idWeb, "token-web")
 	var err error
 	f.client, err = New(Options{
-		Bootstrap:  c.Bootstrap(),
-		TLSConfig:  f.id.ControllerConfig("h2"),
-		Trust:      f.id.Trust(),
-		Hello:      meshapi.Hello{ProxyVersion: "test", Namespace: "shop", Pod: "web-1"},
-		OnUpdate:   func(s *meshapi.Set) { f.updates <- s },
+		Bootstrap: c.Bootstrap(),
+		TLSConfig: f.id.ControllerConfig("h2"),
+		Trust:     f.id.Trust(),
+		Hello:     meshapi.Hello{ProxyVersion: "test", Namespace: "shop", Pod: "web-1"},
+		OnUpdate: func(s *meshapi.Set) {
+			time.Sleep(time.Millisecond)
+			f.compiled.Store(s)
+			f.updates <- s
+		},
 		MinBackoff: 20 * time.Millisecond,
 		MaxBackoff: 200 * time.Millisecond,
 	})
@@ -262,8 +270,8 @@ func TestResolveOnDemand(t *testing.T) {
 			if err != nil {
 				t.Error(err)
 			}
-			if addresses(f.client.Set(), svc) == nil {
-				t.Error("Resolve returned before the service's endpoints were applied")
+			if addresses(f.compiled.Load(), svc) == nil {
+				t.Error("Resolve returned before the proxy compiled the service's endpoints")
 			}
 			results <- svc
 		})
@@ -313,6 +321,23 @@ func TestResolveOnDemand(t *testing.T) {
 	c.HoldResolutions(false)
 	if svc, err := f.client.Resolve(t.Context(), slow); err != nil || svc != "" {
 		t.Fatalf("Resolve(%s) later = %q, %v", slow, svc, err)
+	}
+}
+
+func TestResolveIsBounded(t *testing.T) {
+	c := newController(t)
+	f := start(t, c, func(cl *Client) { cl.opts.MaxAddresses = 2 })
+	for _, a := range []string{"10.96.0.1:80", "10.96.0.2:80"} {
+		if _, err := f.client.Resolve(t.Context(), netip.MustParseAddrPort(a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.client.Resolve(t.Context(), netip.MustParseAddrPort("10.96.0.3:80")); !errors.Is(err, ErrTooManyAddresses) {
+		t.Fatalf("a third address: %v, want ErrTooManyAddresses", err)
+	}
+	// Addresses already held still answer.
+	if _, err := f.client.Resolve(t.Context(), netip.MustParseAddrPort("10.96.0.1:80")); err != nil {
+		t.Fatal(err)
 	}
 }
 

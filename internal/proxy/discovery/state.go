@@ -29,7 +29,7 @@ func (c *Client) State() adminapi.Discovery {
 		d.ConnectedSince = time.Time{}
 	}
 	for a := range c.addrs {
-		if _, ok := answer(set, a); !ok {
+		if _, ok := answer(c.compiled, a); !ok {
 			d.PendingAddresses = append(d.PendingAddresses, a)
 		}
 	}
