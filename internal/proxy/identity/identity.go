@@ -297,3 +297,10 @@ func (id *Identity) install(cert *tls.Certificate, resp *meshapi.CertificateResp
 	id.log.Info("certificate obtained", "identity", id.id, "not_after", cert.Leaf.NotAfter, "serial", cert.Leaf.SerialNumber.Text(16))
 	return nil
 }
+
+// String and LogValue name the identity by its SPIFFE id, so that logging
+// or printing an *Identity shows nothing else.
+func (id *Identity) String() string { return id.id }
+
+// LogValue implements slog.LogValuer.
+func (id *Identity) LogValue() slog.Value { return slog.StringValue(id.id) }
