@@ -41,11 +41,11 @@ type fixture struct {
 	done     chan error
 }
 
-func newController(t *testing.T) *controllertest.Controller {
+func newController(t testing.TB) *controllertest.Controller {
 	return controllertest.New(t, controllertest.Options{Tokens: map[string]string{"token-web": idWeb, "token-api": idAPI}})
 }
 
-func newIdentity(t *testing.T, c *controllertest.Controller, id, token string) *identity.Identity {
+func newIdentity(t testing.TB, c *controllertest.Controller, id, token string) *identity.Identity {
 	t.Helper()
 	b := c.Bootstrap()
 	b.TokenFile = filepath.Join(t.TempDir(), "token")
@@ -64,7 +64,7 @@ func newIdentity(t *testing.T, c *controllertest.Controller, id, token string) *
 
 // start makes the web workload's identity and discovery client against c;
 // before, if set, runs before the client's Run.
-func start(t *testing.T, c *controllertest.Controller, before func(*Client)) *fixture {
+func start(t testing.TB, c *controllertest.Controller, before func(*Client)) *fixture {
 	t.Helper()
 	f := &fixture{c: c, updates: make(chan *meshapi.Set, 1000), done: make(chan error, 1)}
 	f.id = newIdentity(t, c, idWeb, "token-web")
@@ -101,7 +101,7 @@ func start(t *testing.T, c *controllertest.Controller, before func(*Client)) *fi
 }
 
 // waitAck waits for the ACK or NACK of one version.
-func (f *fixture) waitAck(t *testing.T, kind meshapi.Kind, name string, version uint64) meshapi.Ack {
+func (f *fixture) waitAck(t testing.TB, kind meshapi.Kind, name string, version uint64) meshapi.Ack {
 	t.Helper()
 	var got meshapi.Ack
 	f.c.WaitFor(t, string(kind)+" "+name+" ack", func(recs []controllertest.Record) bool {
