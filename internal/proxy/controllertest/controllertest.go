@@ -55,6 +55,9 @@ type Options struct {
 	// certificate; default the controller's (what Bootstrap names). Set it
 	// to another to play an impostor.
 	PresentIdentity string
+	// HTTP1Only serves HTTP/1.1 alone, as a controller behind a proxy
+	// that does not speak HTTP/2 would.
+	HTTP1Only bool
 }
 
 // DefaultToken is the token of DefaultID unless Options.Tokens says
@@ -219,7 +222,7 @@ func (c *Controller) Start() {
 	mux.HandleFunc(meshapi.PathDiscovery, c.discovery)
 	srv := httptest.NewUnstartedServer(mux)
 	srv.Listener = l
-	srv.EnableHTTP2 = true
+	srv.EnableHTTP2 = !c.opts.HTTP1Only
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are what some tests want
 	srv.TLS = &tls.Config{
 		MinVersion:   tls.VersionTLS13,

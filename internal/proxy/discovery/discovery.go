@@ -302,9 +302,12 @@ func (c *Client) runStream(ctx context.Context) (healthy bool, err error) {
 		cancel() // a stream that cannot send cannot ACK: start over
 	}()
 
+	// Each stream gets a connection of its own: one whose handshake came
+	// before the proxy held a certificate, or a newer one, would carry
+	// the old authentication into the next stream.
+	defer c.transport.CloseIdleConnections()
 	res, err := c.transport.RoundTrip(req)
 	if err != nil {
-		c.transport.CloseIdleConnections()
 		return false, fmt.Errorf("opening the discovery stream: %w", err)
 	}
 	defer res.Body.Close()

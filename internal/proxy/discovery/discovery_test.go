@@ -402,6 +402,34 @@ func TestReconnectKeepsTheSetAndResubscribes(t *testing.T) {
 	}
 }
 
+func TestAStreamWithoutACertificateIsRefusedThenRetried(t *testing.T) {
+	c := newController(t)
+	b := c.Bootstrap()
+	b.TokenFile = filepath.Join(t.TempDir(), "token")
+	os.WriteFile(b.TokenFile, []byte("token-web"), 0o600)
+	id, err := identity.New(identity.Options{Bootstrap: b, ID: idWeb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := New(Options{Bootstrap: b, TLSConfig: id.ControllerConfig("h2"), Trust: id.Trust(), MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- cl.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitState(t, cl, "the refusal", func(s adminapi.Discovery) bool {
+		return strings.Contains(s.LastStreamError, meshapi.ReasonUnauthenticated)
+	})
+	if err := id.Renew(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// The next stream, with the certificate, gets the mesh settings and
+	// the bundle.
+	waitState(t, cl, "connected", func(s adminapi.Discovery) bool { return s.Connected && len(s.Resources) == 2 })
+}
+
 func TestBundleRotationReachesTheTrustPool(t *testing.T) {
 	c := newController(t)
 	other := controllertest.New(t, controllertest.Options{Tokens: map[string]string{"token-api": idAPI}})

@@ -110,6 +110,14 @@ func TestIssue(t *testing.T) {
 	}
 }
 
+func TestIssueOverHTTP1(t *testing.T) {
+	c := newController(t, controllertest.Options{HTTP1Only: true})
+	i := newIdentity(t, c, idWeb, "token-web", nil)
+	if err := i.Renew(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestRenewsAtSeventyPercentOfLifetime(t *testing.T) {
 	clock := newFakeClock(time.Now().Truncate(time.Second)) // certificates count whole seconds
 	c := newController(t, controllertest.Options{Clock: clock.Now, Lifetime: time.Hour})
