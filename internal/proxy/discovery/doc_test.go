@@ -1,0 +1,26 @@
+package discovery
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/meshctl/mesh/internal/meshapi"
+)
+
+// TestMetricsAreDocumented fails when a series is added without its row
+// in docs/proxy.md.
+func TestMetricsAreDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../../docs/proxy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Client{addrs: map[string]bool{}}
+	c.set.Store(&meshapi.Set{})
+	c.compiled = c.set.Load()
+	for _, g := range c.Gauges() {
+		if !strings.Contains(string(doc), "`"+g.Name+"`") {
+			t.Errorf("docs/proxy.md does not describe %s", g.Name)
+		}
+	}
+}
