@@ -8,28 +8,27 @@ import (
 
 	"golang.org/x/net/http2"
 
-	"github.com/meshctl/mesh/internal/proxy/config"
+	"github.com/meshctl/mesh/internal/proxy/upstream"
 )
 
-// boundedDial applies limits.connectTimeout to every upstream dial, whatever
-// dialer was injected.
-func boundedDial(dial func(context.Context, string, string) (net.Conn, error), timeout time.Duration) func(context.Context, string, string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		ctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		return dial(ctx, network, addr)
-	}
-}
+// targetKey carries a stream's upstream.Target to the HTTP/2 transport's
+// dial, through the request's context (the transport dials with the
+// context of the request that needs a connection).
+type targetKey struct{}
 
-// newH2Transport multiplexes h2c streams over pooled connections per
-// endpoint address, opening another connection when the upstream's stream
-// limit is reached.
-func newH2Transport(dial func(context.Context, string, string) (net.Conn, error), l config.Limits) *http2.Transport {
-	d := boundedDial(dial, l.ConnectTimeout.D())
+// newH2Transport multiplexes streams over pooled connections per endpoint
+// address, opening another connection when the upstream's stream limit is
+// reached. Every connection is dialed by d: h2c to a plain endpoint, mesh
+// TLS (ALPN meshapi.ALPNHTTP2) to a meshed one.
+func newH2Transport(d *upstream.Dialer) *http2.Transport {
 	return &http2.Transport{
 		AllowHTTP: true,
 		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return d(ctx, network, addr)
+			t, ok := ctx.Value(targetKey{}).(upstream.Target)
+			if !ok || t.Addr != addr {
+				t = upstream.Target{Addr: addr, Protocol: "http2"}
+			}
+			return d.Dial(ctx, t)
 		},
 		DisableCompression: true,
 		// Find dead upstream connections by PING instead of waiting for

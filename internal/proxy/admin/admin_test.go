@@ -47,7 +47,7 @@ func setup(t *testing.T) (http.Handler, *fakeProxy, *slog.LevelVar, string) {
 	fp := &fakeProxy{}
 	lv := new(slog.LevelVar)
 	h := NewHandler(Options{Proxy: fp, Config: st, Metrics: metrics.New(), Level: lv,
-		Reload: func() (*config.Snapshot, error) { return st.Reload(path) }, Log: slog.New(slog.DiscardHandler)})
+		Reload: func() (*config.Table, error) { return st.Reload(path) }, Log: slog.New(slog.DiscardHandler)})
 	return h, fp, lv, path
 }
 
