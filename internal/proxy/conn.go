@@ -66,29 +66,7 @@ func (p *Proxy) handle(l *listener, raw net.Conn, limits config.Limits) {
 	s.dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	s.info.Destination = s.dst
 	table := p.cfg.Load()
-	var target *config.Target
-	switch l.dir {
-	case metrics.Outbound:
-		target = table.Target(s.dst)
-		s.service = metrics.Unknown
-		if target != nil {
-			s.service = target.Label
-		}
-	case metrics.Inbound:
-		s.service = table.Config.Workload.Name
-	}
-	if target == nil || l.dir == metrics.Inbound {
-		s.passthrough = true
-		up := s.dst
-		if l.dir == metrics.Inbound && table.Config.Inbound.ForwardTo == config.ForwardLoopback {
-			lo := netip.AddrFrom4([4]byte{127, 0, 0, 1})
-			if up.Addr().Is6() {
-				lo = netip.IPv6Loopback()
-			}
-			up = netip.AddrPortFrom(lo, up.Port())
-		}
-		s.upstreamAddr = up.String()
-	}
+	target := s.classify(table)
 	s.series = p.metrics.Series(l.dir, s.service)
 	s.series.ConnOpened()
 	defer func() { s.series.ConnClosed(cc.read.Load(), cc.written.Load()) }()
@@ -99,13 +77,51 @@ func (p *Proxy) handle(l *listener, raw net.Conn, limits config.Limits) {
 		return
 	}
 
-	if s.opaque(table, target) {
-		p.metrics.Detected(l.dir, metrics.DetectOpaque)
+	s.dispatch(cc, s.opaque(table, target), target == nil)
+}
+
+// classify labels the connection with the table in force when it was
+// accepted and decides whether it is a passthrough (inbound, or to a
+// destination no service names). It returns the destination's service
+// port, or nil.
+func (s *session) classify(table *config.Table) *config.Target {
+	var target *config.Target
+	switch s.info.Direction {
+	case metrics.Outbound:
+		target = table.Target(s.dst)
+		s.service = metrics.Unknown
+		if target != nil {
+			s.service = target.Label
+		}
+	case metrics.Inbound:
+		s.service = table.Config.Workload.Name
+	}
+	if target == nil || s.info.Direction == metrics.Inbound {
+		s.passthrough = true
+		up := s.dst
+		if s.info.Direction == metrics.Inbound && table.Config.Inbound.ForwardTo == config.ForwardLoopback {
+			lo := netip.AddrFrom4([4]byte{127, 0, 0, 1})
+			if up.Addr().Is6() {
+				lo = netip.IPv6Loopback()
+			}
+			up = netip.AddrPortFrom(lo, up.Port())
+		}
+		s.upstreamAddr = up.String()
+	}
+	return target
+}
+
+// dispatch chooses the forwarder: TCP for opaque ports and unknown
+// outbound destinations, otherwise what detection finds.
+func (s *session) dispatch(cc *countingConn, opaque, unknown bool) {
+	p, dir := s.p, s.info.Direction
+	if opaque {
+		p.metrics.Detected(dir, metrics.DetectOpaque)
 		s.info.Protocol = "opaque"
 		s.forwardTCP(cc)
 		return
 	}
-	if l.dir == metrics.Outbound && target == nil {
+	if dir == metrics.Outbound && unknown {
 		// A destination no service names is passed through as plain TCP
 		// to its original address: no detection (no delay for a protocol
 		// in which the server speaks first) and no HTTP parsing (the
@@ -114,7 +130,7 @@ func (p *Proxy) handle(l *listener, raw net.Conn, limits config.Limits) {
 		s.forwardTCP(cc)
 		return
 	}
-	res, err := detect.Sniff(raw, s.limits.DetectTimeout.D())
+	res, err := detect.Sniff(cc.Conn, s.limits.DetectTimeout.D())
 	if err != nil {
 		// The client left before saying anything.
 		return
@@ -124,15 +140,15 @@ func (p *Proxy) handle(l *listener, raw net.Conn, limits config.Limits) {
 	s.info.SNI = res.SNI
 	switch {
 	case res.TimedOut:
-		p.metrics.Detected(l.dir, metrics.DetectTimeout)
+		p.metrics.Detected(dir, metrics.DetectTimeout)
 	case res.Protocol == detect.HTTP1:
-		p.metrics.Detected(l.dir, metrics.DetectHTTP1)
+		p.metrics.Detected(dir, metrics.DetectHTTP1)
 	case res.Protocol == detect.HTTP2:
-		p.metrics.Detected(l.dir, metrics.DetectHTTP2)
+		p.metrics.Detected(dir, metrics.DetectHTTP2)
 	case res.Protocol == detect.TLS:
-		p.metrics.Detected(l.dir, metrics.DetectTLS)
+		p.metrics.Detected(dir, metrics.DetectTLS)
 	default:
-		p.metrics.Detected(l.dir, metrics.DetectTCP)
+		p.metrics.Detected(dir, metrics.DetectTCP)
 	}
 	s.info.Protocol = res.Protocol.String()
 	switch res.Protocol {
