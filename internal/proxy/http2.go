@@ -33,12 +33,13 @@ type h2Handler struct{ s *session }
 // stream began.
 func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := h.s
-	rec := &telemetry.Record{Kind: telemetry.Request, Conn: &s.info, Service: s.service, Series: s.series,
+	sw := &statusWriter{ResponseWriter: w}
+	rec := &sw.rec
+	*rec = telemetry.Record{Kind: telemetry.Request, Conn: &s.info, Service: s.service, Series: s.series,
 		Class: metrics.ClassOf(r.Method), Start: time.Now()}
 	if s.p.recorder.Logging() {
 		rec.Method, rec.Authority, rec.Path = r.Method, r.Host, r.URL.RequestURI()
 	}
-	sw := &statusWriter{ResponseWriter: w}
 	defer func() {
 		rec.Status, rec.BytesSent = sw.code, sw.n
 		rec.Duration = time.Since(rec.Start)
@@ -128,13 +129,15 @@ func keepTrailersOnly(res *http.Response) error {
 	return nil
 }
 
-// statusWriter records the status and body bytes of a response; Unwrap
-// lets ReverseProxy reach Flush and the trailers of the real writer.
+// statusWriter records the status and body bytes of a response, and
+// holds the stream's record (one allocation for both); Unwrap lets
+// ReverseProxy reach Flush and the trailers of the real writer.
 type statusWriter struct {
 	http.ResponseWriter
 	code  int
 	n     int64
 	guard *idleGuard
+	rec   telemetry.Record
 }
 
 func (w *statusWriter) WriteHeader(code int) {
