@@ -134,7 +134,11 @@ func New(o Options) (*Proxy, error) {
 	if p.balancer.Rand == nil {
 		p.balancer.Rand = rand.IntN
 	}
-	p.dialer = upstream.NewDialer(upstream.Options{Dial: o.Dial, ConnectTimeout: limits.ConnectTimeout.D(), ClientTLS: o.ClientTLS})
+	p.dialer = upstream.NewDialer(upstream.Options{
+		Dial:           o.Dial,
+		ConnectTimeout: func() time.Duration { return p.cfg.Load().Config.Limits.ConnectTimeout.D() },
+		ClientTLS:      o.ClientTLS,
+	})
 	p.h1Pool = newH1Pool(p.dialer.Dial, limits.MaxIdleConnsPerEndpoint, 90*time.Second)
 	p.h2Transport = newH2Transport(p.dialer)
 	p.h2Base = &http.Server{

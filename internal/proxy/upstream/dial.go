@@ -42,8 +42,10 @@ type Options struct {
 	// Dial opens TCP connections. Default: a net.Dialer with 30 s
 	// keep-alives. Tests inject their own (a network namespace, a pipe).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// ConnectTimeout bounds a dial, TLS handshake included. Required.
-	ConnectTimeout time.Duration
+	// ConnectTimeout returns the bound of a dial, TLS handshake included
+	// (0: none). It is called at every dial, so that a reload changes it
+	// for every upstream connection made after.
+	ConnectTimeout func() time.Duration
 	// ClientTLS returns the configuration of mesh TLS to an endpoint that
 	// must present identity, for a connection that will carry the ALPN
 	// protocol alpn. The configuration must verify the server's
@@ -74,10 +76,12 @@ func NewDialer(o Options) *Dialer {
 // with a TLS configuration, completes the TLS handshake. A failure is a
 // *DialError.
 func (d *Dialer) Dial(ctx context.Context, t Target) (net.Conn, error) {
-	if d.o.ConnectTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, d.o.ConnectTimeout)
-		defer cancel()
+	if d.o.ConnectTimeout != nil {
+		if timeout := d.o.ConnectTimeout(); timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
 	}
 	c, err := d.o.Dial(ctx, "tcp", t.Addr)
 	if err != nil {

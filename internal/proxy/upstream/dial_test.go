@@ -27,7 +27,7 @@ func TestALPNNamesTheApplicationProtocol(t *testing.T) {
 // The connect timeout bounds every dial, whatever dialer is injected, and
 // a failure is a DialError.
 func TestDialAppliesConnectTimeout(t *testing.T) {
-	d := NewDialer(Options{ConnectTimeout: 20 * time.Millisecond, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+	d := NewDialer(Options{ConnectTimeout: func() time.Duration { return 20 * time.Millisecond }, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}})
