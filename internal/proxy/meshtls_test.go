@@ -214,3 +214,38 @@ func TestMeshTLSRefusesWrongIdentity(t *testing.T) {
 		t.Errorf("not counted as a connect failure:\n%s", m)
 	}
 }
+
+// Pooled upstream connections are keyed by endpoint and identity: once a
+// push says the address now belongs to another identity, neither the
+// HTTP/1 pool nor the HTTP/2 transport reuses the connection made to the
+// first one (here the server cannot prove the new identity, so the
+// request fails instead of reaching it).
+func TestPooledConnectionsAreKeyedByIdentity(t *testing.T) {
+	const id = "spiffe://test.local/ns/test/sa/web"
+	pki := newTestPKI(t, id)
+	port := meshedBackend(t, pki)
+	var mu sync.Mutex
+	var calls []string
+	tp := startProxy(t, "", fixedDst(serviceVIP), func(o *Options) { o.ClientTLS = pki.clientTLS(&calls, &mu) })
+	push := func(identity string) {
+		tp.store.Push(webSet(meshapi.Endpoint{Address: "127.0.0.1", Meshed: true, Identity: identity, Ports: map[string]uint16{"http": port}}), "test")
+	}
+	status := func(c *http.Client) int {
+		resp, err := c.Get("http://web/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	h1, h2 := proxyClient(tp.outbound), h2cClient(tp.outbound)
+	push(id)
+	if a, b := status(h1), status(h2); a != 200 || b != 200 {
+		t.Fatalf("first identity: HTTP/1 %d, HTTP/2 %d", a, b)
+	}
+	push("spiffe://test.local/ns/test/sa/impostor")
+	if a, b := status(h1), status(h2); a != 502 || b != 502 {
+		t.Errorf("another identity at the same address: HTTP/1 %d, HTTP/2 %d; want 502 (no reuse)", a, b)
+	}
+}

@@ -84,7 +84,7 @@ type Proxy struct {
 	opts     Options
 
 	h1Pool      *h1Pool
-	h2Transport *http2.Transport
+	h2Transport *h2Transports
 	h2Server    *http2.Server
 	// h2Base carries the HTTP/2 server's settings and, through its
 	// Shutdown, sends GOAWAY on every HTTP/2 connection when draining.
@@ -140,7 +140,7 @@ func New(o Options) (*Proxy, error) {
 		ClientTLS:      o.ClientTLS,
 	})
 	p.h1Pool = newH1Pool(p.dialer.Dial, limits.MaxIdleConnsPerEndpoint, 90*time.Second)
-	p.h2Transport = newH2Transport(p.dialer)
+	p.h2Transport = newH2Transports(p.dialer)
 	p.h2Base = &http.Server{
 		MaxHeaderBytes: limits.MaxHeaderBytes,
 		IdleTimeout:    limits.IdleTimeout.D(),
