@@ -40,7 +40,8 @@ import (
 // Options are the proxy's dependencies. Config and Metrics are required;
 // everything else has a default.
 type Options struct {
-	// Config holds the snapshot in force; it must hold one before Start.
+	// Config holds the routing table in force; it must hold one before
+	// Start.
 	Config *config.Store
 	// Metrics receives the counts.
 	Metrics *metrics.Registry
@@ -159,7 +160,7 @@ func New(o Options) (*Proxy, error) {
 	return p, nil
 }
 
-// Start binds the inbound and outbound listeners of the snapshot in force
+// Start binds the inbound and outbound listeners of the table in force
 // and starts accepting. Listener addresses are read once: changing them
 // takes a restart.
 func (p *Proxy) Start(ctx context.Context) error {
