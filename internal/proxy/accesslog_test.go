@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshctl/mesh/internal/proxy/telemetry"
 )
 
 type lockedBuffer struct {
@@ -52,9 +54,9 @@ func TestAccessLog(t *testing.T) {
 	c.Close()
 	waitFor(t, func() bool { return len(buf.lines()) == 2 })
 	// The HTTP line is written after the response, so it may come second.
-	var http1, tcp AccessEntry
+	var http1, tcp telemetry.AccessEntry
 	for _, l := range buf.lines() {
-		var e AccessEntry
+		var e telemetry.AccessEntry
 		json.Unmarshal([]byte(l), &e)
 		if e.Protocol == "http1" {
 			http1 = e
@@ -96,7 +98,7 @@ func TestTLSPassthroughRecordsSNI(t *testing.T) {
 		t.Fatalf("body %q", b)
 	}
 	waitFor(t, func() bool { return len(buf.lines()) == 1 && buf.lines()[0] != "" })
-	var e AccessEntry
+	var e telemetry.AccessEntry
 	json.Unmarshal([]byte(buf.lines()[0]), &e)
 	if e.Protocol != "tls" || e.SNI != "example.com" {
 		t.Errorf("entry %+v", e)

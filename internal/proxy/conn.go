@@ -11,34 +11,42 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshctl/mesh/internal/meshapi"
 	"github.com/meshctl/mesh/internal/proxy/config"
 	"github.com/meshctl/mesh/internal/proxy/detect"
 	"github.com/meshctl/mesh/internal/proxy/metrics"
+	"github.com/meshctl/mesh/internal/proxy/telemetry"
+	"github.com/meshctl/mesh/internal/proxy/upstream"
 )
 
-// session is what the proxy knows about one accepted connection.
+// session is what the proxy knows about one accepted connection. What
+// belongs to the listener (its limits, where inbound connections go) is
+// read once when the connection is accepted; where each request goes is
+// not: route reads the table in force every time.
 type session struct {
 	p        *Proxy
-	dir      metrics.Direction
-	snap     *config.Snapshot
 	limits   config.Limits
+	info     telemetry.Conn
 	dst      netip.AddrPort
-	target   *config.Target // nil: unknown outbound destination, or inbound
-	service  string
-	series   *metrics.Series
 	client   net.Conn
 	tracked  *trackedConn
 	accepted time.Time
-	proto    string
-	sni      string
-	// upstreamAddr is where an inbound or unknown outbound destination is
-	// dialed, formatted once per connection (immutable afterwards).
+	// service labels the connection's own counters (connections, bytes):
+	// the destination service when the connection was accepted.
+	service string
+	series  *metrics.Series
+	// passthrough: an inbound connection, or an outbound one to a
+	// destination no service named when it was accepted; it goes to
+	// upstreamAddr, formatted once (HTTP/2 streams read it concurrently).
+	passthrough  bool
 	upstreamAddr string
 }
 
 // handle owns c until it is closed.
-func (p *Proxy) handle(l *listener, raw net.Conn, snap *config.Snapshot) {
-	s := &session{p: p, dir: l.dir, snap: snap, limits: snap.Config.Limits, accepted: time.Now()}
+func (p *Proxy) handle(l *listener, raw net.Conn, limits config.Limits) {
+	s := &session{p: p, limits: limits, accepted: time.Now()}
+	s.info.Direction = l.dir
+	s.info.Client = raw.RemoteAddr()
 	cc := &countingConn{Conn: raw}
 	s.client = cc
 	s.tracked = p.track(raw)
@@ -56,29 +64,9 @@ func (p *Proxy) handle(l *listener, raw net.Conn, snap *config.Snapshot) {
 		return
 	}
 	s.dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
-	switch l.dir {
-	case metrics.Outbound:
-		s.target = snap.Target(s.dst)
-		s.service = metrics.Unknown
-		if s.target != nil {
-			s.service = s.target.Label
-		}
-	case metrics.Inbound:
-		s.service = snap.Config.Workload.Name
-	}
-	if s.target == nil || l.dir == metrics.Inbound {
-		// Formatted once here: HTTP/2 streams of the connection read it
-		// concurrently.
-		up := s.dst
-		if l.dir == metrics.Inbound && snap.Config.Inbound.ForwardTo == config.ForwardLoopback {
-			lo := netip.AddrFrom4([4]byte{127, 0, 0, 1})
-			if up.Addr().Is6() {
-				lo = netip.IPv6Loopback()
-			}
-			up = netip.AddrPortFrom(lo, up.Port())
-		}
-		s.upstreamAddr = up.String()
-	}
+	s.info.Destination = s.dst
+	table := p.cfg.Load()
+	target := s.classify(table)
 	s.series = p.metrics.Series(l.dir, s.service)
 	s.series.ConnOpened()
 	defer func() { s.series.ConnClosed(cc.read.Load(), cc.written.Load()) }()
@@ -89,42 +77,80 @@ func (p *Proxy) handle(l *listener, raw net.Conn, snap *config.Snapshot) {
 		return
 	}
 
-	if s.opaque() {
-		p.metrics.Detected(l.dir, metrics.DetectOpaque)
-		s.proto = "opaque"
+	s.dispatch(cc, s.opaque(table, target), target == nil)
+}
+
+// classify labels the connection with the table in force when it was
+// accepted and decides whether it is a passthrough (inbound, or to a
+// destination no service names). It returns the destination's service
+// port, or nil.
+func (s *session) classify(table *config.Table) *config.Target {
+	var target *config.Target
+	switch s.info.Direction {
+	case metrics.Outbound:
+		target = table.Target(s.dst)
+		s.service = metrics.Unknown
+		if target != nil {
+			s.service = target.Label
+		}
+	case metrics.Inbound:
+		s.service = table.Config.Workload.Name
+	}
+	if target == nil || s.info.Direction == metrics.Inbound {
+		s.passthrough = true
+		up := s.dst
+		if s.info.Direction == metrics.Inbound && table.Config.Inbound.ForwardTo == config.ForwardLoopback {
+			lo := netip.AddrFrom4([4]byte{127, 0, 0, 1})
+			if up.Addr().Is6() {
+				lo = netip.IPv6Loopback()
+			}
+			up = netip.AddrPortFrom(lo, up.Port())
+		}
+		s.upstreamAddr = up.String()
+	}
+	return target
+}
+
+// dispatch chooses the forwarder: TCP for opaque ports and unknown
+// outbound destinations, otherwise what detection finds.
+func (s *session) dispatch(cc *countingConn, opaque, unknown bool) {
+	p, dir := s.p, s.info.Direction
+	if opaque {
+		p.metrics.Detected(dir, metrics.DetectOpaque)
+		s.info.Protocol = "opaque"
 		s.forwardTCP(cc)
 		return
 	}
-	if l.dir == metrics.Outbound && s.target == nil {
+	if dir == metrics.Outbound && unknown {
 		// A destination no service names is passed through as plain TCP
 		// to its original address: no detection (no delay for a protocol
 		// in which the server speaks first) and no HTTP parsing (the
 		// bytes reach the server as the client sent them).
-		s.proto = "tcp"
+		s.info.Protocol = "tcp"
 		s.forwardTCP(cc)
 		return
 	}
-	res, err := detect.Sniff(raw, s.limits.DetectTimeout.D())
+	res, err := detect.Sniff(cc.Conn, s.limits.DetectTimeout.D())
 	if err != nil {
 		// The client left before saying anything.
 		return
 	}
 	// Reads go through the sniffed bytes first, and are counted.
 	cc.Conn = res.Conn
-	s.sni = res.SNI
+	s.info.SNI = res.SNI
 	switch {
 	case res.TimedOut:
-		p.metrics.Detected(l.dir, metrics.DetectTimeout)
+		p.metrics.Detected(dir, metrics.DetectTimeout)
 	case res.Protocol == detect.HTTP1:
-		p.metrics.Detected(l.dir, metrics.DetectHTTP1)
+		p.metrics.Detected(dir, metrics.DetectHTTP1)
 	case res.Protocol == detect.HTTP2:
-		p.metrics.Detected(l.dir, metrics.DetectHTTP2)
+		p.metrics.Detected(dir, metrics.DetectHTTP2)
 	case res.Protocol == detect.TLS:
-		p.metrics.Detected(l.dir, metrics.DetectTLS)
+		p.metrics.Detected(dir, metrics.DetectTLS)
 	default:
-		p.metrics.Detected(l.dir, metrics.DetectTCP)
+		p.metrics.Detected(dir, metrics.DetectTCP)
 	}
-	s.proto = res.Protocol.String()
+	s.info.Protocol = res.Protocol.String()
 	switch res.Protocol {
 	case detect.HTTP1:
 		s.serveHTTP1()
@@ -144,25 +170,25 @@ func (p *Proxy) containPanic(s *session, v any) bool {
 	if v == nil {
 		return false
 	}
-	p.log.Error("recovered from a panic serving a connection", "direction", s.dir.String(),
+	p.log.Error("recovered from a panic serving a connection", "direction", s.info.Direction.String(),
 		"peer", s.client.RemoteAddr().String(), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 	series := s.series
 	if series == nil {
-		series = p.metrics.Series(s.dir, metrics.Unknown)
+		series = p.metrics.Series(s.info.Direction, metrics.Unknown)
 	}
 	series.Error(metrics.ReasonInternal)
 	return true
 }
 
 // opaque reports whether detection is skipped for this connection.
-func (s *session) opaque() bool {
-	if s.dir == metrics.Inbound {
-		return s.snap.InboundOpaque(s.dst.Port())
+func (s *session) opaque(table *config.Table, target *config.Target) bool {
+	if s.info.Direction == metrics.Inbound {
+		return table.InboundOpaque(s.dst.Port())
 	}
-	if s.snap.OutboundOpaque(s.dst.Port()) {
+	if table.OutboundOpaque(s.dst.Port()) {
 		return true
 	}
-	return s.target != nil && s.target.Port.Protocol == config.ProtocolOpaque
+	return target != nil && target.Opaque()
 }
 
 // isLoop reports whether dst is one of the proxy's own listeners, which a
@@ -176,27 +202,61 @@ func (p *Proxy) isLoop(dst netip.AddrPort) bool {
 	return a.IsLoopback() || a.IsUnspecified() || p.localAddrs[a]
 }
 
-// upstream chooses where this connection or request goes: an endpoint of
-// the target, the original destination, or for inbound the application.
-// When ep is not nil the caller holds one of its in-flight slots and must
-// call ep.Active.Add(-1) when the request or connection ends.
-func (s *session) upstream() (addr string, ep *config.EndpointState, err error) {
-	if s.target == nil || s.dir == metrics.Inbound {
-		return s.upstreamAddr, nil, nil
-	}
-	ep = pick(s.target.Endpoints, s.p.rand)
-	if ep == nil {
-		return "", nil, errNoEndpoints
-	}
-	ep.Active.Add(1)
-	return ep.AddrString, ep, nil
+// route is where one request, stream or TCP connection goes.
+type route struct {
+	// service labels the request: the destination service, the
+	// workload's name inbound, or metrics.Unknown.
+	service string
+	target  upstream.Target
+	// ep is the balanced endpoint, nil for a passthrough; the route holds
+	// one of its in-flight slots until done.
+	ep *upstream.Endpoint
 }
 
-// done releases what upstream took.
-func done(ep *config.EndpointState) {
-	if ep != nil {
-		ep.Active.Add(-1)
+// done releases what route took.
+func (r *route) done() {
+	if r.ep != nil {
+		r.ep.Release()
 	}
+}
+
+// route chooses where a request (or TCP connection) carrying proto goes,
+// with the table in force now: an endpoint of the destination's service,
+// or for a passthrough the original destination (inbound: the
+// application). It is called for every request, so that a push reaches
+// open connections at their next request.
+func (s *session) route(proto meshapi.Protocol) (route, error) {
+	if s.passthrough {
+		svc := s.service
+		if s.info.Direction == metrics.Inbound {
+			svc = s.p.cfg.Load().Config.Workload.Name
+		}
+		return route{service: svc, target: upstream.Target{Addr: s.upstreamAddr, Protocol: proto}}, nil
+	}
+	tg := s.p.cfg.Load().Target(s.dst)
+	if tg == nil {
+		// The service is gone since the connection was accepted.
+		return route{service: metrics.Unknown}, errNoEndpoints
+	}
+	w := s.p.balancer.Pick(tg.Endpoints)
+	if w == nil {
+		return route{service: tg.Label}, errNoEndpoints
+	}
+	w.Acquire()
+	return route{
+		service: tg.Label,
+		target:  upstream.Target{Addr: w.Address(), Identity: w.Key().Identity, Meshed: w.Meshed, Protocol: proto},
+		ep:      w.Endpoint,
+	}, nil
+}
+
+// seriesOf returns the series of service, from the connection's own when
+// the label is the same (the common case: no lookup per request).
+func (s *session) seriesOf(service string) *metrics.Series {
+	if service == s.service {
+		return s.series
+	}
+	return s.p.metrics.Series(s.info.Direction, service)
 }
 
 var errNoEndpoints = errors.New("service has no endpoints")

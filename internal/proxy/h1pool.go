@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/meshctl/mesh/internal/proxy/upstream"
 )
 
 // The HTTP/1 upstream side is a pool of persistent connections per endpoint
@@ -18,10 +20,17 @@ import (
 // every request to two goroutines of its own (write and read loops) and
 // back, which cost more than the proxy's own work per request.
 
+// poolKey names the endpoint a pooled connection goes to: its address and
+// the identity it presented, so that a connection made to one identity
+// never carries a request meant for another at the same address.
+type poolKey struct {
+	addr, identity string
+}
+
 // upstreamConn is one pooled HTTP/1 connection to an endpoint.
 type upstreamConn struct {
 	net.Conn
-	addr      string
+	key       poolKey
 	in        *h1in
 	out       *h1out
 	idleSince time.Time
@@ -34,8 +43,8 @@ type upstreamConn struct {
 	peeked [1]byte
 }
 
-func newUpstreamConn(c net.Conn, addr string) *upstreamConn {
-	uc := &upstreamConn{Conn: c, addr: addr, in: newH1In(c), out: newH1Out(c, 0)}
+func newUpstreamConn(c net.Conn, key poolKey) *upstreamConn {
+	uc := &upstreamConn{Conn: c, key: key, in: newH1In(c), out: newH1Out(c, 0)}
 	if tc, ok := tcpConn(c); ok {
 		if raw, err := tc.SyscallConn(); err == nil {
 			uc.raw = raw
@@ -81,25 +90,28 @@ func (uc *upstreamConn) discard() {
 // must not be able to make the proxy buffer without end either.
 const maxResponseHead = 1 << 20
 
-// h1Pool keeps idle upstream connections, at most maxIdle per address, for
-// at most idleTimeout.
+// h1Pool keeps idle upstream connections, at most maxIdle per endpoint
+// and identity, for at most idleTimeout. New connections are dialed by
+// upstream.Dialer.Dial (mesh TLS with ALPN meshapi.ALPNHTTP1 to a meshed
+// endpoint).
 type h1Pool struct {
-	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
+	dial        func(ctx context.Context, t upstream.Target) (net.Conn, error)
 	maxIdle     int
 	idleTimeout time.Duration
 
 	mu     sync.Mutex
-	idle   map[string][]*upstreamConn
+	idle   map[poolKey][]*upstreamConn
 	closed bool
 }
 
-func newH1Pool(dial func(context.Context, string, string) (net.Conn, error), maxIdle int, idleTimeout time.Duration) *h1Pool {
-	return &h1Pool{dial: dial, maxIdle: maxIdle, idleTimeout: idleTimeout, idle: map[string][]*upstreamConn{}}
+func newH1Pool(dial func(context.Context, upstream.Target) (net.Conn, error), maxIdle int, idleTimeout time.Duration) *h1Pool {
+	return &h1Pool{dial: dial, maxIdle: maxIdle, idleTimeout: idleTimeout, idle: map[poolKey][]*upstreamConn{}}
 }
 
-// get returns an idle connection to addr, most recently used first, or
+// get returns an idle connection to t, most recently used first, or
 // dials a new one; reused tells which.
-func (p *h1Pool) get(ctx context.Context, addr string) (uc *upstreamConn, reused bool, err error) {
+func (p *h1Pool) get(ctx context.Context, t upstream.Target) (uc *upstreamConn, reused bool, err error) {
+	addr := poolKey{t.Addr, t.Identity}
 	p.mu.Lock()
 	for list := p.idle[addr]; len(list) > 0; list = p.idle[addr] {
 		uc = list[len(list)-1]
@@ -117,7 +129,7 @@ func (p *h1Pool) get(ctx context.Context, addr string) (uc *upstreamConn, reused
 		uc.discard()
 	}
 	p.mu.Unlock()
-	c, err := p.dial(ctx, "tcp", addr)
+	c, err := p.dial(ctx, t)
 	if err != nil {
 		return nil, false, err
 	}
@@ -136,12 +148,12 @@ func (p *h1Pool) put(uc *upstreamConn) {
 	uc.out.shrink()
 	uc.idleSince = time.Now()
 	p.mu.Lock()
-	if p.closed || len(p.idle[uc.addr]) >= p.maxIdle {
+	if p.closed || len(p.idle[uc.key]) >= p.maxIdle {
 		p.mu.Unlock()
 		uc.discard()
 		return
 	}
-	p.idle[uc.addr] = append(p.idle[uc.addr], uc)
+	p.idle[uc.key] = append(p.idle[uc.key], uc)
 	p.mu.Unlock()
 }
 
@@ -192,10 +204,3 @@ func (p *h1Pool) close() {
 		delete(p.idle, addr)
 	}
 }
-
-// dialError is a failure to connect, as opposed to a failure of an
-// established connection.
-type dialError struct{ err error }
-
-func (e *dialError) Error() string { return "dialing upstream: " + e.err.Error() }
-func (e *dialError) Unwrap() error { return e.err }

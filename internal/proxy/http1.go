@@ -11,7 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshctl/mesh/internal/meshapi"
 	"github.com/meshctl/mesh/internal/proxy/metrics"
+	"github.com/meshctl/mesh/internal/proxy/telemetry"
+	"github.com/meshctl/mesh/internal/proxy/upstream"
 )
 
 // HTTP/1 is forwarded by the proxy's own code rather than net/http's
@@ -35,10 +38,10 @@ type h1conn struct {
 	req, resp h1head
 	// What forward needs of the request after its head's bytes are gone
 	// (the body relay reuses the read buffer).
-	class              metrics.MethodClass
-	isHEAD, isCONNECT  bool
-	logMethod, logHost string
-	logPath            string
+	isHEAD, isCONNECT bool
+	// rec is the record of the request in flight, handed to the recorder
+	// when it ends (one per connection, so that a request allocates none).
+	rec telemetry.Record
 	// upstreamHead is the request as sent upstream: the head, and the body
 	// when it came whole with the head. It is kept for a retry.
 	upstreamHead []byte
@@ -122,8 +125,8 @@ func (h *h1conn) serveOne(first bool) bool {
 		}
 	}
 	s.tracked.idle.Store(false)
-	start := time.Now()
-	h.class, h.logMethod, h.logHost, h.logPath = metrics.MethodOther, "", "", ""
+	h.rec = telemetry.Record{Kind: telemetry.Request, Conn: &s.info, Service: s.service, Series: s.series,
+		Class: metrics.MethodOther, Start: time.Now()}
 	var err error
 	n := headEnd(h.in.buffered(), 0)
 	switch {
@@ -137,10 +140,11 @@ func (h *h1conn) serveOne(first bool) bool {
 	if err != nil {
 		switch {
 		case err == errHeadLimit:
-			h.fail(start, http.StatusRequestHeaderFieldsTooLarge, metrics.ReasonHeaderLimit, "request header too large")
+			h.fail(http.StatusRequestHeaderFieldsTooLarge, metrics.ReasonHeaderLimit, "request header too large")
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			h.fail(start, http.StatusRequestTimeout, metrics.ReasonTimeout, "request header timeout")
+			h.fail(http.StatusRequestTimeout, metrics.ReasonTimeout, "request header timeout")
 		default:
+			// Not a request: the client left mid-head. Counted, not logged.
 			s.series.Error(metrics.ReasonClientReset)
 		}
 		return false
@@ -153,16 +157,16 @@ func (h *h1conn) serveOne(first bool) bool {
 		if perr.status == http.StatusRequestHeaderFieldsTooLarge {
 			reason = metrics.ReasonHeaderLimit
 		}
-		h.fail(start, perr.status, reason, perr.msg)
+		h.fail(perr.status, reason, perr.msg)
 		return false
 	}
 	req := &h.req
-	h.class = methodClass(req.method)
+	h.rec.Class = methodClass(req.method)
 	h.isHEAD, h.isCONNECT = req.isMethod(http.MethodHead), req.isMethod(http.MethodConnect)
-	if s.p.accessLog != nil {
-		h.logMethod, h.logHost, h.logPath = string(req.method), string(req.host), string(req.target)
+	if s.p.recorder.Logging() {
+		h.rec.Method, h.rec.Authority, h.rec.Path = string(req.method), string(req.host), string(req.target)
 	}
-	return h.forward(start)
+	return h.forward()
 }
 
 // methodClass is metrics.ClassOf for a method in bytes.
@@ -176,42 +180,26 @@ func methodClass(m []byte) metrics.MethodClass {
 	return metrics.MethodOther
 }
 
-// forward sends the request upstream and the response back; it reports
-// whether the connection may carry another request.
-func (h *h1conn) forward(start time.Time) bool {
+// forward routes the request with the table in force, sends it upstream
+// and the response back; it reports whether the connection may carry
+// another request.
+func (h *h1conn) forward() bool {
 	s := h.s
-	req := &h.req
-	addr, ep, err := s.upstream()
-	defer done(ep)
+	r, err := s.route(meshapi.ProtocolHTTP1)
+	defer r.done()
+	h.rec.Service, h.rec.Series = r.service, s.seriesOf(r.service)
 	if err != nil {
-		h.fail(start, http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "no endpoints")
+		h.fail(http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "no endpoints")
 		return false
 	}
 	h.responded = false
 	h.guard.arm()
 	defer h.guard.stop()
 
-	h.upstreamHead = req.appendRequest(h.upstreamHead[:0], addr)
-	streamed := false
-	var sent int64
-	switch req.body {
-	case bodyLength:
-		if b := h.in.buffered(); !req.expect && int64(len(b)) >= req.length {
-			// The whole body came with the head: it goes in the same
-			// write, and the request can be retried.
-			h.upstreamHead = append(h.upstreamHead, b[:req.length]...)
-			h.in.consume(int(req.length))
-			sent = req.length
-		} else {
-			streamed = true
-		}
-	case bodyChunked:
-		streamed = true
-	}
-	uc, err := h.exchange(addr, streamed)
+	streamed := h.prepareUpstreamHead(r.target.Addr)
+	uc, err := h.exchange(r.target, streamed)
 	if err != nil {
 		code, reason := http.StatusBadGateway, metrics.ReasonUpstream
-		var de *dialError
 		switch {
 		case h.guard.fired():
 			code, reason = http.StatusGatewayTimeout, metrics.ReasonTimeout
@@ -219,18 +207,50 @@ func (h *h1conn) forward(start time.Time) bool {
 			// The client's body was malformed (a bad chunk, say) or cut;
 			// a deadline error is stopBody's own doing.
 			code, reason = http.StatusBadRequest, metrics.ReasonBadRequest
-		case errors.As(err, &de):
+		case upstream.IsDialError(err):
 			reason = metrics.ReasonConnect
 		}
-		h.fail(start, code, reason, "upstream: "+err.Error())
+		h.fail(code, reason, "upstream: "+err.Error())
 		return false
 	}
-	resp := &h.resp
-	if resp.status == http.StatusSwitchingProtocols || h.isCONNECT && resp.status/100 == 2 {
-		return h.tunnel(uc, start, streamed)
+	h.rec.Upstream = r.target.Addr
+	if resp := &h.resp; resp.status == http.StatusSwitchingProtocols || h.isCONNECT && resp.status/100 == 2 {
+		return h.tunnel(uc, streamed)
 	}
+	keep := h.respond(uc, streamed)
+	h.record()
+	return keep && !h.guard.fired()
+}
 
-	// Frame the response for the client.
+// prepareUpstreamHead writes the request's head as sent upstream into
+// h.upstreamHead, with the body when it came whole with the head; it
+// reports whether the body is streamed instead.
+func (h *h1conn) prepareUpstreamHead(addr string) (streamed bool) {
+	req := &h.req
+	h.upstreamHead = req.appendRequest(h.upstreamHead[:0], addr)
+	switch req.body {
+	case bodyLength:
+		if b := h.in.buffered(); !req.expect && int64(len(b)) >= req.length {
+			// The whole body came with the head: it goes in the same
+			// write, and the request can be retried.
+			h.upstreamHead = append(h.upstreamHead, b[:req.length]...)
+			h.in.consume(int(req.length))
+			h.rec.BytesReceived = req.length
+			return false
+		}
+		return true
+	case bodyChunked:
+		return true
+	}
+	return false
+}
+
+// respond frames the response for the client and relays its body, then
+// gives the upstream connection back to the pool or closes it. It fills
+// the record and reports whether the client connection may carry another
+// request.
+func (h *h1conn) respond(uc *upstreamConn, streamed bool) bool {
+	s, req, resp := h.s, &h.req, &h.resp
 	src := resp.body
 	if h.isHEAD || resp.status == http.StatusNoContent || resp.status == http.StatusNotModified {
 		src = bodyNone
@@ -256,9 +276,11 @@ func (h *h1conn) forward(start time.Time) bool {
 	h.responded = true
 	h.wmu.Unlock()
 	h.out.buf = resp.appendResponse(h.out.buf, dst, conn)
-	status, upstreamClose := resp.status, resp.close
+	h.rec.Status = resp.status
+	upstreamClose := resp.close
 	rr := relay{in: uc.in, out: h.out, guard: h.guard, maxTrailer: maxResponseHead}
 	ok := rr.run(src, resp.length, dst == bodyChunked)
+	h.rec.BytesSent = rr.n
 
 	if streamed {
 		select {
@@ -270,25 +292,21 @@ func (h *h1conn) forward(start time.Time) bool {
 			h.stopBody(uc)
 			keep = false
 		}
-		sent = h.body.n
+		h.rec.BytesReceived = h.body.n
 		if h.body.readErr != nil || h.body.writeErr != nil {
 			ok, keep = false, false
 		}
 	}
 	h.upstream.Store(nil)
 	h.guard.stop()
-	reason := ""
 	if !ok {
 		switch {
 		case h.guard.fired():
-			s.series.Error(metrics.ReasonTimeout)
-			reason = "timeout"
+			h.rec.Fail(metrics.ReasonTimeout)
 		case rr.readErr != nil:
-			s.series.Error(metrics.ReasonUpstream)
-			reason = "upstream"
+			h.rec.Fail(metrics.ReasonUpstream)
 		case rr.writeErr != nil:
-			s.series.Error(metrics.ReasonClientReset)
-			reason = "client_reset"
+			h.rec.Fail(metrics.ReasonClientReset)
 		}
 		keep = false
 	}
@@ -297,10 +315,13 @@ func (h *h1conn) forward(start time.Time) bool {
 	} else {
 		uc.discard()
 	}
-	d := time.Since(start)
-	s.series.Request(status, h.class, d, sent, rr.n)
-	h.log(status, d, sent, rr.n, addr, reason)
-	return keep && !h.guard.fired()
+	return keep
+}
+
+// record hands the request's record to the recorder.
+func (h *h1conn) record() {
+	h.rec.Duration = time.Since(h.rec.Start)
+	h.s.p.recorder.Record(&h.rec)
 }
 
 // exchange sends the request upstream over a pooled connection and reads
@@ -310,12 +331,12 @@ func (h *h1conn) forward(start time.Time) bool {
 // once on a new connection, when it can be: when its body is not streamed.
 // The upstream may have closed the idle connection as the request went
 // out.
-func (h *h1conn) exchange(addr string, streamed bool) (*upstreamConn, error) {
+func (h *h1conn) exchange(t upstream.Target, streamed bool) (*upstreamConn, error) {
 	pool := h.s.p.h1Pool
 	for attempt := 0; ; attempt++ {
-		uc, reused, err := pool.get(context.Background(), addr)
+		uc, reused, err := pool.get(context.Background(), t)
 		if err != nil {
-			return nil, &dialError{err}
+			return nil, err
 		}
 		h.upstream.Store(uc)
 		h.bodyDone = nil
@@ -412,7 +433,7 @@ func (h *h1conn) stopBody(uc *upstreamConn) {
 // tunnel completes an Upgrade (WebSocket and others) or a CONNECT: it sends
 // the response head and then copies bytes both ways as a TCP connection
 // is (half-close, tcpIdleTimeout) until both sides close.
-func (h *h1conn) tunnel(uc *upstreamConn, start time.Time, streamed bool) bool {
+func (h *h1conn) tunnel(uc *upstreamConn, streamed bool) bool {
 	s := h.s
 	h.guard.stop()
 	if streamed {
@@ -423,7 +444,6 @@ func (h *h1conn) tunnel(uc *upstreamConn, start time.Time, streamed bool) bool {
 	h.wmu.Lock()
 	h.responded = true
 	h.wmu.Unlock()
-	status := h.resp.status
 	// No framing: after this head the bytes are the new protocol's.
 	h.out.buf = h.resp.appendResponse(h.out.buf, bodyUntilClose, "")
 	// Bytes the upstream sent after its head are already buffered.
@@ -431,9 +451,10 @@ func (h *h1conn) tunnel(uc *upstreamConn, start time.Time, streamed bool) bool {
 	if err == nil {
 		err = h.out.flush()
 	}
-	d := time.Since(start)
-	s.series.Request(status, h.class, d, 0, 0)
-	h.log(status, d, 0, 0, "", "")
+	// The tunnel's bytes are counted as the connection's; the request
+	// ends with the response head.
+	h.rec.Status, h.rec.Upstream, h.rec.BytesReceived = h.resp.status, "", 0
+	h.record()
 	if err != nil {
 		return false
 	}
@@ -454,14 +475,12 @@ func (h *h1conn) tunnel(uc *upstreamConn, start time.Time, streamed bool) bool {
 	return false
 }
 
-// fail answers the client with a short plain-text error and counts it. The
-// connection is closed after: its state is unknown.
-func (h *h1conn) fail(start time.Time, code int, reason metrics.Reason, msg string) {
-	s := h.s
-	s.series.Error(reason)
-	d := time.Since(start)
-	s.series.Request(code, h.class, d, 0, 0)
-	h.log(code, d, 0, 0, "", reason.String())
+// fail answers the client with a short plain-text error and records it.
+// The connection is closed after: its state is unknown.
+func (h *h1conn) fail(code int, reason metrics.Reason, msg string) {
+	h.rec.Status, h.rec.Upstream, h.rec.BytesReceived, h.rec.BytesSent = code, "", 0, 0
+	h.rec.Fail(reason)
+	h.record()
 	text := http.StatusText(code)
 	body := text + ": " + msg + "\n"
 	h.wmu.Lock()
@@ -476,15 +495,6 @@ func (h *h1conn) fail(start time.Time, code int, reason metrics.Reason, msg stri
 	b = append(b, "\r\nConnection: close\r\n\r\n"...)
 	h.out.buf = append(b, body...)
 	h.out.flush()
-}
-
-// log writes the access log line of the request in flight, if the access
-// log is on.
-func (h *h1conn) log(code int, d time.Duration, in, out int64, upstream, reason string) {
-	if h.logMethod == "" {
-		return // no request was parsed
-	}
-	h.s.logRequest(h.logMethod, h.logHost, h.logPath, code, d, in, out, upstream, reason)
 }
 
 func setReadDeadline(c net.Conn, d time.Duration) {

@@ -10,7 +10,9 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/meshctl/mesh/internal/meshapi"
 	"github.com/meshctl/mesh/internal/proxy/metrics"
+	"github.com/meshctl/mesh/internal/proxy/telemetry"
 )
 
 // serveHTTP2 serves an h2c connection with the Go HTTP/2 server and
@@ -27,37 +29,39 @@ func (s *session) serveHTTP2() {
 
 type h2Handler struct{ s *session }
 
+// ServeHTTP forwards one stream, routed with the table in force when the
+// stream began.
 func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := h.s
-	start := time.Now()
-	class := metrics.ClassOf(r.Method)
 	sw := &statusWriter{ResponseWriter: w}
-
-	fields, size := 0, 0
-	for k, vs := range r.Header {
-		fields += len(vs)
-		for _, v := range vs {
-			size += len(k) + len(v) + 32 // the HPACK entry overhead
-		}
+	rec := &sw.rec
+	*rec = telemetry.Record{Kind: telemetry.Request, Conn: &s.info, Service: s.service, Series: s.series,
+		Class: metrics.ClassOf(r.Method), Start: time.Now()}
+	if s.p.recorder.Logging() {
+		rec.Method, rec.Authority, rec.Path = r.Method, r.Host, r.URL.RequestURI()
 	}
-	if fields > s.limits.MaxHeaderCount || size > s.limits.MaxHeaderBytes {
-		s.series.Error(metrics.ReasonHeaderLimit)
+	defer func() {
+		rec.Status, rec.BytesSent = sw.code, sw.n
+		rec.Duration = time.Since(rec.Start)
+		s.p.recorder.Record(rec)
+	}()
+
+	if !h.withinHeaderLimits(r) {
+		rec.Fail(metrics.ReasonHeaderLimit)
 		http.Error(sw, "request header fields too large", http.StatusRequestHeaderFieldsTooLarge)
-		s.series.Request(http.StatusRequestHeaderFieldsTooLarge, class, time.Since(start), 0, 0)
-		s.logRequest(r.Method, r.Host, r.URL.RequestURI(), http.StatusRequestHeaderFieldsTooLarge, time.Since(start), 0, 0, "", "header_limit")
 		return
 	}
-
-	addr, ep, err := s.upstream()
-	defer done(ep)
+	rt, err := s.route(meshapi.ProtocolHTTP2)
+	defer rt.done()
+	// Streams run concurrently: the series is looked up, not cached.
+	rec.Service, rec.Series = rt.service, nil
 	if err != nil {
-		s.series.Error(metrics.ReasonNoEndpoints)
+		rec.Fail(metrics.ReasonNoEndpoints)
 		http.Error(sw, "no endpoints", http.StatusServiceUnavailable)
-		s.series.Request(http.StatusServiceUnavailable, class, time.Since(start), 0, 0)
-		s.logRequest(r.Method, r.Host, r.URL.RequestURI(), http.StatusServiceUnavailable, time.Since(start), 0, 0, "", "no_endpoints")
 		return
 	}
-	ctx, cancel := context.WithCancel(r.Context())
+	rec.Upstream = rt.target.Addr
+	ctx, cancel := context.WithCancel(context.WithValue(r.Context(), targetKey{}, rt.target))
 	defer cancel()
 	guard := newIdleGuard(s.limits.StreamIdleTimeout.D(), s.limits.RequestTimeout.D(), cancel)
 	defer guard.stop()
@@ -67,7 +71,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = body
 	}
-	var failReason metrics.Reason = 255
+	addr := rt.target.Addr
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
@@ -81,27 +85,33 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		BufferPool:     copyBufPool{},
 		ErrorLog:       slogStd(s.p.log),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			code := http.StatusBadGateway
-			failReason = metrics.ReasonConnect
+			code, reason := http.StatusBadGateway, metrics.ReasonConnect
 			switch {
 			case guard.fired():
-				code, failReason = http.StatusGatewayTimeout, metrics.ReasonTimeout
+				code, reason = http.StatusGatewayTimeout, metrics.ReasonTimeout
 			case r.Context().Err() != nil:
-				code, failReason = 499, metrics.ReasonClientReset
+				code, reason = 499, metrics.ReasonClientReset
 			}
-			s.series.Error(failReason)
+			rec.Fail(reason)
 			s.p.log.Debug("forwarding HTTP/2 request", "upstream", addr, "error", err)
 			w.WriteHeader(code)
 		},
 	}
 	rp.ServeHTTP(sw, r)
-	d := time.Since(start)
-	reason := ""
-	if failReason != 255 {
-		reason = failReason.String()
+	rec.BytesReceived = body.n.Load()
+}
+
+// withinHeaderLimits checks the request's header fields against the
+// limits, counted as HPACK would.
+func (h *h2Handler) withinHeaderLimits(r *http.Request) bool {
+	fields, size := 0, 0
+	for k, vs := range r.Header {
+		fields += len(vs)
+		for _, v := range vs {
+			size += len(k) + len(v) + 32 // the HPACK entry overhead
+		}
 	}
-	s.series.Request(sw.code, class, d, body.n.Load(), sw.n)
-	s.logRequest(r.Method, r.Host, r.URL.RequestURI(), sw.code, d, body.n.Load(), sw.n, addr, reason)
+	return fields <= h.s.limits.MaxHeaderCount && size <= h.s.limits.MaxHeaderBytes
 }
 
 // keepTrailersOnly keeps a gRPC "trailers-only" response (RFC-less but
@@ -119,13 +129,15 @@ func keepTrailersOnly(res *http.Response) error {
 	return nil
 }
 
-// statusWriter records the status and body bytes of a response; Unwrap
-// lets ReverseProxy reach Flush and the trailers of the real writer.
+// statusWriter records the status and body bytes of a response, and
+// holds the stream's record (one allocation for both); Unwrap lets
+// ReverseProxy reach Flush and the trailers of the real writer.
 type statusWriter struct {
 	http.ResponseWriter
 	code  int
 	n     int64
 	guard *idleGuard
+	rec   telemetry.Record
 }
 
 func (w *statusWriter) WriteHeader(code int) {

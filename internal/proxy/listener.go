@@ -68,8 +68,10 @@ func (p *Proxy) acceptLoop(l *listener) {
 			continue
 		}
 		backoff = 0
-		snap := p.cfg.Load()
-		if l.active.Load() >= int64(snap.Config.Limits.MaxConnections) {
+		// The listener's limits are read once per connection; where its
+		// requests go is not (see session.route).
+		limits := p.cfg.Load().Config.Limits
+		if l.active.Load() >= int64(limits.MaxConnections) {
 			p.metrics.Series(l.dir, metrics.Unknown).Error(metrics.ReasonConnLimit)
 			c.Close()
 			continue
@@ -79,7 +81,7 @@ func (p *Proxy) acceptLoop(l *listener) {
 		go func() {
 			defer p.conns.Done()
 			defer l.active.Add(-1)
-			p.handle(l, c, snap)
+			p.handle(l, c, limits)
 		}()
 	}
 }

@@ -2,13 +2,20 @@
 // protocol detection that chooses how a connection is forwarded, HTTP/1,
 // HTTP/2 and TCP forwarding, and the drain that ends it all gracefully.
 //
-// A connection reads the configuration snapshot in force when it was
-// accepted and keeps it to the end, so a reload never changes a connection
-// mid-way; new connections see the new snapshot.
+// Every HTTP/1 request, HTTP/2 stream and new TCP connection is routed
+// with the routing table in force at that moment (one atomic load), so a
+// reload or a push reaches connections already open at their next
+// request; a request already in flight finishes where it started. Only
+// the listener's limits are read once per connection.
+//
+// The forwarders are orchestration: the table comes from package config,
+// endpoint state, balancing and dialing from upstream, and every request
+// ends as one record handed to telemetry.
 package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -26,12 +33,15 @@ import (
 	"github.com/meshctl/mesh/internal/adminapi"
 	"github.com/meshctl/mesh/internal/proxy/config"
 	"github.com/meshctl/mesh/internal/proxy/metrics"
+	"github.com/meshctl/mesh/internal/proxy/telemetry"
+	"github.com/meshctl/mesh/internal/proxy/upstream"
 )
 
 // Options are the proxy's dependencies. Config and Metrics are required;
 // everything else has a default.
 type Options struct {
-	// Config holds the snapshot in force; it must hold one before Start.
+	// Config holds the routing table in force; it must hold one before
+	// Start.
 	Config *config.Store
 	// Metrics receives the counts.
 	Metrics *metrics.Registry
@@ -44,9 +54,13 @@ type Options struct {
 	// SocketOriginalDst. Tests inject their own to drive the listeners
 	// without iptables.
 	OriginalDst OriginalDstFunc
-	// Dial opens upstream connections. Default: a net.Dialer bounded by
-	// limits.connectTimeout.
+	// Dial opens upstream TCP connections, under the connect timeout and
+	// mesh TLS of upstream.Dialer. Default: a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// ClientTLS, when set, makes connections to meshed endpoints mesh TLS
+	// (see upstream.Options.ClientTLS): it returns the configuration for
+	// a server that must present identity, with the ALPN protocol alpn.
+	ClientTLS func(identity, alpn string) *tls.Config
 	// Rand returns a uniform integer in [0, n) for the balancer. Default:
 	// math/rand/v2.
 	Rand func(n int) int
@@ -61,17 +75,17 @@ type Options struct {
 
 // Proxy is the sidecar's data plane.
 type Proxy struct {
-	cfg       *config.Store
-	metrics   *metrics.Registry
-	log       *slog.Logger
-	accessLog *accessLog
-	origDst   OriginalDstFunc
-	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
-	rand      func(n int) int
-	opts      Options
+	cfg      *config.Store
+	metrics  *metrics.Registry
+	log      *slog.Logger
+	recorder *telemetry.Recorder
+	origDst  OriginalDstFunc
+	dialer   *upstream.Dialer
+	balancer upstream.P2C
+	opts     Options
 
 	h1Pool      *h1Pool
-	h2Transport *http2.Transport
+	h2Transport *h2Transports
 	h2Server    *http2.Server
 	// h2Base carries the HTTP/2 server's settings and, through its
 	// Shutdown, sends GOAWAY on every HTTP/2 connection when draining.
@@ -100,17 +114,16 @@ func New(o Options) (*Proxy, error) {
 		return nil, errors.New("creating proxy: no metrics registry")
 	}
 	p := &Proxy{
-		cfg:       o.Config,
-		metrics:   o.Metrics,
-		log:       o.Log,
-		origDst:   o.OriginalDst,
-		dial:      o.Dial,
-		rand:      o.Rand,
-		opts:      o,
-		drainCh:   make(chan struct{}),
-		abortCh:   make(chan struct{}),
-		stopped:   make(chan struct{}),
-		accessLog: newAccessLog(o.AccessLog),
+		cfg:      o.Config,
+		metrics:  o.Metrics,
+		log:      o.Log,
+		origDst:  o.OriginalDst,
+		balancer: upstream.P2C{Rand: o.Rand},
+		opts:     o,
+		drainCh:  make(chan struct{}),
+		abortCh:  make(chan struct{}),
+		stopped:  make(chan struct{}),
+		recorder: telemetry.NewRecorder(o.Metrics, o.AccessLog),
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -119,15 +132,16 @@ func New(o Options) (*Proxy, error) {
 		p.origDst = SocketOriginalDst
 	}
 	limits := o.Config.Load().Config.Limits
-	if p.dial == nil {
-		d := &net.Dialer{Timeout: limits.ConnectTimeout.D(), KeepAlive: 30 * time.Second}
-		p.dial = d.DialContext
+	if p.balancer.Rand == nil {
+		p.balancer.Rand = rand.IntN
 	}
-	if p.rand == nil {
-		p.rand = rand.IntN
-	}
-	p.h1Pool = newH1Pool(boundedDial(p.dial, limits.ConnectTimeout.D()), limits.MaxIdleConnsPerEndpoint, 90*time.Second)
-	p.h2Transport = newH2Transport(p.dial, limits)
+	p.dialer = upstream.NewDialer(upstream.Options{
+		Dial:           o.Dial,
+		ConnectTimeout: func() time.Duration { return p.cfg.Load().Config.Limits.ConnectTimeout.D() },
+		ClientTLS:      o.ClientTLS,
+	})
+	p.h1Pool = newH1Pool(p.dialer.Dial, limits.MaxIdleConnsPerEndpoint, 90*time.Second)
+	p.h2Transport = newH2Transports(p.dialer)
 	p.h2Base = &http.Server{
 		MaxHeaderBytes: limits.MaxHeaderBytes,
 		IdleTimeout:    limits.IdleTimeout.D(),
@@ -146,7 +160,7 @@ func New(o Options) (*Proxy, error) {
 	return p, nil
 }
 
-// Start binds the inbound and outbound listeners of the snapshot in force
+// Start binds the inbound and outbound listeners of the table in force
 // and starts accepting. Listener addresses are read once: changing them
 // takes a restart.
 func (p *Proxy) Start(ctx context.Context) error {

@@ -12,9 +12,10 @@ import (
 	"testing"
 )
 
-// A reload swaps the configuration for new connections; a connection open
-// across it keeps working with the configuration it started with.
-func TestReloadKeepsOpenConnections(t *testing.T) {
+// A reload swaps the routing table for every request from then on: a
+// keep-alive connection open across it keeps working, and its next
+// request goes where the new configuration says.
+func TestReloadRoutesOpenConnectionsAnew(t *testing.T) {
 	one := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "one") }))
 	defer one.Close()
 	two := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "two") }))
@@ -52,8 +53,8 @@ services:
 	if _, err := tp.store.Reload(path); err != nil {
 		t.Fatal(err)
 	}
-	if got := get(); got != "one" {
-		t.Errorf("open connection after reload: %q, want the old configuration", got)
+	if got := get(); got != "two" {
+		t.Errorf("open connection after reload: %q, want the new configuration", got)
 	}
 	resp, err := proxyClient(tp.outbound).Get("http://web/")
 	if err != nil {

@@ -9,8 +9,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshctl/mesh/internal/meshapi"
 	"github.com/meshctl/mesh/internal/proxy/detect"
 	"github.com/meshctl/mesh/internal/proxy/metrics"
+	"github.com/meshctl/mesh/internal/proxy/telemetry"
 )
 
 // tcpChunk is how many bytes one splice call may move before the idle
@@ -23,21 +25,23 @@ const tcpChunk = 1 << 20
 // the other way. Between two *net.TCPConn the copies use splice(2), so the
 // proxy holds no buffer per connection.
 func (s *session) forwardTCP(cc *countingConn) {
-	start := time.Now()
-	addr, ep, err := s.upstream()
-	defer done(ep)
+	rec := &telemetry.Record{Kind: telemetry.Connection, Conn: &s.info, Service: s.service, Series: s.series, Start: time.Now()}
+	defer func() {
+		rec.Duration = time.Since(rec.Start)
+		s.p.recorder.Record(rec)
+	}()
+	r, err := s.route(meshapi.ProtocolOpaque)
+	defer r.done()
+	rec.Service, rec.Series = r.service, s.seriesOf(r.service)
 	if err != nil {
-		s.series.Error(metrics.ReasonNoEndpoints)
-		s.logTCP(start, addr, 0, 0, "no_endpoints")
+		rec.Fail(metrics.ReasonNoEndpoints)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.limits.ConnectTimeout.D())
-	up, err := s.p.dial(ctx, "tcp", addr)
-	cancel()
+	rec.Upstream = r.target.Addr
+	up, err := s.p.dialer.Dial(context.Background(), r.target)
 	if err != nil {
-		s.series.Error(metrics.ReasonConnect)
-		s.p.log.Debug("dialing upstream", "address", addr, "error", err)
-		s.logTCP(start, addr, 0, 0, "connect")
+		rec.Fail(metrics.ReasonConnect)
+		s.p.log.Debug("dialing upstream", "address", r.target.Addr, "error", err)
 		return
 	}
 	defer up.Close()
@@ -47,19 +51,18 @@ func (s *session) forwardTCP(cc *countingConn) {
 	toServer, err := sendPeeked(cc, up)
 	if err != nil {
 		cc.read.Add(toServer)
-		s.series.Error(metrics.ReasonUpstream)
+		rec.BytesReceived = toServer
+		rec.Fail(metrics.ReasonUpstream)
 		return
 	}
 	upBytes, toClient, err := join(rawConn(cc), up, s.limits.TCPIdleTimeout.D())
 	toServer += upBytes
 	cc.read.Add(toServer)
 	cc.written.Add(toClient)
-	reason := ""
+	rec.BytesReceived, rec.BytesSent = toServer, toClient
 	if errors.Is(err, errIdle) {
-		s.series.Error(metrics.ReasonTimeout)
-		reason = "idle_timeout"
+		rec.Fail(metrics.ReasonTimeout)
 	}
-	s.logTCP(start, addr, toServer, toClient, reason)
 }
 
 // sendPeeked writes to up the bytes that detection read from the client

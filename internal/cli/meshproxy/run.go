@@ -117,7 +117,7 @@ func runRun(ctx context.Context, o *RunOptions, s Streams) error {
 	if err := p.Start(ctx); err != nil {
 		return err
 	}
-	reload := func() (*config.Snapshot, error) {
+	reload := func() (*config.Table, error) {
 		snap, err := store.Reload(o.ConfigPath)
 		if err != nil {
 			log.Error("reloading configuration", "error", err)

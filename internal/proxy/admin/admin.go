@@ -39,7 +39,7 @@ type Options struct {
 	// Level is the log level that POST /logging changes.
 	Level *slog.LevelVar
 	// Reload reloads the configuration file.
-	Reload func() (*config.Snapshot, error)
+	Reload func() (*config.Table, error)
 	Log    *slog.Logger
 }
 
@@ -182,9 +182,11 @@ func (a *api) endpoints(w http.ResponseWriter, _ *http.Request) error {
 	}
 	out := adminapi.Endpoints{APIVersion: adminapi.APIVersion, ConfigVersion: s.Version(), Services: []adminapi.ServiceEndpoints{}}
 	for _, t := range s.Targets() {
-		se := adminapi.ServiceEndpoints{Name: t.Name, Namespace: t.Namespace, Port: t.Port.Port, Endpoints: []adminapi.Endpoint{}}
+		se := adminapi.ServiceEndpoints{Name: t.Name, Namespace: t.Namespace, Port: t.Port, Endpoints: []adminapi.Endpoint{}}
 		for _, e := range t.Endpoints {
-			se.Endpoints = append(se.Endpoints, adminapi.Endpoint{Address: e.Addr.String(), Identity: e.Identity, Weight: e.Weight, Active: e.Active.Load()})
+			// The in-flight count is the registry's: it spans every table
+			// that named the endpoint, not only this one.
+			se.Endpoints = append(se.Endpoints, adminapi.Endpoint{Address: e.Address(), Identity: e.Key().Identity, Weight: e.Weight, Active: e.InFlight()})
 		}
 		out.Services = append(out.Services, se)
 	}

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -47,7 +48,7 @@ func setup(t *testing.T) (http.Handler, *fakeProxy, *slog.LevelVar, string) {
 	fp := &fakeProxy{}
 	lv := new(slog.LevelVar)
 	h := NewHandler(Options{Proxy: fp, Config: st, Metrics: metrics.New(), Level: lv,
-		Reload: func() (*config.Snapshot, error) { return st.Reload(path) }, Log: slog.New(slog.DiscardHandler)})
+		Reload: func() (*config.Table, error) { return st.Reload(path) }, Log: slog.New(slog.DiscardHandler)})
 	return h, fp, lv, path
 }
 
@@ -160,5 +161,29 @@ func TestMutations(t *testing.T) {
 	}
 	if w := do(h, "GET", "/nope", loopback); w.Code != 404 {
 		t.Errorf("unknown path: %d", w.Code)
+	}
+}
+
+// /endpoints shows the registry's in-flight counts, which a reload keeps:
+// a request in flight when the table changes still shows.
+func TestEndpointsShowInFlightAcrossReload(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	doc := "version: %s\nservices: [{name: a, namespace: b, addresses: [10.0.0.1], ports: [{port: 80}], endpoints: [{address: 10.1.0.1}]}]\n"
+	os.WriteFile(path, []byte(fmt.Sprintf(doc, "v1")), 0o644)
+	st := &config.Store{}
+	t1, err := st.Reload(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t1.Targets()[0].Endpoints[0].Acquire()
+	os.WriteFile(path, []byte(fmt.Sprintf(doc, "v2")), 0o644)
+	if _, err := st.Reload(path); err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandler(Options{Proxy: &fakeProxy{}, Config: st, Metrics: metrics.New(), Level: new(slog.LevelVar), Log: slog.New(slog.DiscardHandler)})
+	var eps adminapi.Endpoints
+	json.Unmarshal(do(h, "GET", "/endpoints", remote).Body.Bytes(), &eps)
+	if eps.ConfigVersion != "v2" || len(eps.Services) != 1 || eps.Services[0].Endpoints[0].Active != 1 {
+		t.Errorf("endpoints %+v", eps)
 	}
 }

@@ -1,12 +1,12 @@
-// Package config is the proxy's configuration: the file format, its
-// validation, and the immutable snapshot that the data path reads. A snapshot
-// is built once, never changed, and swapped in whole (see Store), so a
-// connection sees one consistent configuration for its whole life.
+// Package config is the proxy's configuration: the file format and its
+// validation, and the compilation of the local settings and a meshapi.Set
+// into the immutable routing table that the data path reads (see Table).
+// A table is built once, never changed, and swapped in whole (see Store).
 //
-// The model is the one the controller will push later: services with their
-// virtual addresses and ports, endpoints with SPIFFE identities and weights,
-// and listener limits. Routes and policies are not in it yet because the proxy
-// does not apply them; they will join Service when it does.
+// There is one model whatever the source: the file's services are
+// converted into a meshapi.Set (Config.Set), the same kind of Set the
+// controller's pushes build, and both compile through Compile. Routes and
+// policies are not in it yet because the proxy does not apply them.
 package config
 
 import (
@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshctl/mesh/internal/meshapi"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
 
@@ -33,6 +34,9 @@ type Config struct {
 	// Services are the destinations the outbound listener knows by virtual
 	// address. A connection to any other address is passed through as TCP.
 	Services []Service `json:"services,omitempty"`
+	// Controller, when set, is how the sidecar reaches the controller (the
+	// mesh API) before it holds a certificate; injection writes it.
+	Controller *meshapi.Bootstrap `json:"controller,omitempty"`
 }
 
 // Workload describes the local pod.
@@ -125,6 +129,9 @@ type Endpoint struct {
 	// Weight is the endpoint's relative share of new requests. Default 1;
 	// 0 takes the endpoint out of rotation.
 	Weight *int `json:"weight,omitempty"`
+	// Meshed says a proxy serves the endpoint: connections to it use mesh
+	// TLS once the proxy holds a certificate. Requires Identity.
+	Meshed bool `json:"meshed,omitempty"`
 }
 
 // Limits bound what one client can make the proxy hold. Zero values mean the

@@ -40,10 +40,10 @@ func TestParseAppliesDefaultsAndIndexes(t *testing.T) {
 		t.Errorf("limit defaults: %+v", c.Limits)
 	}
 	tg := s.Target(netip.MustParseAddrPort("10.96.0.12:80"))
-	if tg == nil || tg.Label != "ratings.default" || tg.Port.TargetPort != 9080 {
+	if tg == nil || tg.Label != "ratings.default" || tg.Port != 80 {
 		t.Fatalf("target: %+v", tg)
 	}
-	if len(tg.Endpoints) != 2 || tg.Endpoints[0].Addr.String() != "10.0.1.5:9080" || tg.Endpoints[1].Weight != 3 {
+	if len(tg.Endpoints) != 2 || tg.Endpoints[0].Address() != "10.0.1.5:9080" || tg.Endpoints[1].Weight != 3 {
 		t.Errorf("endpoints (weight 0 left out): %+v %+v", tg.Endpoints[0], tg.Endpoints[1])
 	}
 	if s.Target(netip.MustParseAddrPort("[fd00::12]:80")) != tg {
@@ -56,8 +56,8 @@ func TestParseAppliesDefaultsAndIndexes(t *testing.T) {
 	if s.Target(netip.MustParseAddrPort("10.96.0.12:81")) != nil {
 		t.Error("unknown port matched")
 	}
-	if p := s.Target(netip.MustParseAddrPort("10.96.0.12:5000")).Port.Protocol; p != ProtocolOpaque {
-		t.Errorf("protocol %q", p)
+	if tg := s.Target(netip.MustParseAddrPort("10.96.0.12:5000")); !tg.Opaque() {
+		t.Errorf("protocol %q", tg.Protocol)
 	}
 	if !s.OutboundOpaque(5432) || s.InboundOpaque(80) {
 		t.Error("opaque ports")

@@ -5,25 +5,37 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/meshctl/mesh/internal/meshapi"
+	"github.com/meshctl/mesh/internal/proxy/upstream"
 )
 
-// Load reads, validates and indexes the configuration file at path. YAML and
-// JSON are both accepted; unknown keys are errors so that a typo does not
-// silently fall back to a default.
-func Load(path string) (*Snapshot, error) {
+// Load reads, validates and compiles the configuration file at path, with
+// a registry of its own. YAML and JSON are both accepted; unknown keys are
+// errors so that a typo does not silently fall back to a default.
+func Load(path string) (*Table, error) {
+	return load(path, upstream.NewRegistry())
+}
+
+func load(path string, reg *upstream.Registry) (*Table, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
-	return Parse(data, path)
+	return parse(data, path, reg)
 }
 
-// Parse validates and indexes a configuration document. source names it in
-// errors and in /config_dump.
-func Parse(data []byte, source string) (*Snapshot, error) {
+// Parse validates and compiles a configuration document, with a registry
+// of its own. source names it in errors and in /config_dump.
+func Parse(data []byte, source string) (*Table, error) {
+	return parse(data, source, upstream.NewRegistry())
+}
+
+func parse(data []byte, source string, reg *upstream.Registry) (*Table, error) {
 	var c Config
 	if err := yaml.UnmarshalStrict(data, &c); err != nil {
 		return nil, fmt.Errorf("parsing config %s: %w", source, err)
@@ -32,7 +44,7 @@ func Parse(data []byte, source string) (*Snapshot, error) {
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("validating config %s: %w", source, err)
 	}
-	return newSnapshot(c, source)
+	return Compile(c, c.Set(), source, reg), nil
 }
 
 func (c *Config) validate() error {
@@ -124,10 +136,43 @@ func (c *Config) validate() error {
 			if e.Identity != "" && !validSPIFFE(e.Identity) {
 				return errf(joinPath(ep, "identity"), "want a SPIFFE id spiffe://<trust-domain>/<path>, got %q", e.Identity)
 			}
+			if e.Meshed && e.Identity == "" {
+				return errf(joinPath(ep, "identity"), "required for a meshed endpoint")
+			}
 		}
 	}
 	if c.Workload.Identity != "" && !validSPIFFE(c.Workload.Identity) {
 		return errf("workload.identity", "want a SPIFFE id spiffe://<trust-domain>/<path>, got %q", c.Workload.Identity)
+	}
+	if c.Controller != nil {
+		return validateController(c.Controller)
+	}
+	return nil
+}
+
+// validateController checks what the sidecar needs to reach the
+// controller before it holds a certificate; the runner uses it at start.
+func validateController(b *meshapi.Bootstrap) error {
+	host, port, err := net.SplitHostPort(b.Address)
+	if err != nil {
+		return errf("controller.address", "want host:port: %v", err)
+	}
+	if n, err := strconv.Atoi(port); host == "" || err != nil || !validPort(n) {
+		return errf("controller.address", "want host:port with a port 1-65535, got %q", b.Address)
+	}
+	if b.ServerIdentity != "" && !validSPIFFE(b.ServerIdentity) {
+		return errf("controller.serverIdentity", "want a SPIFFE id spiffe://<trust-domain>/<path>, got %q", b.ServerIdentity)
+	}
+	if len(b.TrustAnchors) == 0 {
+		return errf("controller.trustAnchors", "at least one PEM anchor is required")
+	}
+	for i, a := range b.TrustAnchors {
+		if _, err := meshapi.ParseAnchor(a); err != nil {
+			return errf(fmt.Sprintf("controller.trustAnchors[%d]", i), "%v", err)
+		}
+	}
+	if b.TokenFile == "" || !filepath.IsAbs(b.TokenFile) {
+		return errf("controller.tokenFile", "want an absolute path, got %q", b.TokenFile)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package proxy
+package telemetry
 
 import (
 	"encoding/json"
@@ -42,42 +42,28 @@ type AccessEntry struct {
 	Error         string  `json:"error,omitempty"`
 }
 
-func (a *accessLog) write(e *AccessEntry) {
+func (a *accessLog) write(r *Record) {
+	e := &AccessEntry{
+		Time:          r.Start.UTC().Format(time.RFC3339Nano),
+		Direction:     r.Conn.Direction.String(),
+		Protocol:      r.Conn.Protocol,
+		Service:       r.Service,
+		Client:        r.Conn.Client.String(),
+		Destination:   r.Conn.Destination.String(),
+		Upstream:      r.Upstream,
+		Method:        r.Method,
+		Authority:     r.Authority,
+		Path:          r.Path,
+		Status:        r.Status,
+		SNI:           r.Conn.SNI,
+		DurationMs:    float64(r.Duration.Microseconds()) / 1000,
+		BytesReceived: r.BytesReceived,
+		BytesSent:     r.BytesSent,
+	}
+	if r.Failed {
+		e.Error = r.Reason.String()
+	}
 	a.mu.Lock()
 	a.enc.Encode(e)
 	a.mu.Unlock()
-}
-
-func (s *session) entry(start time.Time, upstream, reason string) *AccessEntry {
-	return &AccessEntry{
-		Time:        start.UTC().Format(time.RFC3339Nano),
-		Direction:   s.dir.String(),
-		Protocol:    s.proto,
-		Service:     s.service,
-		Client:      s.client.RemoteAddr().String(),
-		Destination: s.dst.String(),
-		Upstream:    upstream,
-		SNI:         s.sni,
-		DurationMs:  float64(time.Since(start).Microseconds()) / 1000,
-		Error:       reason,
-	}
-}
-
-func (s *session) logRequest(method, authority, path string, code int, d time.Duration, in, out int64, upstream, reason string) {
-	if s.p.accessLog == nil {
-		return
-	}
-	e := s.entry(time.Now().Add(-d), upstream, reason)
-	e.Method, e.Authority, e.Path, e.Status = method, authority, path, code
-	e.BytesReceived, e.BytesSent = in, out
-	s.p.accessLog.write(e)
-}
-
-func (s *session) logTCP(start time.Time, upstream string, in, out int64, reason string) {
-	if s.p.accessLog == nil {
-		return
-	}
-	e := s.entry(start, upstream, reason)
-	e.BytesReceived, e.BytesSent = in, out
-	s.p.accessLog.write(e)
 }
