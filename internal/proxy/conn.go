@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log"
@@ -14,6 +15,7 @@ import (
 	"github.com/meshctl/mesh/internal/meshapi"
 	"github.com/meshctl/mesh/internal/proxy/config"
 	"github.com/meshctl/mesh/internal/proxy/detect"
+	"github.com/meshctl/mesh/internal/proxy/identity"
 	"github.com/meshctl/mesh/internal/proxy/metrics"
 	"github.com/meshctl/mesh/internal/proxy/telemetry"
 	"github.com/meshctl/mesh/internal/proxy/upstream"
@@ -77,7 +79,91 @@ func (p *Proxy) handle(l *listener, raw net.Conn, limits config.Limits) {
 		return
 	}
 
+	if l.dir == metrics.Inbound && p.opts.ServerTLS != nil {
+		s.dispatchInbound(cc, table)
+		return
+	}
 	s.dispatch(cc, s.opaque(table, target), target == nil)
+}
+
+// dispatchInbound serves a connection of the inbound listener when the
+// proxy has a mesh identity. Every connection is sniffed, opaque ports too,
+// since a peer proxy speaks first with its TLS client hello whatever the
+// application protocol: mesh TLS is terminated and served by the protocol
+// its ALPN names, without detection. Anything else is plaintext (or the
+// client's own TLS), which a strict port refuses and a permissive one
+// serves as before. On an opaque port, a plaintext client of a protocol in
+// which the server speaks first waits limits.detectTimeout before its
+// bytes flow.
+func (s *session) dispatchInbound(cc *countingConn, table *config.Table) {
+	p := s.p
+	res, err := detect.Sniff(cc.Conn, s.limits.DetectTimeout.D())
+	if err != nil {
+		return
+	}
+	cc.Conn = res.Conn
+	if res.Protocol == detect.TLS && meshALPN(res.ALPN) {
+		s.serveMeshTLS(cc)
+		return
+	}
+	if table.InboundMTLS(s.dst.Port()) == meshapi.MTLSStrict {
+		s.series.Error(metrics.ReasonMTLSRequired)
+		p.log.Debug("refusing plaintext on a port that requires mesh TLS", "peer", s.info.Client.String(), "port", s.dst.Port())
+		return
+	}
+	if table.InboundOpaque(s.dst.Port()) {
+		p.metrics.Detected(metrics.Inbound, metrics.DetectOpaque)
+		s.info.Protocol = "opaque"
+		s.forwardTCP(cc)
+		return
+	}
+	s.serveDetected(cc, res)
+}
+
+// meshALPN reports whether a client offered one of the mesh's protocols,
+// which only a peer proxy does.
+func meshALPN(protos []string) bool {
+	for _, p := range protos {
+		switch p {
+		case meshapi.ALPNHTTP2, meshapi.ALPNHTTP1, meshapi.ALPNOpaque:
+			return true
+		}
+	}
+	return false
+}
+
+// serveMeshTLS terminates mesh TLS from a peer proxy, records the peer's
+// verified identity, and serves the application protocol that the peer
+// named in ALPN. The handshake is bounded by limits.detectTimeout, like
+// the wait for the first bytes of any connection.
+func (s *session) serveMeshTLS(cc *countingConn) {
+	p := s.p
+	tc := tls.Server(cc.Conn, p.opts.ServerTLS())
+	tc.SetDeadline(time.Now().Add(s.limits.DetectTimeout.D()))
+	if err := tc.Handshake(); err != nil {
+		s.series.Error(metrics.ReasonHandshake)
+		p.log.Debug("mesh TLS handshake", "peer", s.info.Client.String(), "error", err)
+		return
+	}
+	tc.SetDeadline(time.Time{})
+	st := tc.ConnectionState()
+	s.info.PeerIdentity = identity.PeerIdentity(st)
+	p.metrics.MeshTLS(metrics.Inbound, s.info.PeerIdentity)
+	cc.Conn = tc
+	switch st.NegotiatedProtocol {
+	case meshapi.ALPNHTTP2:
+		p.metrics.Detected(metrics.Inbound, metrics.DetectHTTP2)
+		s.info.Protocol = "h2"
+		s.serveHTTP2()
+	case meshapi.ALPNHTTP1:
+		p.metrics.Detected(metrics.Inbound, metrics.DetectHTTP1)
+		s.info.Protocol = "http1"
+		s.serveHTTP1()
+	default:
+		p.metrics.Detected(metrics.Inbound, metrics.DetectOpaque)
+		s.info.Protocol = "opaque"
+		s.forwardTCP(cc)
+	}
 }
 
 // classify labels the connection with the table in force when it was
@@ -137,6 +223,12 @@ func (s *session) dispatch(cc *countingConn, opaque, unknown bool) {
 	}
 	// Reads go through the sniffed bytes first, and are counted.
 	cc.Conn = res.Conn
+	s.serveDetected(cc, res)
+}
+
+// serveDetected serves a connection by the protocol detection found.
+func (s *session) serveDetected(cc *countingConn, res detect.Result) {
+	p, dir := s.p, s.info.Direction
 	s.info.SNI = res.SNI
 	switch {
 	case res.TimedOut:
@@ -281,8 +373,12 @@ func (c *countingConn) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// CloseWrite half-closes the underlying TCP connection.
+// CloseWrite half-closes the connection: a mesh TLS connection sends its
+// close_notify, a TCP connection shuts its write half.
 func (c *countingConn) CloseWrite() error {
+	if tc, ok := c.Conn.(*tls.Conn); ok {
+		return tc.CloseWrite()
+	}
 	if cw, ok := tcpConn(c.Conn); ok {
 		return cw.CloseWrite()
 	}

@@ -227,6 +227,9 @@ func (h *h1conn) forward() bool {
 // reports whether the body is streamed instead.
 func (h *h1conn) prepareUpstreamHead(addr string) (streamed bool) {
 	req := &h.req
+	if h.s.info.Direction == metrics.Inbound {
+		h.setClientIdentity()
+	}
 	h.upstreamHead = req.appendRequest(h.upstreamHead[:0], addr)
 	switch req.body {
 	case bodyLength:
@@ -503,4 +506,22 @@ func setReadDeadline(c net.Conn, d time.Duration) {
 		return
 	}
 	c.SetReadDeadline(time.Now().Add(d))
+}
+
+// setClientIdentity removes the client identity header from an inbound
+// request, so that no client can forge it, and sets it to the verified
+// SPIFFE id when the request came over mesh TLS.
+func (h *h1conn) setClientIdentity() {
+	name := h.s.p.cfg.Load().ClientIdentityHeader()
+	if name == "" {
+		return
+	}
+	for i := range h.req.fields {
+		if asciiEqualFoldBytes(h.req.fields[i].name, name) {
+			h.req.fields[i].drop = true
+		}
+	}
+	if id := h.s.info.PeerIdentity; id != "" {
+		h.req.fields = append(h.req.fields, h1field{name: []byte(name), value: []byte(id)})
+	}
 }

@@ -72,11 +72,23 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = body
 	}
 	addr := rt.target.Addr
+	idHeader := ""
+	if s.info.Direction == metrics.Inbound {
+		idHeader = s.p.cfg.Load().ClientIdentityHeader()
+	}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = addr
 			pr.Out.Host = pr.In.Host
+			if idHeader != "" {
+				// Never forwarded as the client sent it: only mesh TLS
+				// vouches for an identity.
+				pr.Out.Header.Del(idHeader)
+				if id := s.info.PeerIdentity; id != "" {
+					pr.Out.Header.Set(idHeader, id)
+				}
+			}
 		},
 		Transport: s.p.h2Transport,
 		// A response of unknown length (every gRPC response) is flushed

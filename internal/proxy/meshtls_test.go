@@ -32,6 +32,8 @@ import (
 type testPKI struct {
 	roots  *x509.CertPool
 	server tls.Certificate
+	ca     *x509.Certificate
+	caKey  *ecdsa.PrivateKey
 }
 
 func newTestPKI(t testing.TB, identity string) *testPKI {
@@ -45,18 +47,28 @@ func newTestPKI(t testing.TB, identity string) *testPKI {
 		t.Fatal(err)
 	}
 	ca, _ := x509.ParseCertificate(caDER)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	p := &testPKI{roots: roots, ca: ca, caKey: caKey}
+	p.server = p.leaf(t, identity)
+	return p
+}
+
+// leaf issues a workload certificate for a SPIFFE id, good for both ends
+// of mesh TLS.
+func (p *testPKI) leaf(t testing.TB, identity string) tls.Certificate {
+	t.Helper()
 	id, _ := url.Parse(identity)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), URIs: []*url.URL{id},
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), URIs: []*url.URL{id},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(ca)
-	return &testPKI{roots: roots, server: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
 // clientTLS is a test hook for Options.ClientTLS: it verifies the chain

@@ -61,6 +61,12 @@ type Options struct {
 	// (see upstream.Options.ClientTLS): it returns the configuration for
 	// a server that must present identity, with the ALPN protocol alpn.
 	ClientTLS func(identity, alpn string) *tls.Config
+	// ServerTLS, when set, terminates mesh TLS on the inbound listener: a
+	// TLS client that offers one of the mesh's ALPN protocols
+	// (meshapi.ALPN*) gets this configuration, which must require and
+	// verify a client certificate. Other TLS passes through to the
+	// application untouched. Nil: no inbound TLS is terminated.
+	ServerTLS func() *tls.Config
 	// Rand returns a uniform integer in [0, n) for the balancer. Default:
 	// math/rand/v2.
 	Rand func(n int) int

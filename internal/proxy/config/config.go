@@ -64,7 +64,25 @@ type Inbound struct {
 	// detection and are forwarded as TCP (server-speaks-first protocols).
 	// Absent: DefaultOpaquePorts; an empty list: none.
 	OpaquePorts []int `json:"opaquePorts"`
+	// MTLS is the inbound mTLS mode of every port: "permissive" accepts
+	// plaintext beside mesh TLS, "strict" refuses it. Empty: the mode the
+	// controller pushes for the mesh, or permissive without a controller.
+	MTLS meshapi.MTLSMode `json:"mtls,omitempty"`
+	// StrictMTLSPorts and PermissiveMTLSPorts override the mode for single
+	// application ports.
+	StrictMTLSPorts     []int `json:"strictMTLSPorts,omitempty"`
+	PermissiveMTLSPorts []int `json:"permissiveMTLSPorts,omitempty"`
+	// ClientIdentityHeader is the request header in which the application
+	// receives the verified SPIFFE id of a meshed client. The proxy removes
+	// it from every inbound request, so a client cannot forge it, and sets
+	// it only on requests that came over mesh TLS. Empty: the header the
+	// controller pushes, else DefaultClientIdentityHeader; "-": none.
+	ClientIdentityHeader string `json:"clientIdentityHeader,omitempty"`
 }
+
+// DefaultClientIdentityHeader carries a meshed client's SPIFFE id to the
+// application.
+const DefaultClientIdentityHeader = "x-meshctl-client-id"
 
 // Outbound configures the listener that receives the application's own
 // connections redirected by the OUTPUT chain.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"sigs.k8s.io/yaml"
 
@@ -75,6 +76,24 @@ func (c *Config) validate() error {
 		if !validPort(p) {
 			return errf(fmt.Sprintf("outbound.opaquePorts[%d]", i), "want a port 1-65535, got %d", p)
 		}
+	}
+	switch c.Inbound.MTLS {
+	case "", meshapi.MTLSPermissive, meshapi.MTLSStrict:
+	default:
+		return errf("inbound.mtls", "want %q or %q, got %q", meshapi.MTLSPermissive, meshapi.MTLSStrict, c.Inbound.MTLS)
+	}
+	for _, list := range []struct {
+		path  string
+		ports []int
+	}{{"inbound.strictMTLSPorts", c.Inbound.StrictMTLSPorts}, {"inbound.permissiveMTLSPorts", c.Inbound.PermissiveMTLSPorts}} {
+		for i, p := range list.ports {
+			if !validPort(p) {
+				return errf(fmt.Sprintf("%s[%d]", list.path, i), "want a port 1-65535, got %d", p)
+			}
+		}
+	}
+	if h := c.Inbound.ClientIdentityHeader; h != "" && h != "-" && !validHeaderName(h) {
+		return errf("inbound.clientIdentityHeader", "%q is not a header field name", h)
 	}
 	if err := c.Limits.validate(); err != nil {
 		return err
@@ -220,4 +239,15 @@ func validSPIFFE(id string) bool {
 		}
 	}
 	return true
+}
+
+// validHeaderName reports whether h is an HTTP field name (a token).
+func validHeaderName(h string) bool {
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return h != ""
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"cmp"
 	"maps"
+	"net/http"
 	"net/netip"
 	"slices"
 	"sort"
@@ -41,6 +42,10 @@ type Table struct {
 	inOpaque  map[uint16]bool
 	outOpaque map[uint16]bool
 	order     []*Target
+
+	mtls           meshapi.MTLSMode
+	mtlsPorts      map[uint16]meshapi.MTLSMode
+	identityHeader string
 }
 
 // Target is one port of one service: what an outbound connection to a
@@ -77,6 +82,17 @@ func Compile(c Config, set *meshapi.Set, source string, reg *upstream.Registry) 
 		targets:   map[netip.AddrPort]*Target{},
 		inOpaque:  portSet(c.Inbound.OpaquePorts),
 		outOpaque: portSet(c.Outbound.OpaquePorts),
+		mtls:      cmp.Or(c.Inbound.MTLS, set.Mesh.InboundMTLS, meshapi.MTLSPermissive),
+		mtlsPorts: map[uint16]meshapi.MTLSMode{},
+	}
+	for _, p := range c.Inbound.StrictMTLSPorts {
+		t.mtlsPorts[uint16(p)] = meshapi.MTLSStrict
+	}
+	for _, p := range c.Inbound.PermissiveMTLSPorts {
+		t.mtlsPorts[uint16(p)] = meshapi.MTLSPermissive
+	}
+	if h := cmp.Or(c.Inbound.ClientIdentityHeader, set.Mesh.PeerIdentityHeader, DefaultClientIdentityHeader); h != "-" {
+		t.identityHeader = http.CanonicalHeaderKey(h)
 	}
 	for _, name := range slices.Sorted(maps.Keys(set.Services)) {
 		st := set.Services[name]
@@ -237,3 +253,15 @@ func (st *Store) swapLocked(t *Table) *Table {
 	t.reg.Sweep(t.gen)
 	return old
 }
+
+// InboundMTLS is the mTLS mode of an application port.
+func (t *Table) InboundMTLS(port uint16) meshapi.MTLSMode {
+	if m, ok := t.mtlsPorts[port]; ok {
+		return m
+	}
+	return t.mtls
+}
+
+// ClientIdentityHeader is the header that carries a meshed client's
+// SPIFFE id to the application, in canonical form; "" for none.
+func (t *Table) ClientIdentityHeader() string { return t.identityHeader }

@@ -139,6 +139,9 @@ type Result struct {
 	Protocol Protocol
 	// SNI is the server name a TLS client asked for.
 	SNI string
+	// ALPN are the application protocols a TLS client offered (at most
+	// eight): the mesh's own names mark mesh TLS from a peer proxy.
+	ALPN []string
 	// TimedOut is true when the client did not send enough bytes in time.
 	TimedOut bool
 	// Conn reads the sniffed bytes first, then the rest of the connection.
@@ -172,6 +175,9 @@ func Sniff(c net.Conn, timeout time.Duration) (Result, error) {
 					p = TCP
 				}
 				res.Protocol, res.SNI = p, sni
+				if p == TLS && n > 5 {
+					res.ALPN = alpn(buf[5:n])
+				}
 				break
 			}
 		}

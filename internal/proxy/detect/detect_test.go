@@ -49,13 +49,13 @@ func TestClassify(t *testing.T) {
 }
 
 // clientHello returns the first flight of a real crypto/tls client.
-func clientHello(t testing.TB, serverName string) []byte {
+func clientHello(t testing.TB, serverName string, alpn ...string) []byte {
 	t.Helper()
 	c1, c2 := net.Pipe()
 	defer c1.Close()
 	defer c2.Close()
 	go func() {
-		tls.Client(c1, &tls.Config{ServerName: serverName, InsecureSkipVerify: true}).Handshake()
+		tls.Client(c1, &tls.Config{ServerName: serverName, NextProtos: alpn, InsecureSkipVerify: true}).Handshake()
 	}()
 	buf := make([]byte, MaxPeek)
 	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -64,6 +64,23 @@ func clientHello(t testing.TB, serverName string) []byte {
 		t.Fatal(err)
 	}
 	return buf[:n]
+}
+
+func TestSniffReadsALPN(t *testing.T) {
+	for _, want := range [][]string{nil, {"meshctl.dev/h2"}, {"h2", "http/1.1"}} {
+		hello := clientHello(t, "", want...)
+		c1, c2 := net.Pipe()
+		go func() { c1.Write(hello) }()
+		res, err := Sniff(c2, 5*time.Second)
+		c1.Close()
+		c2.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Protocol != TLS || strings.Join(res.ALPN, ",") != strings.Join(want, ",") {
+			t.Fatalf("offered %q: got %v %q", want, res.Protocol, res.ALPN)
+		}
+	}
 }
 
 func TestClassifyTLSReadsServerName(t *testing.T) {
@@ -183,6 +200,9 @@ func FuzzServerName(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if name := serverName(b); name != "" && !validHostName([]byte(name)) {
 			t.Fatalf("invalid name %q", name)
+		}
+		if protos := alpn(b); len(protos) > maxALPN {
+			t.Fatalf("read %d protocol names, more than %d", len(protos), maxALPN)
 		}
 	})
 }

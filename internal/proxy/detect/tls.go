@@ -6,7 +6,10 @@ const (
 	recordTypeHandshake    = 0x16
 	handshakeClientHello   = 0x01
 	extensionServerName    = 0x0000
+	extensionALPN          = 0x0010
 	serverNameTypeHostName = 0x00
+	// maxALPN bounds how many protocol names are read from one hello.
+	maxALPN = 8
 )
 
 // classifyTLS recognises a TLS record carrying a ClientHello (RFC 8446
@@ -43,58 +46,93 @@ func classifyTLS(b []byte) (Protocol, string, bool) {
 	return TLS, serverName(b[5 : 5+recLen]), true
 }
 
+// helloExtension returns the body of the extension typ of a ClientHello
+// handshake message, or false when there is none or the message is
+// malformed.
+func helloExtension(h []byte, typ uint16) (reader, bool) {
+	r := reader(h)
+	if t, ok := r.u8(); !ok || t != handshakeClientHello {
+		return nil, false
+	}
+	if _, ok := r.u24(); !ok { // length; the record may hold more
+		return nil, false
+	}
+	if !r.skip(2 + 32) { // legacy_version, random
+		return nil, false
+	}
+	if !r.skipVec8() || !r.skipVec16() || !r.skipVec8() { // session id, cipher suites, compression
+		return nil, false
+	}
+	extLen, ok := r.u16()
+	if !ok {
+		return nil, false
+	}
+	exts, ok := r.take(int(extLen))
+	if !ok {
+		return nil, false
+	}
+	for len(exts) > 0 {
+		t, ok1 := exts.u16()
+		n, ok2 := exts.u16()
+		body, ok3 := exts.take(int(n))
+		if !ok1 || !ok2 || !ok3 {
+			return nil, false
+		}
+		if t == typ {
+			return body, true
+		}
+	}
+	return nil, false
+}
+
+// alpn returns the protocol names of the ALPN extension of a ClientHello
+// handshake message (RFC 7301 section 3.1), at most maxALPN of them, or
+// nil when there is none or the message is malformed.
+func alpn(h []byte) []string {
+	body, ok := helloExtension(h, extensionALPN)
+	if !ok {
+		return nil
+	}
+	listLen, ok1 := body.u16()
+	list, ok2 := body.take(int(listLen))
+	if !ok1 || !ok2 {
+		return nil
+	}
+	var out []string
+	for len(list) > 0 && len(out) < maxALPN {
+		n, ok1 := list.u8()
+		name, ok2 := list.take(int(n))
+		if !ok1 || !ok2 || n == 0 {
+			return nil
+		}
+		out = append(out, string(name))
+	}
+	return out
+}
+
 // serverName returns the host name of the server_name extension of a
 // ClientHello handshake message (RFC 6066 section 3), or "" when there is
 // none or the message is malformed.
 func serverName(h []byte) string {
-	r := reader(h)
-	if typ, ok := r.u8(); !ok || typ != handshakeClientHello {
-		return ""
-	}
-	if _, ok := r.u24(); !ok { // length; the record may hold more
-		return ""
-	}
-	if !r.skip(2 + 32) { // legacy_version, random
-		return ""
-	}
-	if !r.skipVec8() || !r.skipVec16() || !r.skipVec8() { // session id, cipher suites, compression
-		return ""
-	}
-	extLen, ok := r.u16()
+	body, ok := helloExtension(h, extensionServerName)
 	if !ok {
 		return ""
 	}
-	exts, ok := r.take(int(extLen))
-	if !ok {
+	listLen, ok1 := body.u16()
+	list, ok2 := body.take(int(listLen))
+	if !ok1 || !ok2 {
 		return ""
 	}
-	for len(exts) > 0 {
-		typ, ok1 := exts.u16()
-		n, ok2 := exts.u16()
-		body, ok3 := exts.take(int(n))
+	for len(list) > 0 {
+		nameType, ok1 := list.u8()
+		nameLen, ok2 := list.u16()
+		name, ok3 := list.take(int(nameLen))
 		if !ok1 || !ok2 || !ok3 {
 			return ""
 		}
-		if typ != extensionServerName {
-			continue
+		if nameType == serverNameTypeHostName && validHostName(name) {
+			return string(name)
 		}
-		listLen, ok := body.u16()
-		list, ok2 := body.take(int(listLen))
-		if !ok || !ok2 {
-			return ""
-		}
-		for len(list) > 0 {
-			nameType, ok1 := list.u8()
-			nameLen, ok2 := list.u16()
-			name, ok3 := list.take(int(nameLen))
-			if !ok1 || !ok2 || !ok3 {
-				return ""
-			}
-			if nameType == serverNameTypeHostName && validHostName(name) {
-				return string(name)
-			}
-		}
-		return ""
 	}
 	return ""
 }

@@ -80,13 +80,15 @@ const (
 	ReasonNoOriginalDst               // the original destination was unknown
 	ReasonClientReset                 // the client went away mid-request
 	ReasonInternal                    // the proxy failed: a bug, contained to one connection
+	ReasonMTLSRequired                // plaintext refused on a port that requires mesh TLS
+	ReasonHandshake                   // a peer's mesh TLS handshake failed
 	numReasons
 )
 
 var reasonNames = [numReasons]string{
 	"connect", "no_endpoints", "upstream", "timeout", "bad_request",
 	"header_limit", "connection_limit", "loop", "no_original_dst", "client_reset",
-	"internal",
+	"internal", "mtls_required", "tls_handshake",
 }
 
 func (r Reason) String() string { return reasonNames[r] }
@@ -120,7 +122,21 @@ type Registry struct {
 	mu         sync.RWMutex
 	series     map[seriesKey]*Series
 	detections [2][numDetections]atomic.Uint64
+	peers      map[peerKey]*atomic.Uint64
 }
+
+type peerKey struct {
+	dir      Direction
+	identity string
+}
+
+// MaxPeerIdentities bounds the peer identities counted by MeshTLS in each
+// direction; connections of further identities are counted under
+// OtherPeers, so that peers cannot grow the series without bound.
+const MaxPeerIdentities = 1000
+
+// OtherPeers is the peer label past MaxPeerIdentities.
+const OtherPeers = "other"
 
 type seriesKey struct {
 	dir     Direction
@@ -129,7 +145,39 @@ type seriesKey struct {
 
 // New returns an empty registry.
 func New() *Registry {
-	return &Registry{series: map[seriesKey]*Series{}}
+	return &Registry{series: map[seriesKey]*Series{}, peers: map[peerKey]*atomic.Uint64{}}
+}
+
+// MeshTLS counts one mesh TLS connection with a peer proxy of the given
+// SPIFFE id: inbound the verified client, outbound the verified server.
+func (r *Registry) MeshTLS(d Direction, identity string) {
+	k := peerKey{d, identity}
+	r.mu.RLock()
+	c := r.peers[k]
+	r.mu.RUnlock()
+	if c == nil {
+		r.mu.Lock()
+		if c = r.peers[k]; c == nil {
+			n := 0
+			for pk := range r.peers {
+				if pk.dir == d {
+					n++
+				}
+			}
+			if n >= MaxPeerIdentities {
+				k.identity = OtherPeers
+				if c = r.peers[k]; c == nil {
+					c = new(atomic.Uint64)
+					r.peers[k] = c
+				}
+			} else {
+				c = new(atomic.Uint64)
+				r.peers[k] = c
+			}
+		}
+		r.mu.Unlock()
+	}
+	c.Add(1)
 }
 
 // Detected counts one detection outcome (DetectHTTP1 ... DetectOpaque).

@@ -1,11 +1,16 @@
 package metrics
 
 import (
+	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/meshctl/mesh/internal/golden"
 )
@@ -25,11 +30,62 @@ func TestTextGolden(t *testing.T) {
 	in.Error(ReasonHeaderLimit)
 	r.Detected(Outbound, DetectHTTP1)
 	r.Detected(Inbound, DetectTimeout)
+	r.MeshTLS(Inbound, "spiffe://cluster.local/ns/shop/sa/web")
+	r.MeshTLS(Inbound, "spiffe://cluster.local/ns/shop/sa/web")
+	r.MeshTLS(Outbound, "spiffe://cluster.local/ns/shop/sa/ratings")
 	var b strings.Builder
 	if err := r.WriteText(&b, []Gauge{{Name: "meshproxy_draining", Help: "1 while the proxy drains.", Value: 0}}); err != nil {
 		t.Fatal(err)
 	}
 	golden.Check(t, filepath.Join("testdata", "metrics.golden"), []byte(b.String()))
+}
+
+// Every exposition must read back with Prometheus' own parser, whatever
+// the label values hold (a service or identity with a tab, quotes or
+// non-ASCII characters).
+func TestTextParsesWithPrometheus(t *testing.T) {
+	r := New()
+	for _, v := range []string{"plain.default", "tab\there", `quote"and\backslash`, "line\nfeed", "ünïcode"} {
+		r.Series(Outbound, v).Request(200, MethodRead, time.Millisecond, 1, 1)
+		r.MeshTLS(Inbound, "spiffe://td/ns/x/sa/"+v)
+	}
+	var b strings.Builder
+	if err := r.WriteText(&b, []Gauge{{Name: "meshproxy_config_info", Help: "h", Labels: [][2]string{{"version", "v\t1"}}, Value: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(b.String()))
+	if err != nil {
+		t.Fatalf("Prometheus' parser refused the exposition: %v\n%s", err, b.String())
+	}
+	var ids []string
+	for _, m := range families["meshproxy_mtls_connections_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "peer_identity" {
+				ids = append(ids, l.GetValue())
+			}
+		}
+	}
+	if len(ids) != 5 || !slices.Contains(ids, "spiffe://td/ns/x/sa/tab\there") || !slices.Contains(ids, `spiffe://td/ns/x/sa/quote"and\backslash`) {
+		t.Fatalf("label values did not read back as written: %q", ids)
+	}
+}
+
+func TestPeerIdentitiesAreBounded(t *testing.T) {
+	r := New()
+	for i := range MaxPeerIdentities + 10 {
+		r.MeshTLS(Inbound, fmt.Sprintf("spiffe://td/ns/n/sa/%d", i))
+	}
+	r.MeshTLS(Outbound, "spiffe://td/ns/n/sa/server")
+	peers := r.sortedPeers()
+	if len(peers) != MaxPeerIdentities+2 {
+		t.Fatalf("got %d peer series, want %d (the bound, other, and the outbound one)", len(peers), MaxPeerIdentities+2)
+	}
+	for _, p := range peers {
+		if p.key.identity == OtherPeers && p.n != 10 {
+			t.Fatalf("%q counted %d connections, want 10", OtherPeers, p.n)
+		}
+	}
 }
 
 func TestConcurrentUse(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"sort"
 	"strconv"
+	"strings"
 )
 
 // Gauge is a value the registry does not own but writes with its series,
@@ -98,6 +99,12 @@ func (r *Registry) WriteText(w io.Writer, gauges []Gauge) error {
 			bw.WriteByte('\n')
 		}
 	}
+	header(bw, "meshproxy_mtls_connections_total", "counter", "Mesh TLS connections with a peer proxy, by direction and the peer's verified SPIFFE id.")
+	for _, pc := range r.sortedPeers() {
+		bw.WriteString("meshproxy_mtls_connections_total{direction=\"" + pc.key.dir.String() + "\",peer_identity=" + quoteLabel(pc.key.identity) + "} ")
+		bw.WriteString(strconv.FormatUint(pc.n, 10))
+		bw.WriteByte('\n')
+	}
 	lastName := ""
 	for _, g := range gauges {
 		if g.Name != lastName {
@@ -115,7 +122,7 @@ func (r *Registry) WriteText(w io.Writer, gauges []Gauge) error {
 				if i > 0 {
 					bw.WriteByte(',')
 				}
-				bw.WriteString(l[0] + "=" + strconv.Quote(l[1]))
+				bw.WriteString(l[0] + "=" + quoteLabel(l[1]))
 			}
 			bw.WriteByte('}')
 		}
@@ -136,14 +143,44 @@ func sample(w *bufio.Writer, name string, k seriesKey, l1, v1, l2, v2 string, v 
 	w.WriteString("{direction=\"")
 	w.WriteString(k.dir.String())
 	w.WriteString("\",service=")
-	w.WriteString(strconv.Quote(k.service))
+	w.WriteString(quoteLabel(k.service))
 	if l1 != "" {
-		w.WriteString("," + l1 + "=" + strconv.Quote(v1))
+		w.WriteString("," + l1 + "=" + quoteLabel(v1))
 	}
 	if l2 != "" {
-		w.WriteString("," + l2 + "=" + strconv.Quote(v2))
+		w.WriteString("," + l2 + "=" + quoteLabel(v2))
 	}
 	w.WriteString("} ")
 	w.WriteString(strconv.FormatFloat(v, 'g', -1, 64))
 	w.WriteByte('\n')
+}
+
+// quoteLabel quotes a label value as the text format wants it: only
+// backslash, double quote and line feed are escaped (Go's quoting would
+// also escape tabs and non-ASCII, which Prometheus' parser refuses).
+func quoteLabel(v string) string {
+	return `"` + labelEscaper.Replace(v) + `"`
+}
+
+var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+
+type peerCount struct {
+	key peerKey
+	n   uint64
+}
+
+func (r *Registry) sortedPeers() []peerCount {
+	r.mu.RLock()
+	out := make([]peerCount, 0, len(r.peers))
+	for k, c := range r.peers {
+		out = append(out, peerCount{k, c.Load()})
+	}
+	r.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].key.dir != out[j].key.dir {
+			return out[i].key.dir < out[j].key.dir
+		}
+		return out[i].key.identity < out[j].key.identity
+	})
+	return out
 }

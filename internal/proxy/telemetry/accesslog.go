@@ -36,6 +36,7 @@ type AccessEntry struct {
 	Path          string  `json:"path,omitempty"`
 	Status        int     `json:"status,omitempty"`
 	SNI           string  `json:"sni,omitempty"`
+	PeerIdentity  string  `json:"peerIdentity,omitempty"`
 	DurationMs    float64 `json:"durationMs"`
 	BytesReceived int64   `json:"bytesReceived"`
 	BytesSent     int64   `json:"bytesSent"`
@@ -56,6 +57,7 @@ func (a *accessLog) write(r *Record) {
 		Path:          r.Path,
 		Status:        r.Status,
 		SNI:           r.Conn.SNI,
+		PeerIdentity:  r.Conn.PeerIdentity,
 		DurationMs:    float64(r.Duration.Microseconds()) / 1000,
 		BytesReceived: r.BytesReceived,
 		BytesSent:     r.BytesSent,

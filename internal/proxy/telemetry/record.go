@@ -37,6 +37,9 @@ type Conn struct {
 	Protocol string
 	// SNI is the server name of a TLS client hello.
 	SNI string
+	// PeerIdentity is the verified SPIFFE id of the client of an inbound
+	// connection that came over mesh TLS; empty otherwise.
+	PeerIdentity string
 }
 
 // Record is one request, stream or TCP connection.
@@ -52,9 +55,6 @@ type Record struct {
 	// Upstream is the address the request went to ("ip:port"); empty when
 	// it went nowhere.
 	Upstream string
-	// PeerIdentity is the client's verified SPIFFE id (inbound mesh TLS);
-	// empty until identity lands.
-	PeerIdentity string
 
 	// Method, Authority and Path are filled only when the recorder logs
 	// (Recorder.Logging): formatting them costs allocations.
