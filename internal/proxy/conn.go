@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -68,6 +69,9 @@ func (p *Proxy) handle(l *listener, raw net.Conn, limits config.Limits) {
 	s.dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	s.info.Destination = s.dst
 	table := p.cfg.Load()
+	if l.dir == metrics.Outbound && table.Target(s.dst) == nil && p.opts.Resolve != nil && !p.isLoop(s.dst) {
+		table = p.resolve(s.dst)
+	}
 	target := s.classify(table)
 	s.series = p.metrics.Series(l.dir, s.service)
 	s.series.ConnOpened()
@@ -164,6 +168,17 @@ func (s *session) serveMeshTLS(cc *countingConn) {
 		s.info.Protocol = "opaque"
 		s.forwardTCP(cc)
 	}
+}
+
+// resolve asks the controller about an outbound destination the table does
+// not name, and returns the table in force after its answer.
+func (p *Proxy) resolve(dst netip.AddrPort) *config.Table {
+	ctx, cancel := context.WithTimeout(context.Background(), ResolveTimeout)
+	defer cancel()
+	if _, err := p.opts.Resolve(ctx, dst); err != nil {
+		p.log.Debug("resolving an unknown destination", "destination", dst.String(), "error", err)
+	}
+	return p.cfg.Load()
 }
 
 // classify labels the connection with the table in force when it was

@@ -67,6 +67,11 @@ type Options struct {
 	// verify a client certificate. Other TLS passes through to the
 	// application untouched. Nil: no inbound TLS is terminated.
 	ServerTLS func() *tls.Config
+	// Resolve, when set, is asked about an outbound destination that no
+	// service of the table names, before the connection is passed
+	// through: it returns the service that owns the address once the
+	// table holds it ("" for none). It is given ResolveTimeout.
+	Resolve func(ctx context.Context, addr netip.AddrPort) (string, error)
 	// Rand returns a uniform integer in [0, n) for the balancer. Default:
 	// math/rand/v2.
 	Rand func(n int) int
@@ -78,6 +83,12 @@ type Options struct {
 	// take to finish after the listeners close; then they are cut.
 	DrainTimeout time.Duration
 }
+
+// ResolveTimeout bounds Options.Resolve: the first connection to a
+// service the proxy does not hold yet waits at most this long for the
+// controller's answer, and is passed through as an unknown destination
+// when none comes.
+const ResolveTimeout = time.Second
 
 // Proxy is the sidecar's data plane.
 type Proxy struct {

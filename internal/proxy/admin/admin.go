@@ -40,7 +40,19 @@ type Options struct {
 	Level *slog.LevelVar
 	// Reload reloads the configuration file.
 	Reload func() (*config.Table, error)
-	Log    *slog.Logger
+	// Mesh is the link to the controller; nil in local mode, where
+	// /identity and /discovery answer 404.
+	Mesh Mesh
+	Log  *slog.Logger
+}
+
+// Mesh is what the admin API shows of the proxy's link to the controller:
+// metadata only, never key material.
+type Mesh interface {
+	Ready() (bool, string)
+	Identity() adminapi.Identity
+	Discovery() adminapi.Discovery
+	Gauges() []metrics.Gauge
 }
 
 // httpError is the one error type of the handlers; it becomes an
@@ -74,6 +86,8 @@ func NewHandler(o Options) http.Handler {
 		"/config_dump": {http.MethodGet, false, a.configDump},
 		"/endpoints":   {http.MethodGet, false, a.endpoints},
 		"/listeners":   {http.MethodGet, false, a.listeners},
+		"/identity":    {http.MethodGet, false, a.identity},
+		"/discovery":   {http.MethodGet, false, a.discovery},
 		"/logging":     {http.MethodPost, true, a.logging},
 		"/drain":       {http.MethodPost, true, a.drain},
 		"/shutdown":    {http.MethodPost, true, a.shutdown},
@@ -134,6 +148,13 @@ type api struct{ o Options }
 
 func (a *api) ready(w http.ResponseWriter, _ *http.Request) error {
 	ok, reason := a.o.Proxy.Ready()
+	if ok && a.o.Mesh != nil {
+		// A meshed proxy without a certificate or the controller's first
+		// push could not serve mesh TLS: not ready yet. Once ready, losing
+		// the controller does not make it unready (the last configuration
+		// and certificate keep serving).
+		ok, reason = a.o.Mesh.Ready()
+	}
 	code := http.StatusOK
 	if !ok {
 		code = http.StatusServiceUnavailable
@@ -150,6 +171,9 @@ func (a *api) live(w http.ResponseWriter, _ *http.Request) error {
 func (a *api) metrics(w http.ResponseWriter, _ *http.Request) error {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	g := a.o.Proxy.Gauges()
+	if a.o.Mesh != nil {
+		g = append(g, a.o.Mesh.Gauges()...)
+	}
 	ok, failed := a.o.Config.Reloads()
 	g = append(g,
 		metrics.Gauge{Name: "meshproxy_config_reloads_total", Help: "Configuration reloads, by result.", Type: "counter", Labels: [][2]string{{"result", "ok"}}, Value: float64(ok)},
@@ -191,6 +215,20 @@ func (a *api) endpoints(w http.ResponseWriter, _ *http.Request) error {
 		out.Services = append(out.Services, se)
 	}
 	return writeJSON(w, http.StatusOK, out)
+}
+
+func (a *api) identity(w http.ResponseWriter, _ *http.Request) error {
+	if a.o.Mesh == nil {
+		return errorf(http.StatusNotFound, "no mesh identity: the proxy runs without a controller")
+	}
+	return writeJSON(w, http.StatusOK, a.o.Mesh.Identity())
+}
+
+func (a *api) discovery(w http.ResponseWriter, _ *http.Request) error {
+	if a.o.Mesh == nil {
+		return errorf(http.StatusNotFound, "no discovery: the proxy runs without a controller")
+	}
+	return writeJSON(w, http.StatusOK, a.o.Mesh.Discovery())
 }
 
 func (a *api) listeners(w http.ResponseWriter, _ *http.Request) error {

@@ -192,6 +192,15 @@ func New(opts Options) (*Client, error) {
 // Set returns the Set held.
 func (c *Client) Set() *meshapi.Set { return c.set.Load() }
 
+// Connected reports whether a stream to the controller is open, so that a
+// caller of Resolve can fail fast instead of waiting while the controller
+// is away.
+func (c *Client) Connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stream != nil
+}
+
 // Subscribe adds services ("namespace/name") to the subscription; their
 // Service and Endpoints resources follow on the stream.
 func (c *Client) Subscribe(services ...string) {
