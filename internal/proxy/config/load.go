@@ -6,8 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-
-	"sigs.k8s.io/yaml"
 )
 
 // Load reads, validates and indexes the configuration file at path. YAML and
@@ -25,7 +23,7 @@ func Load(path string) (*Snapshot, error) {
 // errors and in /config_dump.
 func Parse(data []byte, source string) (*Snapshot, error) {
 	var c Config
-	if err := yaml.UnmarshalStrict(data, &c); err != nil {
+	if err := decodeStrict(data, &c); err != nil {
 		return nil, fmt.Errorf("parsing config %s: %w", source, err)
 	}
 	c = c.withDefaults()
