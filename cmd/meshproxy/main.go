@@ -8,13 +8,14 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/meshctl/mesh/internal/cli/incluster"
 	"github.com/meshctl/mesh/internal/cli/meshproxy"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cmd := meshproxy.NewRootCmd(meshproxy.Streams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr})
+	cmd := meshproxy.NewRootCmd(incluster.Streams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr})
 	if err := cmd.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "meshproxy:", err)
 		os.Exit(1)
