@@ -1,4 +1,5 @@
-// Command meshproxy is the mesh's in-cluster binary.
+// Command meshproxy is the mesh's sidecar: the proxy, its interception init
+// step and its readiness gate. The control plane is cmd/meshcontroller.
 package main
 
 import (
