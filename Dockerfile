@@ -1,10 +1,14 @@
-# The meshproxy image: one static binary for `meshproxy run` (the sidecar),
-# `meshproxy init` (the interception rules) and `meshproxy controller`, plus
-# the iptables tools that `meshproxy init` runs.
+# The meshproxy image: two static binaries, meshproxy for `meshproxy run`
+# (the sidecar) and `meshproxy init` (the interception rules), and
+# meshcontroller (the control plane), plus the iptables tools that
+# `meshproxy init` runs. The control plane is a binary of its own so that the
+# Kubernetes client it links stays out of the sidecar in every pod; one image
+# keeps one version and one pull for both.
 #
 # goreleaser builds it (dockers_v2 in goreleaser.yaml) from a context that
-# holds only linux/<arch>/meshproxy; nothing is compiled here. To build one by
-# hand: mkdir -p ctx/linux/amd64 && cp meshproxy ctx/linux/amd64/ &&
+# holds only linux/<arch>/meshproxy and linux/<arch>/meshcontroller; nothing
+# is compiled here. To build one by hand (CGO_ENABLED=0, as `make build`):
+# mkdir -p ctx/linux/amd64 && cp bin/meshproxy bin/meshcontroller ctx/linux/amd64/ &&
 # docker buildx build --platform linux/amd64 -f Dockerfile ctx
 FROM alpine:3.22
 
@@ -27,11 +31,15 @@ RUN apk add --no-cache iptables iptables-legacy \
 
 ARG TARGETPLATFORM
 COPY ${TARGETPLATFORM}/meshproxy /usr/local/bin/meshproxy
+COPY ${TARGETPLATFORM}/meshcontroller /usr/local/bin/meshcontroller
 
 LABEL org.opencontainers.image.title="meshproxy" \
-      org.opencontainers.image.description="The meshctl service mesh's in-cluster binary: sidecar proxy, init step and controller" \
+      org.opencontainers.image.description="The meshctl service mesh's in-cluster binaries: sidecar proxy and init step (meshproxy), control plane (meshcontroller)" \
       org.opencontainers.image.source="https://github.com/meshctl/mesh"
 
+# The entrypoint is the sidecar, the image's most common use; the chart's
+# controller Deployment sets its command to /usr/local/bin/meshcontroller.
+#
 # Every role sets its own user in its securityContext: the init container
 # runs as root with NET_ADMIN and NET_RAW, the proxy as the MeshConfig's proxy
 # uid (2710 by default), the controller as 65532. The default is the generic

@@ -1,4 +1,4 @@
-# meshctl and meshproxy. `make help` lists the targets.
+# meshctl, meshproxy and meshcontroller. `make help` lists the targets.
 
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -14,11 +14,18 @@ TEST_TIMEOUT ?= 30m
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-build: ## build meshctl and meshproxy into bin/
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/meshctl ./cmd/meshproxy
+# meshproxy and meshcontroller go into the image (Dockerfile), which needs
+# static binaries: they are built without cgo, as goreleaser builds them.
+# meshctl keeps the toolchain's default.
+IN_CLUSTER := ./cmd/meshproxy ./cmd/meshcontroller
 
-install: ## install meshctl and meshproxy into $GOBIN
-	$(GO) install -trimpath -ldflags '$(LDFLAGS)' ./cmd/meshctl ./cmd/meshproxy
+build: ## build meshctl, meshproxy and meshcontroller into bin/
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/meshctl
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ $(IN_CLUSTER)
+
+install: ## install meshctl, meshproxy and meshcontroller into $GOBIN
+	$(GO) install -trimpath -ldflags '$(LDFLAGS)' ./cmd/meshctl
+	CGO_ENABLED=0 $(GO) install -trimpath -ldflags '$(LDFLAGS)' $(IN_CLUSTER)
 
 test-deps: ## install what the tests need and warm the test cache (kube-apiserver, etcd, tools)
 	bash scripts/test-deps.sh

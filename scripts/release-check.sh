@@ -5,13 +5,14 @@
 # goreleaser.yaml, runs a snapshot release (no docker engine, no publishing,
 # no signing, no network beyond the Go module proxy), and then checks what
 # came out: every meshctl archive carries the four completion scripts,
-# checksums.txt matches, and the linux/amd64 meshctl and meshproxy print the
-# version and commit the snapshot stamped.
+# checksums.txt matches, and the linux/amd64 meshctl, meshproxy and
+# meshcontroller print the version and commit the snapshot stamped.
 #
 # Usage: scripts/release-check.sh [--subset]
 #   --subset   build amd64 only (meshctl for linux, darwin and windows;
-#              meshproxy for linux and darwin): half the targets, every
-#              archive format. The full run builds all ten targets.
+#              meshproxy and meshcontroller for linux and darwin): half the
+#              targets, every archive format. The full run builds all
+#              fourteen targets.
 #
 # Environment: MESHCTL_TEST_CACHE, else XDG_CACHE_HOME/meshctl-test, else
 # ~/.cache/meshctl-test (the same cache as internal/testenv).
@@ -66,12 +67,13 @@ step "goreleaser check"
 
 config=goreleaser.yaml
 if $subset; then
-	# The same file with arm64 taken out of both builds. The count guards
-	# against goreleaser.yaml changing under this substitution unnoticed.
+	# The same file with arm64 taken out of the three builds. The count
+	# guards against goreleaser.yaml changing under this substitution
+	# unnoticed.
 	config=$(mktemp --suffix=.yaml)
 	cleanup+=("$config")
-	[[ $(grep -c '^    goarch: \[amd64, arm64\]$' goreleaser.yaml) == 2 ]] ||
-		fail "--subset expects two 'goarch: [amd64, arm64]' lines in goreleaser.yaml"
+	[[ $(grep -c '^    goarch: \[amd64, arm64\]$' goreleaser.yaml) == 3 ]] ||
+		fail "--subset expects three 'goarch: [amd64, arm64]' lines in goreleaser.yaml"
 	sed 's/^    goarch: \[amd64, arm64\]$/    goarch: [amd64]/' goreleaser.yaml >"$config"
 fi
 
@@ -112,6 +114,8 @@ for arch in "${arches[@]}"; do
 		"meshctl_${version}_windows_${arch}.zip"
 		"meshproxy_${version}_linux_${arch}.tar.gz"
 		"meshproxy_${version}_darwin_${arch}.tar.gz"
+		"meshcontroller_${version}_linux_${arch}.tar.gz"
+		"meshcontroller_${version}_darwin_${arch}.tar.gz"
 	)
 done
 
@@ -168,9 +172,11 @@ find_binary() { # build id
 if [[ $(uname -s)/$(uname -m) == Linux/x86_64 ]]; then
 	meshctl=$(find_binary meshctl)
 	meshproxy=$(find_binary meshproxy)
+	meshcontroller=$(find_binary meshcontroller)
 	check_version meshctl "$("$meshctl" version --client -o json)"
 	check_version meshproxy "$("$meshproxy" version -o json)"
-	step "meshctl and meshproxy report $want_version ($commit)"
+	check_version meshcontroller "$("$meshcontroller" version -o json)"
+	step "meshctl, meshproxy and meshcontroller report $want_version ($commit)"
 else
 	step "not on linux/amd64: skipping the run of the built binaries"
 fi

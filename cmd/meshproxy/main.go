@@ -1,4 +1,5 @@
-// Command meshproxy is the mesh's in-cluster binary.
+// Command meshproxy is the mesh's sidecar: the proxy, its interception init
+// step and its readiness gate. The control plane is cmd/meshcontroller.
 package main
 
 import (
@@ -8,13 +9,14 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/meshctl/mesh/internal/cli/incluster"
 	"github.com/meshctl/mesh/internal/cli/meshproxy"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cmd := meshproxy.NewRootCmd(meshproxy.Streams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr})
+	cmd := meshproxy.NewRootCmd(incluster.Streams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr})
 	if err := cmd.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "meshproxy:", err)
 		os.Exit(1)

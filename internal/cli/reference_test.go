@@ -13,10 +13,14 @@ import (
 	"github.com/spf13/cobra/doc"
 
 	"github.com/meshctl/mesh/internal/cli/command"
+	"github.com/meshctl/mesh/internal/cli/incluster"
+	"github.com/meshctl/mesh/internal/cli/meshcontroller"
+	"github.com/meshctl/mesh/internal/cli/meshproxy"
 )
 
-// The CLI reference in docs/ is generated from the command tree, so every
-// flag a user can see is documented; this test fails when it is stale. Run
+// The CLI reference in docs/ is generated from the command trees of meshctl,
+// meshproxy and meshcontroller, so every flag a user can see is documented;
+// this test fails when it is stale. Run
 // `go test ./internal/cli -run TestCLIReference -update` after changing a
 // command.
 func TestCLIReference(t *testing.T) {
@@ -36,6 +40,16 @@ func TestCLIReference(t *testing.T) {
 	got := t.TempDir()
 	if err := doc.GenMarkdownTree(root, got); err != nil {
 		t.Fatal(err)
+	}
+	// The in-cluster binaries have references of their own beside meshctl's:
+	// their flags are what the chart and the injector write.
+	s := incluster.Streams{In: strings.NewReader(""), Out: &bytes.Buffer{}, ErrOut: &bytes.Buffer{}}
+	for _, bin := range []*cobra.Command{meshproxy.NewRootCmd(s), meshcontroller.NewRootCmd(s)} {
+		bin.InitDefaultCompletionCmd()
+		walk(bin, func(c *cobra.Command) { c.DisableAutoGenTag = true })
+		if err := doc.GenMarkdownTree(bin, got); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if golden.Update() {
 		if err := os.RemoveAll(dir); err != nil {

@@ -1,4 +1,4 @@
-// Package controller is the control plane process (`meshproxy controller`):
+// Package controller is the control plane process (cmd/meshcontroller):
 // it runs the mesh's control-plane components side by side and serves their
 // readiness, liveness and metrics on one admin endpoint.
 //

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meshctl/mesh/internal/cli/incluster"
 	"github.com/meshctl/mesh/internal/proxyinit"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
@@ -27,7 +28,7 @@ type initOptions struct {
 	IPTablesMode      string
 }
 
-func newInitCmd(s Streams) *cobra.Command {
+func newInitCmd(s incluster.Streams) *cobra.Command {
 	o := &initOptions{}
 	cmd := &cobra.Command{
 		Use:   "init",
@@ -92,7 +93,7 @@ func (o *initOptions) ruleOptions() (proxyinit.Options, error) {
 	}, nil
 }
 
-func runInit(ctx context.Context, o *initOptions, s Streams) error {
+func runInit(ctx context.Context, o *initOptions, s incluster.Streams) error {
 	mode, err := proxyinit.ParseMode(o.IPTablesMode)
 	if err != nil {
 		return err

@@ -9,11 +9,13 @@ import (
 
 	"github.com/meshctl/mesh/internal/proxyinit"
 	"github.com/meshctl/mesh/internal/testenv/netns"
+
+	"github.com/meshctl/mesh/internal/cli/incluster"
 )
 
 func runMeshproxy(args ...string) (stdout, stderr string, err error) {
 	var out, errOut bytes.Buffer
-	cmd := NewRootCmd(Streams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+	cmd := NewRootCmd(incluster.Streams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
 	cmd.SetArgs(args)
 	err = cmd.Execute()
 	return out.String(), errOut.String(), err

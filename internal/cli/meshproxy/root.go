@@ -1,37 +1,30 @@
 // Package meshproxy is the command tree of the meshproxy binary: the sidecar
-// (run), the interception step (init), the control plane (controller) and
-// version. It imports only cobra from the CLI libraries, so the in-cluster
-// binary stays small.
+// (run), the interception step (init), the proxy's startup gate (wait-ready)
+// and version. It runs in every meshed pod, so it imports only cobra from the
+// CLI libraries and nothing from k8s.io (deps_test.go holds it to that); the
+// control plane is the meshcontroller binary.
 package meshproxy
 
 import (
-	"io"
-
 	"github.com/spf13/cobra"
+
+	"github.com/meshctl/mesh/internal/cli/incluster"
 )
 
-// Streams are the standard streams a command writes to; tests pass buffers.
-type Streams struct {
-	In     io.Reader
-	Out    io.Writer
-	ErrOut io.Writer
-}
-
 // NewRootCmd returns the meshproxy command with all its subcommands.
-func NewRootCmd(s Streams) *cobra.Command {
+func NewRootCmd(s incluster.Streams) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "meshproxy",
-		Short:         "The mesh's in-cluster binary: sidecar proxy, interception init step and control plane",
+		Short:         "The mesh's sidecar: proxy, interception init step and readiness gate",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.SetIn(s.In)
 	root.SetOut(s.Out)
 	root.SetErr(s.ErrOut)
-	root.AddCommand(newVersionCmd(s))
+	root.AddCommand(incluster.NewVersionCmd("meshproxy", s))
 	root.AddCommand(newRunCmd(s))
 	root.AddCommand(newInitCmd(s))
-	root.AddCommand(newControllerCmd(s))
 	root.AddCommand(newWaitReadyCmd(s))
 	return root
 }

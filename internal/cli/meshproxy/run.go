@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meshctl/mesh/internal/cli/incluster"
 	"github.com/meshctl/mesh/internal/proxy"
 	"github.com/meshctl/mesh/internal/proxy/admin"
 	"github.com/meshctl/mesh/internal/proxy/config"
@@ -28,15 +29,14 @@ import (
 type RunOptions struct {
 	ConfigPath   string
 	AdminAddress string
-	LogLevel     string
-	LogFormat    string
+	Logging      incluster.Logging
 	AccessLog    bool
 	DrainDelay   time.Duration
 	DrainTimeout time.Duration
 	GCPercent    int
 }
 
-func newRunCmd(s Streams) *cobra.Command {
+func newRunCmd(s incluster.Streams) *cobra.Command {
 	o := &RunOptions{}
 	cmd := &cobra.Command{
 		Use:   "run --config FILE",
@@ -56,8 +56,7 @@ reloads the configuration file without dropping connections.`,
 	f := cmd.Flags()
 	f.StringVar(&o.ConfigPath, "config", "", "path of the configuration file (YAML or JSON); required")
 	f.StringVar(&o.AdminAddress, "admin-address", ":"+strconv.Itoa(wellknown.ProxyAdminPort), "address of the admin API")
-	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error (POST /logging?level= changes it at run time)")
-	f.StringVar(&o.LogFormat, "log-format", "json", "log format on stderr: json or text")
+	o.Logging.AddFlags(f, "log level: debug, info, warn or error (POST /logging?level= changes it at run time)")
 	f.BoolVar(&o.AccessLog, "access-log", false, "write one JSON line per request and TCP connection to stdout")
 	f.DurationVar(&o.DrainDelay, "drain-delay", 0, "how long the listeners keep accepting after a drain begins")
 	f.DurationVar(&o.DrainTimeout, "drain-timeout", 20*time.Second, "how long in-flight requests may take to finish once the listeners close")
@@ -66,19 +65,10 @@ reloads the configuration file without dropping connections.`,
 	return cmd
 }
 
-func runRun(ctx context.Context, o *RunOptions, s Streams) error {
-	level := new(slog.LevelVar)
-	if err := level.UnmarshalText([]byte(o.LogLevel)); err != nil {
-		return fmt.Errorf("invalid --log-level %q: use debug, info, warn or error", o.LogLevel)
-	}
-	var h slog.Handler
-	switch o.LogFormat {
-	case "json":
-		h = slog.NewJSONHandler(s.ErrOut, &slog.HandlerOptions{Level: level})
-	case "text":
-		h = slog.NewTextHandler(s.ErrOut, &slog.HandlerOptions{Level: level})
-	default:
-		return fmt.Errorf("invalid --log-format %q: use json or text", o.LogFormat)
+func runRun(ctx context.Context, o *RunOptions, s incluster.Streams) error {
+	h, level, err := o.Logging.Handler(s.ErrOut)
+	if err != nil {
+		return err
 	}
 	if o.DrainDelay < 0 || o.DrainTimeout < 0 {
 		return errors.New("--drain-delay and --drain-timeout must not be negative")

@@ -16,6 +16,8 @@ import (
 
 	"github.com/meshctl/mesh/internal/adminapi"
 	"github.com/meshctl/mesh/internal/testenv"
+
+	"github.com/meshctl/mesh/internal/cli/incluster"
 )
 
 func freeAddr(t *testing.T) string {
@@ -39,7 +41,7 @@ func TestRunServesAdminAndDrainsOnCancel(t *testing.T) {
 	os.WriteFile(cfg, doc("v1"), 0o644)
 	admin := freeAddr(t)
 	var out, errOut testenv.Output
-	cmd := NewRootCmd(Streams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+	cmd := NewRootCmd(incluster.Streams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
 	cmd.SetArgs([]string{"run", "--config", cfg, "--admin-address", admin, "--access-log", "--drain-timeout", "2s"})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -100,7 +102,7 @@ func TestRunRejectsInvalidConfig(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "bad.yaml")
 	os.WriteFile(cfg, []byte("version: v\nlimits: {maxConnections: -1}\n"), 0o644)
 	var out, errOut bytes.Buffer
-	cmd := NewRootCmd(Streams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+	cmd := NewRootCmd(incluster.Streams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
 	cmd.SetArgs([]string{"run", "--config", cfg})
 	err := cmd.Execute()
 	if err == nil || !strings.Contains(err.Error(), "limits.maxConnections") || !strings.Contains(err.Error(), cfg) {

@@ -10,10 +10,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meshctl/mesh/internal/cli/incluster"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
 
-func newWaitReadyCmd(s Streams) *cobra.Command {
+func newWaitReadyCmd(s incluster.Streams) *cobra.Command {
 	var (
 		adminPort int
 		timeout   time.Duration

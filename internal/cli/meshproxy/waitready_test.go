@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meshctl/mesh/internal/cli/incluster"
 )
 
 func TestWaitReadyReturnsOnceReady(t *testing.T) {
@@ -29,7 +31,7 @@ func TestWaitReadyReturnsOnceReady(t *testing.T) {
 	defer srv.Close()
 	port := srv.Listener.Addr().(*net.TCPAddr).Port
 	var out, errOut bytes.Buffer
-	cmd := NewRootCmd(Streams{Out: &out, ErrOut: &errOut})
+	cmd := NewRootCmd(incluster.Streams{Out: &out, ErrOut: &errOut})
 	cmd.SetArgs([]string{"wait-ready", "--admin-port", strconv.Itoa(port), "--timeout", "10s"})
 	if err := cmd.ExecuteContext(context.Background()); err != nil {
 		t.Fatalf("wait-ready: %v", err)

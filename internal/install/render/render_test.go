@@ -373,3 +373,28 @@ func TestCredentialsStayOutOfStoredValues(t *testing.T) {
 		t.Error("no issuer Secret")
 	}
 }
+
+// The controller runs from the proxy's image under its own binary: the
+// command the chart gives must be a file the Dockerfile puts there.
+func TestControllerCommandIsInTheImage(t *testing.T) {
+	m, err := Render(testOptions(t, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := m.Find("Deployment", wellknown.DefaultMeshNamespace, wellknown.ControllerName)
+	containers, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
+	if len(containers) != 1 {
+		t.Fatalf("controller pod has %d containers", len(containers))
+	}
+	command, _, _ := unstructured.NestedStringSlice(containers[0].(map[string]any), "command")
+	if len(command) != 1 || command[0] != "/usr/local/bin/meshcontroller" {
+		t.Fatalf("controller command %q, want [/usr/local/bin/meshcontroller]", command)
+	}
+	dockerfile, err := os.ReadFile(filepath.Join("..", "..", "..", "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(dockerfile), "COPY ${TARGETPLATFORM}/meshcontroller "+command[0]+"\n") {
+		t.Errorf("the Dockerfile does not copy meshcontroller to %s", command[0])
+	}
+}

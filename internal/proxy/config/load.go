@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 
-	"sigs.k8s.io/yaml"
-
 	"github.com/meshctl/mesh/internal/meshapi"
 	"github.com/meshctl/mesh/internal/proxy/upstream"
 )
@@ -38,7 +36,7 @@ func Parse(data []byte, source string) (*Table, error) {
 
 func parse(data []byte, source string, reg *upstream.Registry) (*Table, error) {
 	var c Config
-	if err := yaml.UnmarshalStrict(data, &c); err != nil {
+	if err := decodeStrict(data, &c); err != nil {
 		return nil, fmt.Errorf("parsing config %s: %w", source, err)
 	}
 	c = c.withDefaults()

@@ -1,4 +1,4 @@
-package meshproxy
+package incluster
 
 import (
 	"encoding/json"
@@ -9,7 +9,10 @@ import (
 	"github.com/meshctl/mesh/internal/version"
 )
 
-func newVersionCmd(s Streams) *cobra.Command {
+// NewVersionCmd returns the version command of the binary called name: one
+// line for people, or version.Info as JSON with -o json (what release checks
+// read).
+func NewVersionCmd(name string, s Streams) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "version",
@@ -19,7 +22,7 @@ func newVersionCmd(s Streams) *cobra.Command {
 			info := version.Get()
 			switch output {
 			case "":
-				_, err := fmt.Fprintf(s.Out, "meshproxy %s (commit %s, %s, %s)\n", info.Version, orUnknown(info.Commit), info.GoVersion, info.Platform)
+				_, err := fmt.Fprintf(s.Out, "%s %s (commit %s, %s, %s)\n", name, info.Version, orUnknown(info.Commit), info.GoVersion, info.Platform)
 				return err
 			case "json":
 				enc := json.NewEncoder(s.Out)

@@ -1,4 +1,8 @@
-package meshproxy
+// Package meshcontroller is the command tree of the meshcontroller binary,
+// the mesh's control plane. It is a binary of its own, in the same image as
+// meshproxy, so that client-go and the API machinery it needs are linked
+// only here and not into the sidecar that runs in every pod.
+package meshcontroller
 
 import (
 	"fmt"
@@ -11,31 +15,32 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/meshctl/mesh/internal/cli/incluster"
 	"github.com/meshctl/mesh/internal/controller"
 	"github.com/meshctl/mesh/internal/controller/webhook"
 	"github.com/meshctl/mesh/internal/version"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
 
-// controllerOptions holds the flag values of `meshproxy controller`. The
-// chart passes --mesh-namespace, --webhook-port, --admin-port,
-// --webhook-tls-dir and --log-level; the others are for running outside a
-// cluster and for tuning.
-type controllerOptions struct {
+// options holds the flag values of meshcontroller. The chart passes
+// --mesh-namespace, --webhook-port, --admin-port, --webhook-tls-dir and
+// --log-level; the others are for running outside a cluster and for tuning.
+type options struct {
 	MeshNamespace string
 	WebhookPort   uint16
 	AdminPort     uint16
 	WebhookTLSDir string
-	LogLevel      string
-	LogFormat     string
+	Logging       incluster.Logging
 	Kubeconfig    string
 	ShutdownDelay time.Duration
 }
 
-func newControllerCmd(s Streams) *cobra.Command {
-	o := &controllerOptions{}
+// NewRootCmd returns the meshcontroller command: run without a subcommand it
+// runs the control plane; `version` prints the build.
+func NewRootCmd(s incluster.Streams) *cobra.Command {
+	o := &options{}
 	cmd := &cobra.Command{
-		Use:   "controller",
+		Use:   "meshcontroller",
 		Short: "Run the control plane: the proxy injection webhook and the mesh configuration",
 		Long: `Run the mesh's control plane. It keeps the MeshConfig "mesh" of the mesh
 namespace current, serves the proxy injection webhook over HTTPS on
@@ -47,40 +52,29 @@ certificate are loaded. On SIGTERM it fails readiness, keeps serving for
 
 Inside a cluster it uses the pod's ServiceAccount; --kubeconfig runs it
 outside one.`,
-		Args: cobra.NoArgs,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runController(cmd, o, s)
 		},
 	}
+	cmd.SetIn(s.In)
+	cmd.SetOut(s.Out)
+	cmd.SetErr(s.ErrOut)
 	f := cmd.Flags()
 	f.StringVar(&o.MeshNamespace, "mesh-namespace", wellknown.DefaultMeshNamespace, "namespace of the control plane and of its MeshConfig")
 	f.Uint16Var(&o.WebhookPort, "webhook-port", wellknown.ControllerWebhookPort, "port of the injection webhook (HTTPS)")
 	f.Uint16Var(&o.AdminPort, "admin-port", wellknown.ControllerAdminPort, "port of the admin endpoint: /ready, /live, /metrics, /debug/pprof/")
 	f.StringVar(&o.WebhookTLSDir, "webhook-tls-dir", "/var/run/meshctl/webhook-tls", "directory holding the webhook's tls.crt and tls.key")
-	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
-	f.StringVar(&o.LogFormat, "log-format", "json", "log format on stderr: json or text")
+	o.Logging.AddFlags(f, "log level: debug, info, warn or error")
 	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file to reach the API server with (default: the in-cluster ServiceAccount)")
 	f.DurationVar(&o.ShutdownDelay, "shutdown-delay", 5*time.Second, "how long to keep serving with readiness failing after SIGTERM, so endpoints stop routing here first")
+	cmd.AddCommand(incluster.NewVersionCmd("meshcontroller", s))
 	return cmd
 }
 
-func (o *controllerOptions) logger(s Streams) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.LogLevel)); err != nil {
-		return nil, fmt.Errorf("reading --log-level: %q is not one of debug, info, warn, error", o.LogLevel)
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	switch o.LogFormat {
-	case "json":
-		return slog.New(slog.NewJSONHandler(s.ErrOut, opts)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(s.ErrOut, opts)), nil
-	default:
-		return nil, fmt.Errorf("reading --log-format: %q is not one of json, text", o.LogFormat)
-	}
-}
-
-func (o *controllerOptions) kubeConfig() (*rest.Config, error) {
+func (o *options) kubeConfig() (*rest.Config, error) {
 	if o.Kubeconfig == "" {
 		c, err := rest.InClusterConfig()
 		if err != nil {
@@ -95,11 +89,12 @@ func (o *controllerOptions) kubeConfig() (*rest.Config, error) {
 	return c, nil
 }
 
-func runController(cmd *cobra.Command, o *controllerOptions, s Streams) error {
-	log, err := o.logger(s)
+func runController(cmd *cobra.Command, o *options, s incluster.Streams) error {
+	h, _, err := o.Logging.Handler(s.ErrOut)
 	if err != nil {
 		return err
 	}
+	log := slog.New(h)
 	// client-go logs through klog; send those lines to the same structured
 	// stream instead of klog's own format.
 	klog.SetSlogLogger(log.With("component", "client-go"))
