@@ -1,6 +1,7 @@
 package meshproxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"github.com/meshctl/mesh/internal/proxy"
 	"github.com/meshctl/mesh/internal/proxy/admin"
 	"github.com/meshctl/mesh/internal/proxy/config"
+	"github.com/meshctl/mesh/internal/proxy/controlplane"
 	"github.com/meshctl/mesh/internal/proxy/metrics"
 	"github.com/meshctl/mesh/internal/version"
 	"github.com/meshctl/mesh/internal/wellknown"
@@ -34,6 +36,12 @@ type RunOptions struct {
 	DrainDelay   time.Duration
 	DrainTimeout time.Duration
 	GCPercent    int
+	// The pod's namespace, ServiceAccount and name, which injection
+	// passes in the environment (downward API): the ServiceAccount is the
+	// workload's identity when the configuration names a controller.
+	PodNamespace   string
+	ServiceAccount string
+	PodName        string
 }
 
 func newRunCmd(s incluster.Streams) *cobra.Command {
@@ -47,7 +55,13 @@ interception rules of "meshproxy init" redirect to, and the admin API.
 The proxy drains on SIGTERM or SIGINT (and on POST /drain): /ready turns 503,
 the listeners close after --drain-delay, in-flight requests finish for up to
 --drain-timeout, then it exits 0. SIGHUP (or POST /reload from loopback)
-reloads the configuration file without dropping connections.`,
+reloads the configuration file without dropping connections.
+
+When the configuration names a controller, the proxy gets its mesh
+certificate for the pod's ServiceAccount (--service-account), learns the
+services it talks to from the controller, and speaks mutual TLS with the
+proxies of meshed endpoints. /ready answers 200 once it holds a certificate
+and the controller's first configuration.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runRun(cmd.Context(), o, s)
@@ -61,6 +75,9 @@ reloads the configuration file without dropping connections.`,
 	f.DurationVar(&o.DrainDelay, "drain-delay", 0, "how long the listeners keep accepting after a drain begins")
 	f.DurationVar(&o.DrainTimeout, "drain-timeout", 20*time.Second, "how long in-flight requests may take to finish once the listeners close")
 	f.IntVar(&o.GCPercent, "gc-percent", 50, "Go garbage collector target percentage (as GOGC); lower trades CPU for memory, -1 keeps the runtime's setting")
+	f.StringVar(&o.PodNamespace, "pod-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the pod, for its identity (default $POD_NAMESPACE, else the configuration's workload.namespace)")
+	f.StringVar(&o.ServiceAccount, "service-account", os.Getenv("SERVICE_ACCOUNT"), "ServiceAccount of the pod, its identity (default $SERVICE_ACCOUNT)")
+	f.StringVar(&o.PodName, "pod-name", os.Getenv("POD_NAME"), "name of the pod, shown to the controller (default $POD_NAME)")
 	_ = cmd.MarkFlagRequired("config")
 	return cmd
 }
@@ -93,22 +110,52 @@ func runRun(ctx context.Context, o *RunOptions, s incluster.Streams) error {
 		accessLog = s.Out
 	}
 	reg := metrics.New()
-	p, err := proxy.New(proxy.Options{
+	popts := proxy.Options{
 		Config:       store,
 		Metrics:      reg,
 		Log:          log,
 		AccessLog:    accessLog,
 		DrainDelay:   o.DrainDelay,
 		DrainTimeout: o.DrainTimeout,
-	})
+	}
+	var link *controlplane.Link
+	if b := snap.Config.Controller; b != nil {
+		link, err = controlplane.New(controlplane.Options{
+			Bootstrap:      *b,
+			Namespace:      cmp.Or(o.PodNamespace, snap.Config.Workload.Namespace),
+			ServiceAccount: o.ServiceAccount,
+			Pod:            o.PodName,
+			ProxyVersion:   version.Get().Version,
+			Store:          store,
+			Log:            log,
+		})
+		if err != nil {
+			return err
+		}
+		popts.ClientTLS, popts.ServerTLS, popts.Resolve = link.ClientTLS, link.ServerTLS, link.Resolve
+	}
+	p, err := proxy.New(popts)
 	if err != nil {
 		return err
 	}
 	if err := p.Start(ctx); err != nil {
 		return err
 	}
+	if link != nil {
+		go func() {
+			if err := link.Run(ctx); err != nil {
+				log.Error("link to the controller ended", "error", err)
+			}
+		}()
+	}
 	reload := func() (*config.Table, error) {
-		snap, err := store.Reload(o.ConfigPath)
+		var snap *config.Table
+		var err error
+		if link != nil {
+			snap, err = store.ReloadPushed(o.ConfigPath, link.Set())
+		} else {
+			snap, err = store.Reload(o.ConfigPath)
+		}
 		if err != nil {
 			log.Error("reloading configuration", "error", err)
 			return nil, err
@@ -122,8 +169,12 @@ func runRun(ctx context.Context, o *RunOptions, s incluster.Streams) error {
 		_ = p.Serve(ctx)
 		return fmt.Errorf("binding admin listener: %w", err)
 	}
+	adminOpts := admin.Options{Proxy: p, Config: store, Metrics: reg, Level: level, Reload: reload, Log: log}
+	if link != nil {
+		adminOpts.Mesh = link
+	}
 	adminSrv := &http.Server{
-		Handler:           admin.NewHandler(admin.Options{Proxy: p, Config: store, Metrics: reg, Level: level, Reload: reload, Log: log}),
+		Handler:           admin.NewHandler(adminOpts),
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		ErrorLog:          slog.NewLogLogger(h, slog.LevelDebug),

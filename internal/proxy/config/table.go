@@ -219,6 +219,26 @@ func (st *Store) Reload(path string) (*Table, error) {
 	return t, nil
 }
 
+// ReloadPushed reloads the local settings from the file at path and
+// compiles them with set, the services the controller pushed, instead of
+// the file's: a proxy with a controller keeps its discovered services
+// across a reload. An invalid file leaves the table in force untouched.
+func (st *Store) ReloadPushed(path string, set *meshapi.Set) (*Table, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	file, err := load(path, st.registry())
+	if err != nil {
+		st.failed.Add(1)
+		return nil, err
+	}
+	local := file.Config
+	local.Services = nil
+	t := Compile(local, set, "controller", file.reg)
+	st.swapLocked(t)
+	st.reloaded.Add(1)
+	return t, nil
+}
+
 // Push compiles set with the local settings of the table in force and
 // swaps the result in. It needs a table in force.
 func (st *Store) Push(set *meshapi.Set, source string) *Table {

@@ -162,6 +162,9 @@ func (l *Link) Resolve(ctx context.Context, addr netip.AddrPort) (string, error)
 // is open.
 var ErrDisconnected = errors.New("not connected to the controller")
 
+// Set is the last Set the controller pushed.
+func (l *Link) Set() *meshapi.Set { return l.disc.Set() }
+
 // Identity and Discovery are the admin API's documents.
 func (l *Link) Identity() adminapi.Identity   { return l.id.State() }
 func (l *Link) Discovery() adminapi.Discovery { return l.disc.State() }
