@@ -19,8 +19,24 @@ import (
 const testVersion = "v1.0.0"
 
 func testSettings() Settings {
-	return NewSettings(meshconfig.Default("ghcr.io/meshctl/meshproxy:"+testVersion), "meshctl-system", testVersion)
+	s := NewSettings(meshconfig.Default("ghcr.io/meshctl/meshproxy:"+testVersion), "meshctl-system", testVersion)
+	s.TrustAnchors = testAnchors
+	return s
 }
+
+// testAnchors is a self-signed CA made for the fixtures, valid for a
+// century so that golden files do not expire.
+var testAnchors = func() []string {
+	b, err := os.ReadFile(filepath.Join("testdata", "trust-anchors.pem"))
+	if err != nil {
+		panic(err)
+	}
+	a, err := ParseTrustAnchors(b)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}()
 
 // fixtureSettings are the settings of one fixture: the defaults, with the
 // native sidecar for fixtures named native-*.
