@@ -105,7 +105,7 @@ metadata:
   name: mesh
   namespace: mesh-from-cluster
 spec:
-  trustDomain: cluster.local
+  trustDomain: from-cluster.example
   identity: {certificateLifetime: 24h}
   proxy:
     image: registry.example.com/meshproxy:from-cluster
@@ -119,7 +119,24 @@ spec:
     nativeSidecar: true
 `, "apply", "-f", "-")
 
+	// Without the trust anchors the proxy could not get an identity.
 	out, errOut, code := run(t, pod, nil, "inject", "--kubeconfig", env.KubeconfigPath, "--mesh-namespace-for-test", "mesh-from-cluster", "-")
+	if code != 1 || out != "" || !strings.Contains(errOut, "meshctl-identity-trust-anchors not found") || !strings.Contains(errOut, "--trust-anchors FILE") {
+		t.Errorf("without trust anchors: exit %d, stdout %q, stderr %s", code, out, errOut)
+	}
+	anchors, err := os.ReadFile(testAnchors)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = env.Clientset().CoreV1().ConfigMaps("mesh-from-cluster").Create(context.Background(), &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "meshctl-identity-trust-anchors"},
+		Data:       map[string]string{"ca-bundle.crt": string(anchors)},
+	}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+
+	out, errOut, code = run(t, pod, nil, "inject", "--kubeconfig", env.KubeconfigPath, "--mesh-namespace-for-test", "mesh-from-cluster", "-")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -129,6 +146,9 @@ spec:
 		"--log-level=warn",
 		"restartPolicy: Always", // the cluster's nativeSidecar, on a 1.29+ server
 		"cpu: 20m",
+		`"serverIdentity":"spiffe://from-cluster.example/ns/mesh-from-cluster/sa/meshctl-controller"`,
+		`"address":"meshctl-controller.mesh-from-cluster.svc:15112"`,
+		`"trustAnchors":["-----BEGIN CERTIFICATE-----\\nMII`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)

@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -36,6 +38,12 @@ type Options struct {
 	// IgnoreCluster injects with the built-in defaults and trusts
 	// --native-sidecar without asking the cluster.
 	IgnoreCluster bool
+	// TrustAnchorsFile is a PEM bundle of the mesh's trust anchors, in
+	// place of the cluster's trust-anchors ConfigMap; TrustDomain replaces
+	// the MeshConfig's trust domain. Both are what the proxy needs to
+	// verify the controller that issues its identity.
+	TrustAnchorsFile string
+	TrustDomain      string
 }
 
 // NewCmd returns `meshctl inject`; runF replaces the run function in tests.
@@ -51,8 +59,10 @@ the result. Everything else in the manifests, comments and formatting
 included, is left byte for byte; injecting twice changes nothing, and
 meshctl uninject gives back the original.
 
-The proxy's defaults come from the mesh's configuration in the cluster
-(--mesh-namespace); --ignore-cluster uses the built-in defaults instead.
+The proxy's defaults, the mesh's trust domain and its trust anchors come
+from the cluster (the MeshConfig and the trust-anchors ConfigMap in
+--mesh-namespace). --ignore-cluster uses the built-in defaults instead, and
+then needs --trust-anchors (and --trust-domain unless it is cluster.local).
 Workloads that use the host's network, that opted out, that already carry
 another mesh's proxy, or that live in a control-plane namespace are left as
 they are. A report, one line per workload, goes to standard error.
@@ -60,7 +70,7 @@ they are. A report, one line per workload, goes to standard error.
 On any error nothing is written, so a pipe into kubectl applies nothing.`,
 		Example: `  meshctl inject deploy.yaml | kubectl apply -f -
   kubectl get deploy -o yaml | meshctl inject - | kubectl apply -f -
-  meshctl inject --in-place --ignore-cluster k8s/
+  meshctl inject --in-place --ignore-cluster --trust-anchors ca.crt k8s/
   meshctl inject https://example.com/app.yaml --report-format json`,
 		Args: command.Args(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -79,6 +89,8 @@ On any error nothing is written, so a pipe into kubectl applies nothing.`,
 	addIOFlags(cmd, &opts.IO)
 	cmd.Flags().BoolVar(&opts.NativeSidecar, "native-sidecar", false, "run the proxy as a native sidecar (an init container with restartPolicy Always; Kubernetes 1.29 or later)")
 	cmd.Flags().BoolVar(&opts.IgnoreCluster, "ignore-cluster", false, "do not read the mesh's configuration from the cluster: use the built-in defaults")
+	cmd.Flags().StringVar(&opts.TrustAnchorsFile, "trust-anchors", "", "PEM `FILE` of the mesh's trust anchors, instead of the cluster's "+wellknown.TrustAnchorsName+" ConfigMap (required with --ignore-cluster)")
+	cmd.Flags().StringVar(&opts.TrustDomain, "trust-domain", "", "the mesh's trust domain, instead of the MeshConfig's (with --ignore-cluster: cluster.local)")
 	return cmd
 }
 
@@ -119,22 +131,50 @@ func Run(ctx context.Context, opts *Options) error {
 	return opts.write(opts.Factory.Streams, results)
 }
 
-// settings are the mesh's proxy defaults: from the cluster's MeshConfig, or
-// built in with --ignore-cluster.
+// settings are the mesh's proxy defaults and identity: from the cluster's
+// MeshConfig and trust-anchors ConfigMap, or built in with --ignore-cluster,
+// the flags overriding either.
 func (o *Options) settings(ctx context.Context) (transform.Settings, error) {
 	ns := o.Factory.MeshNamespace
 	v := version.Get().Version
+	var anchors []string
+	if o.TrustAnchorsFile != "" {
+		b, err := os.ReadFile(o.TrustAnchorsFile)
+		if err != nil {
+			return transform.Settings{}, fmt.Errorf("reading --trust-anchors: %w", err)
+		}
+		if anchors, err = transform.ParseTrustAnchors(b); err != nil {
+			return transform.Settings{}, fmt.Errorf("%s: %w", o.TrustAnchorsFile, err)
+		}
+	}
 	if o.IgnoreCluster {
+		if anchors == nil {
+			return transform.Settings{}, command.Usage(fmt.Errorf("--ignore-cluster needs --trust-anchors FILE: the proxy verifies the controller against the mesh's trust anchors (kubectl -n %s get configmap %s -o jsonpath='{.data.%s}' prints them)",
+				ns, wellknown.TrustAnchorsName, strings.ReplaceAll(transform.TrustAnchorsKey, ".", `\.`)))
+		}
 		s := transform.NewSettings(meshconfig.Default(wellknown.ProxyImage+":"+v), ns, v)
 		s.NativeSidecar = o.NativeSidecar
+		s.TrustAnchors = anchors
+		if o.TrustDomain != "" {
+			s.TrustDomain = o.TrustDomain
+		}
 		return s, nil
 	}
-	hint := "; use --ignore-cluster to inject with the built-in defaults"
+	hint := "; use --ignore-cluster with --trust-anchors FILE to inject with the built-in defaults"
 	spec, err := o.meshConfig(ctx)
 	if err != nil {
 		return transform.Settings{}, fmt.Errorf("reading the mesh's configuration from namespace %s: %w%s", ns, err, hint)
 	}
+	if anchors == nil {
+		if anchors, err = o.trustAnchors(ctx); err != nil {
+			return transform.Settings{}, fmt.Errorf("reading the mesh's trust anchors from namespace %s: %w; pass --trust-anchors FILE", ns, err)
+		}
+	}
 	s := transform.NewSettings(spec, ns, v)
+	s.TrustAnchors = anchors
+	if o.TrustDomain != "" {
+		s.TrustDomain = o.TrustDomain
+	}
 	if o.NativeSidecarSet {
 		s.NativeSidecar = o.NativeSidecar
 	}
@@ -144,6 +184,22 @@ func (o *Options) settings(ctx context.Context) (transform.Settings, error) {
 		}
 	}
 	return s, nil
+}
+
+// trustAnchors reads the trust-anchors ConfigMap that install writes.
+func (o *Options) trustAnchors(ctx context.Context) ([]string, error) {
+	kube, err := o.Factory.Clientset()
+	if err != nil {
+		return nil, err
+	}
+	cm, err := kube.CoreV1().ConfigMaps(o.Factory.MeshNamespace).Get(ctx, wellknown.TrustAnchorsName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("ConfigMap %s not found", wellknown.TrustAnchorsName)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return transform.ParseTrustAnchors([]byte(cm.Data[transform.TrustAnchorsKey]))
 }
 
 func (o *Options) meshConfig(ctx context.Context) (meshconfig.Spec, error) {
