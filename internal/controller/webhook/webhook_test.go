@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -18,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/meshctl/mesh/internal/inject"
 	"github.com/meshctl/mesh/internal/meshconfig"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
@@ -299,7 +302,7 @@ func TestHandlerWithInjection(t *testing.T) {
 			var logs bytes.Buffer
 			m := &Metrics{}
 			h := &Handler{
-				Inject:  NewInjector(meshNS, "v1.2.3"),
+				Inject:  NewInjector(meshNS, "v1.2.3", Static{Anchors: testAnchors(t)}),
 				Config:  func() (meshconfig.Spec, error) { return cfg, nil },
 				Logger:  slog.New(slog.NewTextHandler(&logs, nil)),
 				Metrics: m,
@@ -361,4 +364,18 @@ func TestHandlerWithInjection(t *testing.T) {
 			}
 		})
 	}
+}
+
+// testAnchors are the inject fixtures' trust anchors.
+func testAnchors(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "inject", "testdata", "trust-anchors.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := inject.ParseTrustAnchors(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
