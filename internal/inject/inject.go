@@ -141,7 +141,7 @@ func Uninject(in []byte) ([]byte, []Report, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		b, r, err := uninjectDocument(d, root)
+		b, r, err := uninjectDocument(d, root, nil)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -279,10 +279,20 @@ func injectDocument(d document, s *Settings, c *cache) ([]byte, []Report, error)
 	// An injected document is first brought back to what it was before, so
 	// that injecting again yields the same bytes and an older injection is
 	// replaced whole.
+	//
+	// A workload that already carries the very injection that would be
+	// added, as an API server returns it, is kept as it is (sameInjection).
 	base := d
 	replaced := map[int]string{}
+	var keep map[int]bool
 	if hasInjection(ws) {
-		b, reps, err := uninjectDocument(d, root)
+		keep = map[int]bool{}
+		for i, w := range ws {
+			if sameInjection(w, s, c) {
+				keep[i] = true
+			}
+		}
+		b, reps, err := uninjectDocument(d, root, keep)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -305,6 +315,11 @@ func injectDocument(d document, s *Settings, c *cache) ([]byte, []Report, error)
 	reports := make([]Report, len(ws))
 	for i, w := range ws {
 		rep := w.report(d, lines[i])
+		if keep[i] {
+			rep.Outcome = Unchanged
+			reports[i] = rep
+			continue
+		}
 		rep.PreviousVersion = replaced[i]
 		reason, err := injectWorkload(sp, w, s)
 		if err != nil {
@@ -327,7 +342,19 @@ func injectDocument(d document, s *Settings, c *cache) ([]byte, []Report, error)
 	}
 
 	if !common {
-		if err := checkReversible(d, out, base.b); err != nil {
+		want := base.b
+		if len(keep) > 0 {
+			// The kept injections are not undone by base; undoing out
+			// undoes them too.
+			root, err := base.parseYAML()
+			if err == nil {
+				want, _, err = uninjectDocument(base, root, nil)
+			}
+			if err != nil {
+				return nil, nil, err
+			}
+		}
+		if err := checkReversible(d, out, want); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -348,7 +375,7 @@ func checkReversible(d document, out, base []byte) error {
 	root, err := o.parseYAML()
 	if err == nil {
 		var back []byte
-		if back, _, err = uninjectDocument(o, root); err == nil && !bytes.Equal(back, base) {
+		if back, _, err = uninjectDocument(o, root, nil); err == nil && !bytes.Equal(back, base) {
 			err = errors.New("removing it does not give back the input")
 		}
 	}
@@ -387,34 +414,17 @@ func injectWorkload(sp *splicer, w *workload, s *Settings) (string, error) {
 		return reason, nil
 	}
 	ann := t.annotations()
-	p, err := s.configure(ann)
+	p, err := s.proxyFor(w, t)
 	if err != nil {
 		return "", err
 	}
-	p.terminationGrace = t.gracePeriod()
 	if err := t.checkNoLeftovers(ann); err != nil {
 		return "", err
 	}
 
-	// What is added depends only on the proxy's configuration: built once
-	// per configuration and stream.
-	pkey := fmt.Sprintf("%+v", p)
-	added := sp.memo("added|"+pkey, func() any {
-		inits := list{p.initContainer()}
-		if p.native {
-			inits = append(inits, p.proxyContainer())
-		}
-		return [3]list{inits, {p.proxyContainer()}, {volume()}}
-	}).([3]list)
-	inits, proxy, vols := added[0], added[1], added[2]
-
-	st := Status{Version: s.Version, Volumes: []string{VolumeName}, Annotations: []string{wellknown.AnnotationProxyConfig}}
-	st.InitContainers = []string{wellknown.InitContainerName}
-	if p.native {
-		st.InitContainers = append(st.InitContainers, wellknown.ProxyContainerName)
-	} else {
-		st.Containers = []string{wellknown.ProxyContainerName}
-	}
+	pkey := stringKey(p)
+	inits, proxy, vols := p.added(sp.cache, pkey)
+	st := newStatus(s.Version, p.native)
 	var newSpecKeys object
 	if t.initCtrs == nil {
 		st.Created = append(st.Created, "spec.initContainers")
@@ -471,6 +481,46 @@ func injectWorkload(sp *splicer, w *workload, s *Settings) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// stringKey names a proxy configuration in the caches of a stream.
+func stringKey(p proxyConfig) string { return fmt.Sprintf("%+v", p) }
+
+// proxyFor is the proxy of one workload: the settings with its template's
+// annotations and grace period.
+func (s *Settings) proxyFor(w *workload, t *podTemplate) (proxyConfig, error) {
+	p, err := s.configure(t.annotations())
+	if err != nil {
+		return p, err
+	}
+	p.terminationGrace = t.gracePeriod()
+	return p, nil
+}
+
+// added is what injection adds to the lists of a pod template. It depends
+// only on the proxy's configuration (pkey): built once per configuration
+// and stream.
+func (p proxyConfig) added(c *cache, pkey string) (inits, proxy, vols list) {
+	a := c.memo("added|"+pkey, func() any {
+		inits := list{p.initContainer()}
+		if p.native {
+			inits = append(inits, p.proxyContainer())
+		}
+		return [3]list{inits, {p.proxyContainer()}, {volume()}}
+	}).([3]list)
+	return a[0], a[1], a[2]
+}
+
+// newStatus is the status of an injection, but for what it created.
+func newStatus(version string, native bool) Status {
+	st := Status{Version: version, Volumes: []string{VolumeName}, Annotations: []string{wellknown.AnnotationProxyConfig}}
+	st.InitContainers = []string{wellknown.InitContainerName}
+	if native {
+		st.InitContainers = append(st.InitContainers, wellknown.ProxyContainerName)
+	} else {
+		st.Containers = []string{wellknown.ProxyContainerName}
+	}
+	return st
 }
 
 // gracePeriod is the template's terminationGracePeriodSeconds, -1 when
@@ -530,8 +580,9 @@ func detectStyle(src *source, ws []*workload) blockStyle {
 	return st
 }
 
-// uninjectDocument removes the injection of every workload of a document.
-func uninjectDocument(d document, root *yaml.Node) ([]byte, []Report, error) {
+// uninjectDocument removes the injection of every workload of a document
+// but those whose indexes are in keep.
+func uninjectDocument(d document, root *yaml.Node, keep map[int]bool) ([]byte, []Report, error) {
 	ws, err := findWorkloads(root)
 	if err != nil {
 		return nil, nil, d.errorf(d.lineOf(root), "%w", err)
@@ -543,6 +594,11 @@ func uninjectDocument(d document, root *yaml.Node) ([]byte, []Report, error) {
 	reports := make([]Report, len(ws))
 	for i, w := range ws {
 		rep := w.report(d, d.lineOf(w.node))
+		if keep[i] {
+			rep.Outcome = Unchanged
+			reports[i] = rep
+			continue
+		}
 		version, found, err := uninjectWorkload(sp, w)
 		if err != nil {
 			return nil, nil, d.wrap(fmt.Errorf("%s %q: %w", w.kind, w.name, err))
@@ -562,6 +618,11 @@ func uninjectDocument(d document, root *yaml.Node) ([]byte, []Report, error) {
 
 // uninjectWorkload adds the edits that remove w's injection; found is false
 // when w carries none.
+//
+// A key that injection created is removed whole only while it holds nothing
+// else: an API server adds to what injection created (the ServiceAccount
+// token's volume, a Job's labels in the template's metadata), and those
+// stay.
 func uninjectWorkload(sp *splicer, w *workload) (version string, found bool, err error) {
 	if w.skip != "" {
 		return "", false, nil
@@ -578,22 +639,24 @@ func uninjectWorkload(sp *splicer, w *workload) (version string, found bool, err
 	if err != nil {
 		return "", false, err
 	}
+	ours := map[string]bool{annotationInjected: true}
+	for _, a := range st.Annotations {
+		ours[a] = true
+	}
+	onlyOurs := keysWithin(t.ann, ours)
 	switch {
-	case st.created("metadata"):
+	case st.created("metadata") && onlyOurs && keysWithin(t.meta, map[string]bool{"annotations": true, "creationTimestamp": true}) && nullOrAbsent(mapValue(t.meta, "creationTimestamp")):
 		k, _ := mapGet(t.node, "metadata")
 		err = sp.removeEntry(t.node, k, "the injected metadata")
-	case st.created("metadata.annotations"):
+	case (st.created("metadata") || st.created("metadata.annotations")) && onlyOurs:
 		err = sp.removeEntry(t.meta, t.annKey, "the injected annotations")
 	default:
-		keys := map[string]bool{annotationInjected: true}
-		for _, a := range st.Annotations {
-			keys[a] = true
-		}
-		err = sp.removeEntries(t.ann, keys, "the injected annotations")
+		err = sp.removeEntries(t.ann, ours, "the injected annotations")
 	}
 	if err != nil {
 		return "", false, err
 	}
+	createdKeys := map[string]bool{}
 	for _, c := range []struct {
 		key   string
 		seq   *yaml.Node
@@ -603,19 +666,6 @@ func uninjectWorkload(sp *splicer, w *workload) (version string, found bool, err
 		{"containers", t.containers, st.Containers},
 		{"volumes", t.volume, st.Volumes},
 	} {
-		if st.created("spec." + c.key) {
-			k, _ := mapGet(t.spec, c.key)
-			if k == nil {
-				return "", false, fmt.Errorf("spec.%s, which injection created, is missing", c.key)
-			}
-			if err := sp.removeEntry(t.spec, k, "the injected spec."+c.key); err != nil {
-				return "", false, err
-			}
-			continue
-		}
-		if len(c.names) == 0 {
-			continue
-		}
 		drop := map[int]bool{}
 		have := names(c.seq)
 		for _, n := range c.names {
@@ -630,11 +680,51 @@ func uninjectWorkload(sp *splicer, w *workload) (version string, found bool, err
 				return "", false, fmt.Errorf("the injected %s %q is missing from spec.%s", singular(c.key), n, c.key)
 			}
 		}
+		if st.created("spec." + c.key) {
+			if c.seq == nil {
+				return "", false, fmt.Errorf("spec.%s, which injection created, is missing", c.key)
+			}
+			if len(drop) == len(c.seq.Content) {
+				createdKeys[c.key] = true
+				continue
+			}
+		}
+		if len(drop) == 0 {
+			continue
+		}
 		if err := sp.removeItems(c.seq, drop, "the injected spec."+c.key); err != nil {
 			return "", false, err
 		}
 	}
+	// One call, so that created keys next to each other go as one span.
+	if err := sp.removeEntries(t.spec, createdKeys, "the injected spec keys"); err != nil {
+		return "", false, err
+	}
 	return st.Version, true, nil
+}
+
+// keysWithin reports whether every key of mapping m is in keys (true for a
+// nil m).
+func keysWithin(m *yaml.Node, keys map[string]bool) bool {
+	if m == nil {
+		return true
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if !keys[m.Content[i].Value] {
+			return false
+		}
+	}
+	return true
+}
+
+// nullOrAbsent: an API server writes creationTimestamp: null into the
+// metadata of pod templates, which is as good as nothing.
+func nullOrAbsent(n *yaml.Node) bool { return n == nil || isNull(n) }
+
+// mapValue is the value of key in mapping m, nil if absent.
+func mapValue(m *yaml.Node, key string) *yaml.Node {
+	_, v := mapGet(m, key)
+	return v
 }
 
 func singular(key string) string {
