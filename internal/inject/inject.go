@@ -66,6 +66,9 @@ type Report struct {
 	// PreviousVersion is the version of the injection that Inject replaced
 	// or that Uninject removed.
 	PreviousVersion string `json:"previousVersion,omitempty"`
+	// Warning says when an injection may not suit the workload (a Job's
+	// classic sidecar that keeps it from completing).
+	Warning string `json:"warning,omitempty"`
 }
 
 // Error locates a failure in the stream. Callers add the file name.
@@ -321,7 +324,7 @@ func injectDocument(d document, s *Settings, c *cache) ([]byte, []Report, error)
 			continue
 		}
 		rep.PreviousVersion = replaced[i]
-		reason, err := injectWorkload(sp, w, s)
+		reason, warning, err := injectWorkload(sp, w, s)
 		if err != nil {
 			var f *errFormatting
 			if errors.As(err, &f) {
@@ -332,7 +335,7 @@ func injectDocument(d document, s *Settings, c *cache) ([]byte, []Report, error)
 		if reason != "" {
 			rep.Outcome, rep.Reason = Skipped, reason
 		} else {
-			rep.Outcome = Injected
+			rep.Outcome, rep.Warning = Injected, warning
 		}
 		reports[i] = rep
 	}
@@ -401,25 +404,26 @@ func hasInjection(ws []*workload) bool {
 	return false
 }
 
-// injectWorkload adds the edits that inject w, or returns why it is skipped.
-func injectWorkload(sp *splicer, w *workload, s *Settings) (string, error) {
+// injectWorkload adds the edits that inject w, or returns why it is
+// skipped; the warning is for an injection that may not suit the workload.
+func injectWorkload(sp *splicer, w *workload, s *Settings) (reason, warning string, err error) {
 	if w.skip != "" {
-		return w.skip, nil
+		return w.skip, "", nil
 	}
 	t, reason, err := readTemplate(w)
 	if err != nil || reason != "" {
-		return reason, err
+		return reason, "", err
 	}
 	if reason := skipReason(w, t, s); reason != "" {
-		return reason, nil
+		return reason, "", nil
 	}
 	ann := t.annotations()
-	p, err := s.proxyFor(w, t)
+	p, warning, err := s.proxyFor(w, t)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if err := t.checkNoLeftovers(ann); err != nil {
-		return "", err
+		return "", "", err
 	}
 
 	pkey := stringKey(p)
@@ -458,29 +462,29 @@ func injectWorkload(sp *splicer, w *workload, s *Settings) (string, error) {
 		err = sp.insertEntries(t.ann, statusEntry, "the pod template's annotations", "status|"+key)
 	}
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if len(newSpecKeys) > 0 {
 		if err := sp.insertEntries(t.spec, newSpecKeys, "the pod spec", "spec|"+key); err != nil {
-			return "", err
+			return "", "", err
 		}
 	}
 	if t.initCtrs != nil {
 		if err := sp.insertItems(t.initCtrs, inits, "the init containers", "inits|"+key); err != nil {
-			return "", err
+			return "", "", err
 		}
 	}
 	if !p.native {
 		if err := sp.insertItems(t.containers, proxy, "the containers", "proxy|"+key); err != nil {
-			return "", err
+			return "", "", err
 		}
 	}
 	if t.volume != nil {
 		if err := sp.insertItems(t.volume, vols, "the volumes", "volume|"+key); err != nil {
-			return "", err
+			return "", "", err
 		}
 	}
-	return "", nil
+	return "", warning, nil
 }
 
 // stringKey names a proxy configuration in the caches of a stream.
@@ -488,13 +492,17 @@ func stringKey(p proxyConfig) string { return fmt.Sprintf("%+v", p) }
 
 // proxyFor is the proxy of one workload: the settings with its template's
 // annotations and grace period.
-func (s *Settings) proxyFor(w *workload, t *podTemplate) (proxyConfig, error) {
+// The warning says when the proxy may not suit the workload (see
+// nativeFor).
+func (s *Settings) proxyFor(w *workload, t *podTemplate) (proxyConfig, string, error) {
 	p, err := s.configure(t.annotations())
 	if err != nil {
-		return p, err
+		return p, "", err
 	}
 	p.terminationGrace = t.gracePeriod()
-	return p, nil
+	var warning string
+	p.native, warning = s.nativeFor(w)
+	return p, warning, nil
 }
 
 // added is what injection adds to the lists of a pod template. It depends
@@ -763,6 +771,9 @@ func (r Report) String() string {
 		fmt.Fprintf(&b, " (replaced the injection of %s)", r.PreviousVersion)
 	case r.Outcome == Uninjected && r.PreviousVersion != "":
 		fmt.Fprintf(&b, " (injected by %s)", r.PreviousVersion)
+	}
+	if r.Warning != "" {
+		b.WriteString("; warning: " + r.Warning)
 	}
 	return b.String()
 }

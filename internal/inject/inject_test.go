@@ -38,11 +38,15 @@ var testAnchors = func() []string {
 	return a
 }()
 
-// fixtureSettings are the settings of one fixture: the defaults, with the
-// native sidecar for fixtures named native-*.
+// fixtureSettings are the settings of one fixture: the defaults (the
+// cluster's version unknown), with the native sidecar for fixtures named
+// native-* and Kubernetes 1.28 for those named old-cluster-*.
 func fixtureSettings(name string) Settings {
 	s := testSettings()
 	s.NativeSidecar = strings.HasPrefix(name, "native-")
+	if strings.HasPrefix(name, "old-cluster-") {
+		s.KubernetesVersion = "v1.28.5"
+	}
 	return s
 }
 

@@ -38,7 +38,7 @@ func sameInjection(w *workload, s *Settings, c *cache) bool {
 	if err != nil {
 		return false
 	}
-	p, err := s.proxyFor(w, t)
+	p, _, err := s.proxyFor(w, t)
 	if err != nil {
 		return false
 	}

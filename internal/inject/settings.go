@@ -33,6 +33,13 @@ type Settings struct {
 	// meshctl.dev/inject label, for namespaces known from outside the
 	// stream. Namespace documents in the stream are added to it.
 	Namespaces map[string]string
+	// KubernetesVersion is the cluster's version ("v1.33.1"), empty when
+	// unknown. It decides how Job pods get the proxy: as a native sidecar,
+	// which the kubelet stops when the Job's containers are done, where the
+	// cluster has them (1.29 and later), and as a classic one, which never
+	// exits and keeps the Job from completing, with a warning, where not.
+	// Unknown counts as new enough, with a warning.
+	KubernetesVersion string
 	// TrustDomain is the mesh's SPIFFE trust domain, from the MeshConfig;
 	// it names the identity the controller presents to proxies.
 	TrustDomain string
