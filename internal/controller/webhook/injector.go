@@ -31,6 +31,9 @@ func NewInjector(meshNamespace, version string, cluster Cluster) Injector {
 		}
 		s := inject.NewSettings(req.Config, meshNamespace, version)
 		s.TrustAnchors = anchors
+		// Unknown when the server does not say: a Job's pod then gets the
+		// native sidecar, with a warning.
+		s.KubernetesVersion, _ = cluster.KubernetesVersion(ctx)
 		out, reports, err := inject.Inject(doc, s)
 		if err != nil {
 			return Decision{}, err
@@ -59,7 +62,11 @@ func NewInjector(meshNamespace, version string, cluster Cluster) Injector {
 				return Decision{}, err
 			}
 		}
-		return Decision{Pod: out}, nil
+		d := Decision{Pod: out}
+		if w := reports[0].Warning; w != "" {
+			d.Warnings = []string{w}
+		}
+		return d, nil
 	}
 }
 

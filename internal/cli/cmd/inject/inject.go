@@ -22,10 +22,6 @@ import (
 	"github.com/meshctl/mesh/internal/wellknown"
 )
 
-// nativeSidecarVersion is the first Kubernetes version with sidecar
-// containers (init containers with restartPolicy Always) on by default.
-var nativeSidecarVersion = utilversion.MustParseGeneric("1.29.0")
-
 // Options are the flags of `meshctl inject`.
 type Options struct {
 	Factory *command.Factory
@@ -44,6 +40,9 @@ type Options struct {
 	// verify the controller that issues its identity.
 	TrustAnchorsFile string
 	TrustDomain      string
+	// KubernetesVersion is the cluster's version, instead of asking it;
+	// it decides whether Jobs get a native sidecar.
+	KubernetesVersion string
 }
 
 // NewCmd returns `meshctl inject`; runF replaces the run function in tests.
@@ -80,6 +79,11 @@ On any error nothing is written, so a pipe into kubectl applies nothing.`,
 			if err := opts.validate(); err != nil {
 				return command.Usage(err)
 			}
+			if v := opts.KubernetesVersion; v != "" {
+				if _, err := utilversion.ParseGeneric(v); err != nil {
+					return command.Usage(fmt.Errorf("invalid --kubernetes-version %q: %w", v, err))
+				}
+			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}
@@ -91,6 +95,7 @@ On any error nothing is written, so a pipe into kubectl applies nothing.`,
 	cmd.Flags().BoolVar(&opts.IgnoreCluster, "ignore-cluster", false, "do not read the mesh's configuration from the cluster: use the built-in defaults")
 	cmd.Flags().StringVar(&opts.TrustAnchorsFile, "trust-anchors", "", "PEM `FILE` of the mesh's trust anchors, instead of the cluster's "+wellknown.TrustAnchorsName+" ConfigMap (required with --ignore-cluster)")
 	cmd.Flags().StringVar(&opts.TrustDomain, "trust-domain", "", "the mesh's trust domain, instead of the MeshConfig's (with --ignore-cluster: cluster.local)")
+	cmd.Flags().StringVar(&opts.KubernetesVersion, "kubernetes-version", "", "the cluster's Kubernetes version (e.g. 1.30), instead of asking it: Jobs and CronJobs get a native sidecar from 1.29 on, and when the version is unknown (with a warning)")
 	return cmd
 }
 
@@ -155,6 +160,7 @@ func (o *Options) settings(ctx context.Context) (transform.Settings, error) {
 		s := transform.NewSettings(meshconfig.Default(wellknown.ProxyImage+":"+v), ns, v)
 		s.NativeSidecar = o.NativeSidecar
 		s.TrustAnchors = anchors
+		s.KubernetesVersion = o.KubernetesVersion
 		if o.TrustDomain != "" {
 			s.TrustDomain = o.TrustDomain
 		}
@@ -178,12 +184,30 @@ func (o *Options) settings(ctx context.Context) (transform.Settings, error) {
 	if o.NativeSidecarSet {
 		s.NativeSidecar = o.NativeSidecar
 	}
+	s.KubernetesVersion = o.KubernetesVersion
+	if s.KubernetesVersion == "" {
+		// Unknown if the cluster does not say: Jobs then get the native
+		// sidecar, with a warning.
+		s.KubernetesVersion, _ = o.serverVersion()
+	}
 	if s.NativeSidecar {
-		if err := o.checkNativeSidecars(); err != nil {
+		if err := checkNativeSidecars(s.KubernetesVersion); err != nil {
 			return transform.Settings{}, err
 		}
 	}
 	return s, nil
+}
+
+func (o *Options) serverVersion() (string, error) {
+	kube, err := o.Factory.Clientset()
+	if err != nil {
+		return "", err
+	}
+	info, err := kube.Discovery().ServerVersion()
+	if err != nil {
+		return "", err
+	}
+	return info.GitVersion, nil
 }
 
 // trustAnchors reads the trust-anchors ConfigMap that install writes.
@@ -227,21 +251,13 @@ func (o *Options) meshConfig(ctx context.Context) (meshconfig.Spec, error) {
 // checkNativeSidecars refuses native sidecars on clusters older than 1.29,
 // where the API server would drop restartPolicy and the proxy would block
 // the pod's start as an init container that never ends.
-func (o *Options) checkNativeSidecars() error {
-	kube, err := o.Factory.Clientset()
+func checkNativeSidecars(kubernetesVersion string) error {
+	v, err := utilversion.ParseGeneric(kubernetesVersion)
 	if err != nil {
-		return fmt.Errorf("checking the cluster's version for --native-sidecar: %w", err)
+		return fmt.Errorf("checking the cluster's version for --native-sidecar: %q: %w", kubernetesVersion, err)
 	}
-	info, err := kube.Discovery().ServerVersion()
-	if err != nil {
-		return fmt.Errorf("checking the cluster's version for --native-sidecar: %w", err)
-	}
-	v, err := utilversion.ParseGeneric(info.GitVersion)
-	if err != nil {
-		return fmt.Errorf("checking the cluster's version for --native-sidecar: %w", err)
-	}
-	if v.LessThan(nativeSidecarVersion) {
-		return command.Refused(fmt.Errorf("native sidecars need Kubernetes 1.29 or later; the cluster runs %s: inject without --native-sidecar", info.GitVersion))
+	if v.LessThan(transform.NativeSidecarVersion) {
+		return command.Refused(fmt.Errorf("native sidecars need Kubernetes 1.29 or later; the cluster runs %s: inject without --native-sidecar", kubernetesVersion))
 	}
 	return nil
 }

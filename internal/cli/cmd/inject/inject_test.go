@@ -295,3 +295,79 @@ func TestTrustDomainFlag(t *testing.T) {
 		t.Errorf("exit %d: %s\n%s", code, errOut, out)
 	}
 }
+
+const job = `apiVersion: batch/v1
+kind: Job
+metadata:
+  name: once
+  namespace: shop
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: work
+        image: busybox:1.36
+`
+
+func TestJobsGetANativeSidecarWhereTheClusterHasThem(t *testing.T) {
+	offline := []string{"inject", "--ignore-cluster", "--trust-anchors", testAnchors}
+	for _, tt := range []struct {
+		version string
+		native  bool
+		warning string
+	}{
+		{"", true, "the cluster's version is unknown"},
+		{"1.33.1", true, ""},
+		{"v1.29.0", true, ""},
+		{"1.28.5", false, "so the Job will not complete"},
+	} {
+		args := offline
+		if tt.version != "" {
+			args = append(args, "--kubernetes-version", tt.version)
+		}
+		out, errOut, code := run(t, job, nil, append(args, "-")...)
+		if code != 0 {
+			t.Fatalf("%q: exit %d: %s", tt.version, code, errOut)
+		}
+		if got := strings.Contains(out, "restartPolicy: Always"); got != tt.native {
+			t.Errorf("%q: native sidecar %t, want %t:\n%s", tt.version, got, tt.native, out)
+		}
+		if tt.warning == "" && strings.Contains(errOut, "warning") || !strings.Contains(errOut, tt.warning) {
+			t.Errorf("%q: report %q, want warning %q", tt.version, errOut, tt.warning)
+		}
+	}
+	if _, errOut, code := run(t, job, nil, append(offline, "--kubernetes-version", "latest", "-")...); code != command.ExitUsage {
+		t.Errorf("--kubernetes-version latest: exit %d: %s", code, errOut)
+	}
+	// The JSON report carries the warning.
+	_, errOut, _ := run(t, job, nil, append(offline, "--kubernetes-version", "1.28", "--report-format", "json", "-")...)
+	var rep []ReportEntry
+	if err := json.Unmarshal([]byte(errOut), &rep); err != nil || len(rep) != 1 || !strings.Contains(rep[0].Warning, "will not complete") {
+		t.Errorf("JSON report %v: %s", err, errOut)
+	}
+}
+
+func TestUnknownKindIsReported(t *testing.T) {
+	in := strings.Replace(pod, "kind: Pod", "kind: Podd", 1)
+	out, errOut, code := run(t, in, nil, "inject", "--ignore-cluster", "--trust-anchors", testAnchors, "--report-format", "json", "-")
+	if code != 0 || out != in {
+		t.Fatalf("exit %d: %s\n%s", code, errOut, out)
+	}
+	var rep []ReportEntry
+	if err := json.Unmarshal([]byte(errOut), &rep); err != nil || len(rep) != 1 || rep[0].Outcome != "skipped" || !strings.Contains(rep[0].Reason, `kind "Podd" is not one inject knows (did you mean Pod?)`) {
+		t.Errorf("report %v: %s", err, errOut)
+	}
+	_, errOut, _ = run(t, in, nil, "inject", "--ignore-cluster", "--trust-anchors", testAnchors, "-")
+	if !strings.Contains(errOut, "-: document 1, line 1: Podd shop/app skipped: kind \"Podd\"") {
+		t.Errorf("text report: %s", errOut)
+	}
+}
+
+func TestEmptyContainersIsAnError(t *testing.T) {
+	in := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: app\nspec:\n  containers: []\n"
+	out, errOut, code := run(t, in, nil, "inject", "--ignore-cluster", "--trust-anchors", testAnchors, "-")
+	if code != command.ExitFailure || out != "" || !strings.Contains(errOut, "spec.containers is empty") {
+		t.Errorf("exit %d, stdout %q, stderr %s", code, out, errOut)
+	}
+}
