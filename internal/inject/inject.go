@@ -106,6 +106,9 @@ func Inject(in []byte, s Settings) ([]byte, []Report, error) {
 	consumed := 0
 	for _, d := range docs {
 		b, r, err := injectDocument(d, &s, c)
+		if isFormatting(err) {
+			b, r, err = inPlainLayout(d, err, func(n document) ([]byte, []Report, error) { return injectDocument(n, &s, c) })
+		}
 		if err != nil {
 			return nil, nil, err
 		}
@@ -145,6 +148,15 @@ func Uninject(in []byte) ([]byte, []Report, error) {
 			return nil, nil, err
 		}
 		b, r, err := uninjectDocument(d, root, nil)
+		if isFormatting(err) {
+			b, r, err = inPlainLayout(d, err, func(n document) ([]byte, []Report, error) {
+				root, err := n.parseYAML()
+				if err != nil {
+					return nil, nil, err
+				}
+				return uninjectDocument(n, root, nil)
+			})
+		}
 		if err != nil {
 			return nil, nil, err
 		}
@@ -371,6 +383,31 @@ func injectDocument(d document, s *Settings, c *cache) ([]byte, []Report, error)
 	return out, reports, nil
 }
 
+// inPlainLayout applies edit to d rewritten in the plainest layout (see
+// normalized), after the splicer refused d's own with err; reports keep the
+// lines of d.
+func inPlainLayout(d document, err error, edit func(document) ([]byte, []Report, error)) ([]byte, []Report, error) {
+	n, nerr := d.normalized()
+	if nerr != nil {
+		return nil, nil, err
+	}
+	b, reports, err := edit(n)
+	if err != nil {
+		return nil, nil, err
+	}
+	root, perr := d.parseYAML()
+	if perr != nil {
+		return nil, nil, perr
+	}
+	ws, _ := findWorkloads(root)
+	for i := range reports {
+		if i < len(ws) {
+			reports[i].Line = d.lineOf(ws[i].node)
+		}
+	}
+	return b, reports, nil
+}
+
 // checkReversible parses an injected document and removes its injection
 // again, which must give back base.
 func checkReversible(d document, out, base []byte) error {
@@ -383,7 +420,7 @@ func checkReversible(d document, out, base []byte) error {
 		}
 	}
 	if err != nil {
-		return d.errorf(d.firstLine, "cannot inject in this formatting: %v", err)
+		return d.wrap(&errFormatting{line: d.firstLine, what: fmt.Sprintf("the document (%v)", err)})
 	}
 	return nil
 }
