@@ -19,7 +19,8 @@ import (
 // re-injection and `-o json` round-trip.
 
 // liveRenderings are the API server's renderings of the golden files
-// (testdata/live/<fixture>.yaml and .json), made by TestMakeLiveRenderings.
+// (testdata/live/<fixture>.yaml and .json), made by TestMakeLiveRenderings
+// in internal/cli/cmd/inject, whose tests have the test API server.
 func liveRenderings(t *testing.T) map[string][]byte {
 	t.Helper()
 	paths, err := filepath.Glob(filepath.Join("testdata", "live", "*"))
@@ -40,7 +41,7 @@ func liveRenderings(t *testing.T) map[string][]byte {
 func TestLiveRenderings(t *testing.T) {
 	r := liveRenderings(t)
 	if len(r) == 0 {
-		t.Skip("no renderings in testdata/live: run go test ./internal/inject -run TestMakeLiveRenderings -update")
+		t.Fatal("no renderings in testdata/live: run go test ./internal/cli/cmd/inject -run TestMakeLiveRenderings -update")
 	}
 	for name, b := range r {
 		t.Run(name, func(t *testing.T) {
@@ -114,8 +115,14 @@ func checkLive(t *testing.T, in []byte, s Settings) {
 	if err != nil {
 		t.Fatalf("uninject: %v", err)
 	}
-	if bytes.Contains(plain, []byte("meshctl.dev/injected")) {
-		t.Errorf("uninject left some of the injection:\n%s", plain)
+	if _, reps, err := Uninject(plain); err != nil {
+		t.Errorf("uninject of uninject's output: %v", err)
+	} else {
+		for _, r := range reps {
+			if r.Outcome == Uninjected {
+				t.Errorf("uninject left an injection: %s", r)
+			}
+		}
 	}
 	again, _, err := Inject(plain, s)
 	if err != nil {
@@ -160,4 +167,29 @@ func sameObject(t *testing.T, a, b []byte) bool {
 		t.Fatal(err)
 	}
 	return reflect.DeepEqual(x, y)
+}
+
+// TestPlainLayoutFallback: where the splicer cannot edit a layout in place
+// (here a complex key "? k" holding the injection's status), the document
+// is rewritten in the plainest layout and edited there, never refused, and
+// the promises hold on the result.
+func TestPlainLayoutFallback(t *testing.T) {
+	in := []byte("--- # a comment\nkind: Pod\nmetadata:\n  name: a\n  annotations:\n    a: b\n    ? meshctl.dev/injected\n    : '{\"version\":\"v0\",\"annotations\":[\"meshctl.dev/proxy-config\"]}'\n    meshctl.dev/proxy-config: x\nspec:\n  containers:\n  - name: a\n    image: a\n")
+	plain, reports, err := Uninject(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reports) != 1 || reports[0].Outcome != Uninjected || reports[0].Line != 2 {
+		t.Errorf("reports %+v", reports)
+	}
+	want := "---\n# a comment\nkind: Pod\nmetadata:\n  name: a\n  annotations:\n    a: b\nspec:\n  containers:\n    - name: a\n      image: a\n"
+	if string(plain) != want {
+		t.Errorf("uninject gave\n%s\nwant\n%s", plain, want)
+	}
+	out, reports, err := Inject(in, testSettings())
+	if err != nil || len(reports) != 1 || reports[0].Outcome != Injected || reports[0].PreviousVersion != "v0" {
+		t.Fatalf("inject: %v %+v", err, reports)
+	}
+	checkProperties(t, in, testSettings())
+	checkLive(t, out, testSettings())
 }

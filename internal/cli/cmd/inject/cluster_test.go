@@ -2,6 +2,7 @@ package inject
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/meshctl/mesh/internal/golden"
 	"github.com/meshctl/mesh/internal/testenv"
 )
 
@@ -159,4 +161,81 @@ spec:
 	if code != 1 || out != "" || !strings.Contains(errOut, "not installed") || !strings.Contains(errOut, "--ignore-cluster") {
 		t.Errorf("without a mesh: exit %d, stdout %q, stderr %s", code, out, errOut)
 	}
+}
+
+// TestMakeLiveRenderings, with -update, applies every golden file of
+// internal/inject to the test API server and writes what `kubectl get -o
+// yaml` and `-o json` return for it to internal/inject/testdata/live, where
+// TestLiveRenderings injects, uninjects and re-injects them: objects as
+// users pipe them from the cluster, keys sorted, defaults filled in, server
+// fields and all. Golden files that cannot be applied (kinds the server does
+// not serve, pods with only a generateName) have none.
+func TestMakeLiveRenderings(t *testing.T) {
+	if !golden.Update() {
+		t.Skip("regenerates internal/inject/testdata/live with -update")
+	}
+	env := testenv.Shared(t)
+	ensureNamespaces(t, env, "default", "shop", "legacy", "monitoring", "meshctl-system", "kube-system")
+	dir := filepath.Join("..", "..", "..", "inject", "testdata")
+	goldens, err := filepath.Glob(filepath.Join(dir, "*.golden.*"))
+	if err != nil || len(goldens) == 0 {
+		t.Fatalf("no golden files: %v", err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "live"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range goldens {
+		name := strings.SplitN(filepath.Base(g), ".golden.", 2)[0]
+		t.Run(name, func(t *testing.T) {
+			b, err := os.ReadFile(g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out, err := kubectlErr(env, string(b), "apply", "-f", "-"); err != nil {
+				t.Logf("not applicable, no rendering: %v\n%s", err, out)
+				return
+			}
+			asJSON := kubectl(t, env, string(b), "get", "-f", "-", "-o", "json")
+			asYAML := kubectl(t, env, string(b), "get", "-f", "-", "-o", "yaml")
+			golden.Check(t, filepath.Join(dir, "live", name+".yaml"), []byte(asYAML))
+			golden.Check(t, filepath.Join(dir, "live", name+".json"), []byte(asJSON))
+			// Fixtures share names; pods cannot be updated in place.
+			var list struct {
+				Kind  string `json:"kind"`
+				Items []struct {
+					Kind     string `json:"kind"`
+					Metadata struct {
+						Name      string `json:"name"`
+						Namespace string `json:"namespace"`
+					} `json:"metadata"`
+				} `json:"items"`
+			}
+			if err := json.Unmarshal([]byte(asJSON), &list); err != nil {
+				t.Fatal(err)
+			}
+			if list.Kind != "List" {
+				if err := json.Unmarshal([]byte(`{"kind":"List","items":[`+asJSON+`]}`), &list); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, it := range list.Items {
+				if it.Kind == "Namespace" {
+					continue
+				}
+				kubectl(t, env, "", "delete", "--ignore-not-found", "--grace-period=0", "--force", "--wait=false", "-n", it.Metadata.Namespace, it.Kind, it.Metadata.Name)
+			}
+		})
+	}
+}
+
+// kubectlErr runs kubectl against the env and returns its error.
+func kubectlErr(env *testenv.Env, stdin string, args ...string) (string, error) {
+	path, err := exec.LookPath("kubectl")
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command(path, append([]string{"--kubeconfig", env.KubeconfigPath}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
