@@ -301,12 +301,7 @@ func injectDocument(d document, s *Settings, c *cache) ([]byte, []Report, error)
 	replaced := map[int]string{}
 	var keep map[int]bool
 	if hasInjection(ws) {
-		keep = map[int]bool{}
-		for i, w := range ws {
-			if sameInjection(w, s, c) {
-				keep[i] = true
-			}
-		}
+		keep = unchangedWorkloads(ws, s, c)
 		b, reps, err := uninjectDocument(d, root, keep)
 		if err != nil {
 			return nil, nil, err
@@ -357,19 +352,7 @@ func injectDocument(d document, s *Settings, c *cache) ([]byte, []Report, error)
 	}
 
 	if !common {
-		want := base.b
-		if len(keep) > 0 {
-			// The kept injections are not undone by base; undoing out
-			// undoes them too.
-			root, err := base.parseYAML()
-			if err == nil {
-				want, _, err = uninjectDocument(base, root, nil)
-			}
-			if err != nil {
-				return nil, nil, err
-			}
-		}
-		if err := checkReversible(d, out, want); err != nil {
+		if err := checkReversible(d, out, base, len(keep) > 0); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -408,9 +391,38 @@ func inPlainLayout(d document, err error, edit func(document) ([]byte, []Report,
 	return b, reports, nil
 }
 
+// unchangedWorkloads are the indexes of the workloads that carry the very
+// injection that injecting them now would add.
+func unchangedWorkloads(ws []*workload, s *Settings, c *cache) map[int]bool {
+	keep := map[int]bool{}
+	for i, w := range ws {
+		if sameInjection(w, s, c) {
+			keep[i] = true
+		}
+	}
+	return keep
+}
+
 // checkReversible parses an injected document and removes its injection
-// again, which must give back base.
-func checkReversible(d document, out, base []byte) error {
+// again, which must give back base, or base without its injections when
+// some were kept (undoing out undoes those too).
+func checkReversible(d document, out []byte, base document, kept bool) error {
+	want := base.b
+	if kept {
+		root, err := base.parseYAML()
+		if err == nil {
+			want, _, err = uninjectDocument(base, root, nil)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return checkUndoes(d, out, want)
+}
+
+// checkUndoes parses an injected document and removes its injection again,
+// which must give back base.
+func checkUndoes(d document, out, base []byte) error {
 	o := document{source: newSource(out, d.firstLine), index: d.index}
 	root, err := o.parseYAML()
 	if err == nil {
