@@ -69,6 +69,9 @@ func TestGoldenFilesPassServerDryRun(t *testing.T) {
 	}
 	for _, g := range goldens {
 		t.Run(filepath.Base(g), func(t *testing.T) {
+			if strings.HasPrefix(filepath.Base(g), "unknown-kind.") {
+				t.Skip("kinds the server does not serve, left as they were")
+			}
 			b, err := os.ReadFile(g)
 			if err != nil {
 				t.Fatal(err)
@@ -150,7 +153,7 @@ spec:
 		"cpu: 20m",
 		`"serverIdentity":"spiffe://from-cluster.example/ns/mesh-from-cluster/sa/meshctl-controller"`,
 		`"address":"meshctl-controller.mesh-from-cluster.svc:15112"`,
-		`"trustAnchors":["-----BEGIN CERTIFICATE-----\\nMII`,
+		`"trustAnchors":["-----BEGIN CERTIFICATE-----\nMII`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
