@@ -166,7 +166,7 @@ func TestController(t *testing.T) {
 		AdminAddress:   "127.0.0.1:0",
 		WebhookTLSDir:  tlsDir,
 		Kube:           asController,
-		Inject:         webhook.NewInjector(meshNS, "v0.0.0-test"),
+		Inject:         webhook.NewInjector(meshNS, "v0.0.0-test", webhook.Static{Anchors: []string{string(ca.CertPEM)}}),
 		Logger:         slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		ShutdownDelay:  time.Second,
 	})

@@ -66,6 +66,9 @@ type Report struct {
 	// PreviousVersion is the version of the injection that Inject replaced
 	// or that Uninject removed.
 	PreviousVersion string `json:"previousVersion,omitempty"`
+	// Warning says when an injection may not suit the workload (a Job's
+	// classic sidecar that keeps it from completing).
+	Warning string `json:"warning,omitempty"`
 }
 
 // Error locates a failure in the stream. Callers add the file name.
@@ -103,6 +106,9 @@ func Inject(in []byte, s Settings) ([]byte, []Report, error) {
 	consumed := 0
 	for _, d := range docs {
 		b, r, err := injectDocument(d, &s, c)
+		if isFormatting(err) {
+			b, r, err = inPlainLayout(d, err, func(n document) ([]byte, []Report, error) { return injectDocument(n, &s, c) })
+		}
 		if err != nil {
 			return nil, nil, err
 		}
@@ -141,7 +147,16 @@ func Uninject(in []byte) ([]byte, []Report, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		b, r, err := uninjectDocument(d, root)
+		b, r, err := uninjectDocument(d, root, nil)
+		if isFormatting(err) {
+			b, r, err = inPlainLayout(d, err, func(n document) ([]byte, []Report, error) {
+				root, err := n.parseYAML()
+				if err != nil {
+					return nil, nil, err
+				}
+				return uninjectDocument(n, root, nil)
+			})
+		}
 		if err != nil {
 			return nil, nil, err
 		}
@@ -279,10 +294,15 @@ func injectDocument(d document, s *Settings, c *cache) ([]byte, []Report, error)
 	// An injected document is first brought back to what it was before, so
 	// that injecting again yields the same bytes and an older injection is
 	// replaced whole.
+	//
+	// A workload that already carries the very injection that would be
+	// added, as an API server returns it, is kept as it is (sameInjection).
 	base := d
 	replaced := map[int]string{}
+	var keep map[int]bool
 	if hasInjection(ws) {
-		b, reps, err := uninjectDocument(d, root)
+		keep = unchangedWorkloads(ws, s, c)
+		b, reps, err := uninjectDocument(d, root, keep)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -305,8 +325,13 @@ func injectDocument(d document, s *Settings, c *cache) ([]byte, []Report, error)
 	reports := make([]Report, len(ws))
 	for i, w := range ws {
 		rep := w.report(d, lines[i])
+		if keep[i] {
+			rep.Outcome = Unchanged
+			reports[i] = rep
+			continue
+		}
 		rep.PreviousVersion = replaced[i]
-		reason, err := injectWorkload(sp, w, s)
+		reason, warning, err := injectWorkload(sp, w, s)
 		if err != nil {
 			var f *errFormatting
 			if errors.As(err, &f) {
@@ -317,7 +342,7 @@ func injectDocument(d document, s *Settings, c *cache) ([]byte, []Report, error)
 		if reason != "" {
 			rep.Outcome, rep.Reason = Skipped, reason
 		} else {
-			rep.Outcome = Injected
+			rep.Outcome, rep.Warning = Injected, warning
 		}
 		reports[i] = rep
 	}
@@ -327,7 +352,7 @@ func injectDocument(d document, s *Settings, c *cache) ([]byte, []Report, error)
 	}
 
 	if !common {
-		if err := checkReversible(d, out, base.b); err != nil {
+		if err := checkReversible(d, out, base, len(keep) > 0); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -341,19 +366,73 @@ func injectDocument(d document, s *Settings, c *cache) ([]byte, []Report, error)
 	return out, reports, nil
 }
 
+// inPlainLayout applies edit to d rewritten in the plainest layout (see
+// normalized), after the splicer refused d's own with err; reports keep the
+// lines of d.
+func inPlainLayout(d document, err error, edit func(document) ([]byte, []Report, error)) ([]byte, []Report, error) {
+	n, nerr := d.normalized()
+	if nerr != nil {
+		return nil, nil, err
+	}
+	b, reports, err := edit(n)
+	if err != nil {
+		return nil, nil, err
+	}
+	root, perr := d.parseYAML()
+	if perr != nil {
+		return nil, nil, perr
+	}
+	ws, _ := findWorkloads(root)
+	for i := range reports {
+		if i < len(ws) {
+			reports[i].Line = d.lineOf(ws[i].node)
+		}
+	}
+	return b, reports, nil
+}
+
+// unchangedWorkloads are the indexes of the workloads that carry the very
+// injection that injecting them now would add.
+func unchangedWorkloads(ws []*workload, s *Settings, c *cache) map[int]bool {
+	keep := map[int]bool{}
+	for i, w := range ws {
+		if sameInjection(w, s, c) {
+			keep[i] = true
+		}
+	}
+	return keep
+}
+
 // checkReversible parses an injected document and removes its injection
-// again, which must give back base.
-func checkReversible(d document, out, base []byte) error {
+// again, which must give back base, or base without its injections when
+// some were kept (undoing out undoes those too).
+func checkReversible(d document, out []byte, base document, kept bool) error {
+	want := base.b
+	if kept {
+		root, err := base.parseYAML()
+		if err == nil {
+			want, _, err = uninjectDocument(base, root, nil)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return checkUndoes(d, out, want)
+}
+
+// checkUndoes parses an injected document and removes its injection again,
+// which must give back base.
+func checkUndoes(d document, out, base []byte) error {
 	o := document{source: newSource(out, d.firstLine), index: d.index}
 	root, err := o.parseYAML()
 	if err == nil {
 		var back []byte
-		if back, _, err = uninjectDocument(o, root); err == nil && !bytes.Equal(back, base) {
+		if back, _, err = uninjectDocument(o, root, nil); err == nil && !bytes.Equal(back, base) {
 			err = errors.New("removing it does not give back the input")
 		}
 	}
 	if err != nil {
-		return d.errorf(d.firstLine, "cannot inject in this formatting: %v", err)
+		return d.wrap(&errFormatting{line: d.firstLine, what: fmt.Sprintf("the document (%v)", err)})
 	}
 	return nil
 }
@@ -374,47 +453,31 @@ func hasInjection(ws []*workload) bool {
 	return false
 }
 
-// injectWorkload adds the edits that inject w, or returns why it is skipped.
-func injectWorkload(sp *splicer, w *workload, s *Settings) (string, error) {
+// injectWorkload adds the edits that inject w, or returns why it is
+// skipped; the warning is for an injection that may not suit the workload.
+func injectWorkload(sp *splicer, w *workload, s *Settings) (reason, warning string, err error) {
 	if w.skip != "" {
-		return w.skip, nil
+		return w.skip, "", nil
 	}
 	t, reason, err := readTemplate(w)
 	if err != nil || reason != "" {
-		return reason, err
+		return reason, "", err
 	}
 	if reason := skipReason(w, t, s); reason != "" {
-		return reason, nil
+		return reason, "", nil
 	}
 	ann := t.annotations()
-	p, err := s.configure(ann)
+	p, warning, err := s.proxyFor(w, t)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	p.terminationGrace = t.gracePeriod()
 	if err := t.checkNoLeftovers(ann); err != nil {
-		return "", err
+		return "", "", err
 	}
 
-	// What is added depends only on the proxy's configuration: built once
-	// per configuration and stream.
-	pkey := fmt.Sprintf("%+v", p)
-	added := sp.memo("added|"+pkey, func() any {
-		inits := list{p.initContainer()}
-		if p.native {
-			inits = append(inits, p.proxyContainer())
-		}
-		return [3]list{inits, {p.proxyContainer()}, {volume()}}
-	}).([3]list)
-	inits, proxy, vols := added[0], added[1], added[2]
-
-	st := Status{Version: s.Version, Volumes: []string{VolumeName}, Annotations: []string{wellknown.AnnotationProxyConfig}}
-	st.InitContainers = []string{wellknown.InitContainerName}
-	if p.native {
-		st.InitContainers = append(st.InitContainers, wellknown.ProxyContainerName)
-	} else {
-		st.Containers = []string{wellknown.ProxyContainerName}
-	}
+	pkey := stringKey(p)
+	inits, proxy, vols := p.added(sp.cache, pkey)
+	st := newStatus(s.Version, p.native)
 	var newSpecKeys object
 	if t.initCtrs == nil {
 		st.Created = append(st.Created, "spec.initContainers")
@@ -448,29 +511,73 @@ func injectWorkload(sp *splicer, w *workload, s *Settings) (string, error) {
 		err = sp.insertEntries(t.ann, statusEntry, "the pod template's annotations", "status|"+key)
 	}
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if len(newSpecKeys) > 0 {
 		if err := sp.insertEntries(t.spec, newSpecKeys, "the pod spec", "spec|"+key); err != nil {
-			return "", err
+			return "", "", err
 		}
 	}
 	if t.initCtrs != nil {
 		if err := sp.insertItems(t.initCtrs, inits, "the init containers", "inits|"+key); err != nil {
-			return "", err
+			return "", "", err
 		}
 	}
 	if !p.native {
 		if err := sp.insertItems(t.containers, proxy, "the containers", "proxy|"+key); err != nil {
-			return "", err
+			return "", "", err
 		}
 	}
 	if t.volume != nil {
 		if err := sp.insertItems(t.volume, vols, "the volumes", "volume|"+key); err != nil {
-			return "", err
+			return "", "", err
 		}
 	}
-	return "", nil
+	return "", warning, nil
+}
+
+// stringKey names a proxy configuration in the caches of a stream.
+func stringKey(p proxyConfig) string { return fmt.Sprintf("%+v", p) }
+
+// proxyFor is the proxy of one workload: the settings with its template's
+// annotations and grace period.
+// The warning says when the proxy may not suit the workload (see
+// nativeFor).
+func (s *Settings) proxyFor(w *workload, t *podTemplate) (proxyConfig, string, error) {
+	p, err := s.configure(t.annotations())
+	if err != nil {
+		return p, "", err
+	}
+	p.terminationGrace = t.gracePeriod()
+	var warning string
+	p.native, warning = s.nativeFor(w)
+	return p, warning, nil
+}
+
+// added is what injection adds to the lists of a pod template. It depends
+// only on the proxy's configuration (pkey): built once per configuration
+// and stream.
+func (p proxyConfig) added(c *cache, pkey string) (inits, proxy, vols list) {
+	a := c.memo("added|"+pkey, func() any {
+		inits := list{p.initContainer()}
+		if p.native {
+			inits = append(inits, p.proxyContainer())
+		}
+		return [3]list{inits, {p.proxyContainer()}, {volume()}}
+	}).([3]list)
+	return a[0], a[1], a[2]
+}
+
+// newStatus is the status of an injection, but for what it created.
+func newStatus(version string, native bool) Status {
+	st := Status{Version: version, Volumes: []string{VolumeName}, Annotations: []string{wellknown.AnnotationProxyConfig}}
+	st.InitContainers = []string{wellknown.InitContainerName}
+	if native {
+		st.InitContainers = append(st.InitContainers, wellknown.ProxyContainerName)
+	} else {
+		st.Containers = []string{wellknown.ProxyContainerName}
+	}
+	return st
 }
 
 // gracePeriod is the template's terminationGracePeriodSeconds, -1 when
@@ -530,8 +637,9 @@ func detectStyle(src *source, ws []*workload) blockStyle {
 	return st
 }
 
-// uninjectDocument removes the injection of every workload of a document.
-func uninjectDocument(d document, root *yaml.Node) ([]byte, []Report, error) {
+// uninjectDocument removes the injection of every workload of a document
+// but those whose indexes are in keep.
+func uninjectDocument(d document, root *yaml.Node, keep map[int]bool) ([]byte, []Report, error) {
 	ws, err := findWorkloads(root)
 	if err != nil {
 		return nil, nil, d.errorf(d.lineOf(root), "%w", err)
@@ -543,6 +651,11 @@ func uninjectDocument(d document, root *yaml.Node) ([]byte, []Report, error) {
 	reports := make([]Report, len(ws))
 	for i, w := range ws {
 		rep := w.report(d, d.lineOf(w.node))
+		if keep[i] {
+			rep.Outcome = Unchanged
+			reports[i] = rep
+			continue
+		}
 		version, found, err := uninjectWorkload(sp, w)
 		if err != nil {
 			return nil, nil, d.wrap(fmt.Errorf("%s %q: %w", w.kind, w.name, err))
@@ -562,6 +675,11 @@ func uninjectDocument(d document, root *yaml.Node) ([]byte, []Report, error) {
 
 // uninjectWorkload adds the edits that remove w's injection; found is false
 // when w carries none.
+//
+// A key that injection created is removed whole only while it holds nothing
+// else: an API server adds to what injection created (the ServiceAccount
+// token's volume, a Job's labels in the template's metadata), and those
+// stay.
 func uninjectWorkload(sp *splicer, w *workload) (version string, found bool, err error) {
 	if w.skip != "" {
 		return "", false, nil
@@ -578,22 +696,24 @@ func uninjectWorkload(sp *splicer, w *workload) (version string, found bool, err
 	if err != nil {
 		return "", false, err
 	}
+	ours := map[string]bool{annotationInjected: true}
+	for _, a := range st.Annotations {
+		ours[a] = true
+	}
+	onlyOurs := keysWithin(t.ann, ours)
 	switch {
-	case st.created("metadata"):
+	case st.created("metadata") && onlyOurs && keysWithin(t.meta, map[string]bool{"annotations": true, "creationTimestamp": true}) && nullOrAbsent(mapValue(t.meta, "creationTimestamp")):
 		k, _ := mapGet(t.node, "metadata")
 		err = sp.removeEntry(t.node, k, "the injected metadata")
-	case st.created("metadata.annotations"):
+	case (st.created("metadata") || st.created("metadata.annotations")) && onlyOurs:
 		err = sp.removeEntry(t.meta, t.annKey, "the injected annotations")
 	default:
-		keys := map[string]bool{annotationInjected: true}
-		for _, a := range st.Annotations {
-			keys[a] = true
-		}
-		err = sp.removeEntries(t.ann, keys, "the injected annotations")
+		err = sp.removeEntries(t.ann, ours, "the injected annotations")
 	}
 	if err != nil {
 		return "", false, err
 	}
+	createdKeys := map[string]bool{}
 	for _, c := range []struct {
 		key   string
 		seq   *yaml.Node
@@ -603,19 +723,6 @@ func uninjectWorkload(sp *splicer, w *workload) (version string, found bool, err
 		{"containers", t.containers, st.Containers},
 		{"volumes", t.volume, st.Volumes},
 	} {
-		if st.created("spec." + c.key) {
-			k, _ := mapGet(t.spec, c.key)
-			if k == nil {
-				return "", false, fmt.Errorf("spec.%s, which injection created, is missing", c.key)
-			}
-			if err := sp.removeEntry(t.spec, k, "the injected spec."+c.key); err != nil {
-				return "", false, err
-			}
-			continue
-		}
-		if len(c.names) == 0 {
-			continue
-		}
 		drop := map[int]bool{}
 		have := names(c.seq)
 		for _, n := range c.names {
@@ -630,11 +737,51 @@ func uninjectWorkload(sp *splicer, w *workload) (version string, found bool, err
 				return "", false, fmt.Errorf("the injected %s %q is missing from spec.%s", singular(c.key), n, c.key)
 			}
 		}
+		if st.created("spec." + c.key) {
+			if c.seq == nil {
+				return "", false, fmt.Errorf("spec.%s, which injection created, is missing", c.key)
+			}
+			if len(drop) == len(c.seq.Content) {
+				createdKeys[c.key] = true
+				continue
+			}
+		}
+		if len(drop) == 0 {
+			continue
+		}
 		if err := sp.removeItems(c.seq, drop, "the injected spec."+c.key); err != nil {
 			return "", false, err
 		}
 	}
+	// One call, so that created keys next to each other go as one span.
+	if err := sp.removeEntries(t.spec, createdKeys, "the injected spec keys"); err != nil {
+		return "", false, err
+	}
 	return st.Version, true, nil
+}
+
+// keysWithin reports whether every key of mapping m is in keys (true for a
+// nil m).
+func keysWithin(m *yaml.Node, keys map[string]bool) bool {
+	if m == nil {
+		return true
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if !keys[m.Content[i].Value] {
+			return false
+		}
+	}
+	return true
+}
+
+// nullOrAbsent: an API server writes creationTimestamp: null into the
+// metadata of pod templates, which is as good as nothing.
+func nullOrAbsent(n *yaml.Node) bool { return n == nil || isNull(n) }
+
+// mapValue is the value of key in mapping m, nil if absent.
+func mapValue(m *yaml.Node, key string) *yaml.Node {
+	_, v := mapGet(m, key)
+	return v
 }
 
 func singular(key string) string {
@@ -673,6 +820,9 @@ func (r Report) String() string {
 		fmt.Fprintf(&b, " (replaced the injection of %s)", r.PreviousVersion)
 	case r.Outcome == Uninjected && r.PreviousVersion != "":
 		fmt.Fprintf(&b, " (injected by %s)", r.PreviousVersion)
+	}
+	if r.Warning != "" {
+		b.WriteString("; warning: " + r.Warning)
 	}
 	return b.String()
 }

@@ -19,14 +19,34 @@ import (
 const testVersion = "v1.0.0"
 
 func testSettings() Settings {
-	return NewSettings(meshconfig.Default("ghcr.io/meshctl/meshproxy:"+testVersion), "meshctl-system", testVersion)
+	s := NewSettings(meshconfig.Default("ghcr.io/meshctl/meshproxy:"+testVersion), "meshctl-system", testVersion)
+	s.TrustAnchors = testAnchors
+	return s
 }
 
-// fixtureSettings are the settings of one fixture: the defaults, with the
-// native sidecar for fixtures named native-*.
+// testAnchors is a self-signed CA made for the fixtures, valid for a
+// century so that golden files do not expire.
+var testAnchors = func() []string {
+	b, err := os.ReadFile(filepath.Join("testdata", "trust-anchors.pem"))
+	if err != nil {
+		panic(err)
+	}
+	a, err := ParseTrustAnchors(b)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}()
+
+// fixtureSettings are the settings of one fixture: the defaults (the
+// cluster's version unknown), with the native sidecar for fixtures named
+// native-* and Kubernetes 1.28 for those named old-cluster-*.
 func fixtureSettings(name string) Settings {
 	s := testSettings()
 	s.NativeSidecar = strings.HasPrefix(name, "native-")
+	if strings.HasPrefix(name, "old-cluster-") {
+		s.KubernetesVersion = "v1.28.5"
+	}
 	return s
 }
 

@@ -174,7 +174,8 @@ func (p proxyConfig) proxyContainer() object {
 }
 
 // bootstrapConfig is the configuration file of `meshproxy run` (see
-// docs/proxy.md): the listeners on the mesh's ports and the opaque ports.
+// docs/proxy.md): the listeners on the mesh's ports, the opaque ports, and
+// how to reach the controller for an identity (meshapi.Bootstrap).
 // Services and endpoints are the controller's to push.
 func (p proxyConfig) bootstrapConfig() string {
 	in := object{{"address", fmt.Sprintf(":%d", p.inbound)}}
@@ -191,6 +192,7 @@ func (p proxyConfig) bootstrapConfig() string {
 		{"version", "bootstrap"},
 		{"inbound", in},
 		{"outbound", out},
+		{"controller", bootstrapObject(p.controller)},
 	})
 }
 

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/meshctl/mesh/internal/meshapi"
 	"github.com/meshctl/mesh/internal/meshconfig"
 	"github.com/meshctl/mesh/internal/proxyinit"
 	"github.com/meshctl/mesh/internal/wellknown"
@@ -32,6 +33,25 @@ type Settings struct {
 	// meshctl.dev/inject label, for namespaces known from outside the
 	// stream. Namespace documents in the stream are added to it.
 	Namespaces map[string]string
+	// KubernetesVersion is the cluster's version ("v1.33.1"), empty when
+	// unknown. It decides how Job pods get the proxy: as a native sidecar,
+	// which the kubelet stops when the Job's containers are done, where the
+	// cluster has them (1.29 and later), and as a classic one, which never
+	// exits and keeps the Job from completing, with a warning, where not.
+	// Unknown counts as new enough, with a warning.
+	KubernetesVersion string
+	// TrustDomain is the mesh's SPIFFE trust domain, from the MeshConfig;
+	// it names the identity the controller presents to proxies.
+	TrustDomain string
+	// TrustAnchors are the mesh's trust anchors, one PEM certificate
+	// each (see ParseTrustAnchors), from the trust-anchors ConfigMap.
+	// Injecting a workload without them is an error: its proxy could never
+	// obtain an identity.
+	TrustAnchors []string
+
+	// controller is built once per stream from the fields above.
+	controller    *meshapi.Bootstrap
+	controllerErr error
 }
 
 // NewSettings returns the settings of a mesh whose configuration is spec.
@@ -41,6 +61,7 @@ func NewSettings(spec meshconfig.Spec, meshNamespace, version string) Settings {
 		MeshNamespace: meshNamespace,
 		Version:       version,
 		NativeSidecar: spec.Proxy.NativeSidecar,
+		TrustDomain:   spec.TrustDomain,
 	}
 }
 
@@ -65,13 +86,23 @@ type proxyConfig struct {
 	// terminationGrace is the pod's terminationGracePeriodSeconds, -1 when
 	// unset.
 	terminationGrace int64
+	// controller is the same for every workload of a stream; a pointer, so
+	// that the cache keys made from the configuration stay short.
+	controller *meshapi.Bootstrap
 }
 
 // configure applies a pod template's annotations to the settings. An
 // invalid annotation value is an error: a pod that cannot start is worse than
 // a manifest that cannot be injected.
 func (s *Settings) configure(ann map[string]string) (proxyConfig, error) {
+	if s.controller == nil && s.controllerErr == nil {
+		s.controller, s.controllerErr = s.controllerBootstrap()
+	}
+	if s.controllerErr != nil {
+		return proxyConfig{}, s.controllerErr
+	}
 	p := proxyConfig{
+		controller: s.controller,
 		image:      s.Proxy.Image,
 		pullPolicy: string(s.Proxy.ImagePullPolicy),
 		logLevel:   s.Proxy.LogLevel,

@@ -85,11 +85,21 @@ func (sp *splicer) apply() ([]byte, error) {
 		n += len(e.text) - (e.end - e.at)
 	}
 	out.Grow(n)
-	prev := 0
+	prev, deleted := 0, false
 	for _, e := range sp.edits {
 		if e.at < prev {
-			return nil, fmt.Errorf("overlapping edits at byte %d", e.at)
+			// Two removals that meet (an entry removed up to the next
+			// key, and that key's lines from their start) remove their
+			// union.
+			if !deleted || e.text != "" {
+				return nil, fmt.Errorf("overlapping edits at byte %d", e.at)
+			}
+			if e.end <= prev {
+				continue
+			}
+			e.at = prev
 		}
+		deleted = e.text == "" && e.end > e.at
 		out.Write(sp.src.b[prev:e.at])
 		out.WriteString(e.text)
 		prev = e.end
@@ -298,17 +308,114 @@ func (sp *splicer) removeSpan(n *yaml.Node, from, to, stride int, what string) e
 		sp.edits = append(sp.edits, edit{start, end, ""})
 		return nil
 	}
-	// The removed children end the collection. Injection only ever creates
-	// that shape in an empty flow collection, which it leaves empty again.
-	if !isFlow(n) || from != 0 {
-		return sp.fail(n, what+" (it is no longer where injection put it)")
+	// The removed children end the collection. Injection only ever puts
+	// them there in an empty flow collection, but an API server that sorts
+	// keys (and `-o json`, which does too) moves them there.
+	if isFlow(n) {
+		return sp.removeFlowTail(n, from, start, what)
 	}
-	end := sp.flowNodeEnd(n.Content[to-1])
+	return sp.removeBlockTail(n, from, start, what)
+}
+
+// removeFlowTail removes the children of flow collection n from index from
+// to its end, child from starting at start: with the comma before them, so
+// that the collection's own closing bracket stays where it was.
+func (sp *splicer) removeFlowTail(n *yaml.Node, from, start int, what string) error {
+	end := sp.flowNodeEnd(n.Content[len(n.Content)-1])
 	if end < 0 {
 		return sp.fail(n, what)
 	}
+	if from > 0 {
+		if start = sp.flowNodeEnd(n.Content[from-1]); start < 0 {
+			return sp.fail(n, what)
+		}
+	}
 	sp.edits = append(sp.edits, edit{start, end, ""})
 	return nil
+}
+
+// removeBlockTail removes the children of block collection n from index
+// from to its end: whole lines, from the line of child from to the last line
+// indented under the collection. Removing every child would leave a key
+// without a value, which the caller must handle.
+func (sp *splicer) removeBlockTail(n *yaml.Node, from, start int, what string) error {
+	if !sp.src.blankBefore(start) {
+		return sp.fail(n, what+" (it is no longer where injection put it)")
+	}
+	first, err := sp.childStart(n, 0)
+	if err != nil {
+		return err
+	}
+	col := sp.src.column(first)
+	lastIndex := len(n.Content) - 1
+	if n.Kind == yaml.MappingNode {
+		lastIndex--
+	}
+	last, err := sp.childStart(n, lastIndex)
+	if err != nil {
+		return err
+	}
+	b := sp.src.b
+	start = sp.src.lineStart(start)
+	end := lineEnd(b, last)
+	for i := end; i < len(b); {
+		next := lineEnd(b, i)
+		line := b[i:next]
+		indent := 0
+		for indent < len(line) && line[indent] == ' ' {
+			indent++
+		}
+		rest := bytes.TrimRight(line[indent:], "\r\n")
+		switch {
+		case len(rest) == 0 || rest[0] == '#':
+			// Blank lines and comments belong to what follows them.
+		case indent < col, indent == col && !(rest[0] == '-' && (len(rest) == 1 || rest[1] == ' ')):
+			next = len(b)
+		default:
+			end = next
+		}
+		i = next
+	}
+	if from == 0 {
+		// Every child goes: the collection becomes an empty flow one
+		// after its key's colon or its item's dash.
+		p := start - 1
+		for p >= 0 && (b[p] == ' ' || b[p] == '\n' || b[p] == '\r') {
+			p--
+		}
+		if p < 0 || b[p] != ':' && b[p] != '-' {
+			return sp.fail(n, what)
+		}
+		empty := " {}"
+		if n.Kind == yaml.SequenceNode {
+			empty = " []"
+		}
+		eol := ""
+		if end > 0 && b[end-1] == '\n' {
+			eol = sp.src.eol(start)
+		}
+		sp.edits = append(sp.edits, edit{p + 1, end, empty + eol})
+		return nil
+	}
+	// The document's last line may lack a line break; then the break
+	// before the removed lines goes instead, so that none is added.
+	if end == len(b) && (len(b) == 0 || b[len(b)-1] != '\n') && start > 0 {
+		start--
+		if start > 0 && b[start-1] == '\r' {
+			start--
+		}
+	}
+	sp.edits = append(sp.edits, edit{start, end, ""})
+	return nil
+}
+
+// lineEnd returns the offset just past the line break of the line holding
+// off, or the end of b.
+func lineEnd(b []byte, off int) int {
+	if i := bytes.IndexByte(b[off:], '\n'); i >= 0 {
+		return off + i + 1
+	}
+	return len(b)
 }
 
 // flowNodeEnd returns the offset just past a node inside a flow collection,

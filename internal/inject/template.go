@@ -119,12 +119,15 @@ func findWorkload(n *yaml.Node, item int) (*workload, error) {
 		return nil, nil
 	}
 	kind := scalar(n, "kind")
-	path, ok := templatePaths[kind]
-	if !ok {
-		return nil, nil
-	}
 	_, meta := mapGet(n, "metadata")
 	w := &workload{kind: kind, node: n, item: item, name: scalar(meta, "name"), namespace: scalar(meta, "namespace")}
+	path, ok := templatePaths[kind]
+	if !ok {
+		if w.skip = unknownKind(n, kind); w.skip == "" {
+			return nil, nil
+		}
+		return w, nil
+	}
 	cur := n
 	var walked []string
 	for _, seg := range path {
@@ -212,6 +215,9 @@ func readTemplate(w *workload) (*podTemplate, string, error) {
 	_, t.volume = mapGet(t.spec, "volumes")
 	if t.containers == nil || isNull(t.containers) {
 		return nil, "", fmt.Errorf("%s %q has no containers: %s is missing", w.kind, w.name, at("spec.containers"))
+	}
+	if t.containers.Kind == yaml.SequenceNode && len(t.containers.Content) == 0 {
+		return nil, "", fmt.Errorf("%s %q has no containers: %s is empty", w.kind, w.name, at("spec.containers"))
 	}
 	for _, c := range []struct {
 		n    *yaml.Node
@@ -308,4 +314,57 @@ func skipReason(w *workload, t *podTemplate, s *Settings) string {
 		return fmt.Sprintf("namespace %s opted out (label %s: %s)", w.namespace, wellknown.LabelInject, wellknown.InjectDisabled)
 	}
 	return ""
+}
+
+// unknownKind says why an object of a kind inject does not know is
+// reported rather than passed over in silence: a pod template where
+// workloads keep theirs (a custom workload, or a misspelt kind), or a kind
+// one typo away from a workload's. Other objects are not workloads.
+func unknownKind(n *yaml.Node, kind string) string {
+	var near string
+	for k := range templatePaths {
+		if editDistance(strings.ToLower(kind), strings.ToLower(k)) <= 2 && (near == "" || k < near) {
+			near = k
+		}
+	}
+	hint := ""
+	if near != "" {
+		hint = fmt.Sprintf(" (did you mean %s?)", near)
+	}
+	for _, path := range [][]string{{"spec", "template"}, {"spec", "jobTemplate", "spec", "template"}, {}} {
+		cur := n
+		for _, seg := range path {
+			_, cur = mapGet(cur, seg)
+		}
+		_, spec := mapGet(cur, "spec")
+		if _, cs := mapGet(spec, "containers"); cs != nil {
+			where := strings.Join(append(path, "spec", "containers"), ".")
+			return fmt.Sprintf("kind %q is not one inject knows%s; it has containers at %s, left as they are", kind, hint, where)
+		}
+	}
+	if near != "" {
+		return fmt.Sprintf("kind %q is not one inject knows%s", kind, hint)
+	}
+	return ""
+}
+
+// editDistance is the Levenshtein distance of two short strings.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

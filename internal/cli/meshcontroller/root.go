@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -102,13 +103,17 @@ func runController(cmd *cobra.Command, o *options, s incluster.Streams) error {
 	if err != nil {
 		return err
 	}
+	clientset, err := kubernetes.NewForConfig(kube)
+	if err != nil {
+		return fmt.Errorf("building the API client: %w", err)
+	}
 	c, err := controller.New(controller.Options{
 		MeshNamespace:  o.MeshNamespace,
 		WebhookAddress: ":" + strconv.Itoa(int(o.WebhookPort)),
 		AdminAddress:   ":" + strconv.Itoa(int(o.AdminPort)),
 		WebhookTLSDir:  o.WebhookTLSDir,
 		Kube:           kube,
-		Inject:         webhook.NewInjector(o.MeshNamespace, version.Get().Version),
+		Inject:         webhook.NewInjector(o.MeshNamespace, version.Get().Version, webhook.NewCluster(clientset, o.MeshNamespace, nil)),
 		Logger:         log,
 		ShutdownDelay:  o.ShutdownDelay,
 	})

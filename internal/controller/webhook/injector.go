@@ -13,10 +13,15 @@ import (
 
 // NewInjector returns the Injector of the mesh whose control plane runs in
 // meshNamespace: the same transform as `meshctl inject` (internal/inject),
-// with the proxy defaults of the MeshConfig of each request, recording
-// version in the pod's status annotation.
-func NewInjector(meshNamespace, version string) Injector {
-	return func(_ context.Context, req PodRequest) (Decision, error) {
+// with the proxy defaults and trust domain of the MeshConfig of each request
+// and the trust anchors cluster reads, recording version in the pod's status
+// annotation.
+func NewInjector(meshNamespace, version string, cluster Cluster) Injector {
+	return func(ctx context.Context, req PodRequest) (Decision, error) {
+		anchors, err := cluster.TrustAnchors(ctx)
+		if err != nil {
+			return Decision{}, err
+		}
 		// A pod being created often has no namespace in its metadata yet;
 		// injection needs it to leave control-plane namespaces alone, so it
 		// is added for the transform and taken out of the result again.
@@ -24,7 +29,12 @@ func NewInjector(meshNamespace, version string) Injector {
 		if err != nil {
 			return Decision{}, err
 		}
-		out, reports, err := inject.Inject(doc, inject.NewSettings(req.Config, meshNamespace, version))
+		s := inject.NewSettings(req.Config, meshNamespace, version)
+		s.TrustAnchors = anchors
+		// Unknown when the server does not say: a Job's pod then gets the
+		// native sidecar, with a warning.
+		s.KubernetesVersion, _ = cluster.KubernetesVersion(ctx)
+		out, reports, err := inject.Inject(doc, s)
 		if err != nil {
 			return Decision{}, err
 		}
@@ -52,7 +62,11 @@ func NewInjector(meshNamespace, version string) Injector {
 				return Decision{}, err
 			}
 		}
-		return Decision{Pod: out}, nil
+		d := Decision{Pod: out}
+		if w := reports[0].Warning; w != "" {
+			d.Warnings = []string{w}
+		}
+		return d, nil
 	}
 }
 

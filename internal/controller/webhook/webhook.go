@@ -54,6 +54,9 @@ type Decision struct {
 	Skipped string
 	// Pod is the injected pod, a JSON document; unused when Skipped is set.
 	Pod []byte
+	// Warnings are shown to the pod's creator (a Job's pod whose classic
+	// sidecar will keep it from completing).
+	Warnings []string
 }
 
 // Injector injects the proxy into one pod. It must be safe for concurrent
@@ -207,6 +210,9 @@ func (h *Handler) admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 	}
 	pt := admissionv1.PatchTypeJSONPatch
 	resp.Patch, resp.PatchType = patch, &pt
+	for _, w := range decision.Warnings {
+		resp.Warnings = append(resp.Warnings, strings.Join(strings.Fields("meshctl: "+w), " "))
+	}
 	log.Info("injected the proxy", "operations", len(ops))
 	return resp, Injected
 }

@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -18,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/meshctl/mesh/internal/inject"
 	"github.com/meshctl/mesh/internal/meshconfig"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
@@ -299,7 +303,7 @@ func TestHandlerWithInjection(t *testing.T) {
 			var logs bytes.Buffer
 			m := &Metrics{}
 			h := &Handler{
-				Inject:  NewInjector(meshNS, "v1.2.3"),
+				Inject:  NewInjector(meshNS, "v1.2.3", Static{Anchors: testAnchors(t)}),
 				Config:  func() (meshconfig.Spec, error) { return cfg, nil },
 				Logger:  slog.New(slog.NewTextHandler(&logs, nil)),
 				Metrics: m,
@@ -358,6 +362,84 @@ func TestHandlerWithInjection(t *testing.T) {
 			}
 			if _, ok := pod.Annotations[wellknown.AnnotationInjected]; !ok {
 				t.Errorf("no %s annotation", wellknown.AnnotationInjected)
+			}
+		})
+	}
+}
+
+// testAnchors are the inject fixtures' trust anchors.
+func testAnchors(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "inject", "testdata", "trust-anchors.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := inject.ParseTrustAnchors(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// TestJobPodsAndTrustAnchors runs the real injection on a pod that a Job
+// created: a native sidecar where the server has them, a classic one with a
+// warning to the creator where not; and no injection, with a warning, while
+// the trust anchors cannot be read.
+func TestJobPodsAndTrustAnchors(t *testing.T) {
+	cfg := meshconfig.Default("ghcr.io/meshctl/meshproxy:v1")
+	const jobPod = `{"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"once-","ownerReferences":[{"apiVersion":"batch/v1","kind":"Job","name":"once","uid":"u","controller":true}]},"spec":{"restartPolicy":"Never","containers":[{"name":"work","image":"busybox"}]}}`
+	anchors := testAnchors(t)
+	for _, tt := range []struct {
+		name    string
+		cluster Cluster
+		native  bool
+		warning string
+		result  Result
+	}{
+		{"new server", Static{Anchors: anchors, Version: "v1.33.1"}, true, "", Injected},
+		{"old server", Static{Anchors: anchors, Version: "v1.28.3"}, false, "so the Job's pod will not complete", Injected},
+		{"no anchors", Static{}, false, "no trust anchors: the proxy could not verify the controller", Error},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := &Handler{
+				Inject: NewInjector("meshctl-system", "v1.2.3", tt.cluster),
+				Config: func() (meshconfig.Spec, error) { return cfg, nil },
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			}
+			resp, result := h.admit(context.Background(), &admissionv1.AdmissionRequest{
+				UID: "u", Namespace: "shop", Operation: admissionv1.Create,
+				Resource: metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+				Object:   runtime.RawExtension{Raw: []byte(jobPod)},
+			})
+			if result != tt.result {
+				t.Fatalf("result %v, want %v (warnings %v)", result, tt.result, resp.Warnings)
+			}
+			if w := strings.Join(resp.Warnings, "\n"); tt.warning == "" && w != "" || !strings.Contains(w, tt.warning) {
+				t.Errorf("warnings %q, want %q", w, tt.warning)
+			}
+			if result != Injected {
+				return
+			}
+			p, err := jsonpatch.DecodePatch(resp.Patch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			patched, err := p.Apply([]byte(jobPod))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var pod corev1.Pod
+			if err := json.Unmarshal(patched, &pod); err != nil {
+				t.Fatal(err)
+			}
+			native := false
+			for _, c := range pod.Spec.InitContainers {
+				if c.Name == wellknown.ProxyContainerName && c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+					native = true
+				}
+			}
+			if native != tt.native {
+				t.Errorf("native sidecar %t, want %t", native, tt.native)
 			}
 		})
 	}

@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -20,10 +22,6 @@ import (
 	"github.com/meshctl/mesh/internal/wellknown"
 )
 
-// nativeSidecarVersion is the first Kubernetes version with sidecar
-// containers (init containers with restartPolicy Always) on by default.
-var nativeSidecarVersion = utilversion.MustParseGeneric("1.29.0")
-
 // Options are the flags of `meshctl inject`.
 type Options struct {
 	Factory *command.Factory
@@ -36,6 +34,15 @@ type Options struct {
 	// IgnoreCluster injects with the built-in defaults and trusts
 	// --native-sidecar without asking the cluster.
 	IgnoreCluster bool
+	// TrustAnchorsFile is a PEM bundle of the mesh's trust anchors, in
+	// place of the cluster's trust-anchors ConfigMap; TrustDomain replaces
+	// the MeshConfig's trust domain. Both are what the proxy needs to
+	// verify the controller that issues its identity.
+	TrustAnchorsFile string
+	TrustDomain      string
+	// KubernetesVersion is the cluster's version, instead of asking it;
+	// it decides whether Jobs get a native sidecar.
+	KubernetesVersion string
 }
 
 // NewCmd returns `meshctl inject`; runF replaces the run function in tests.
@@ -51,8 +58,10 @@ the result. Everything else in the manifests, comments and formatting
 included, is left byte for byte; injecting twice changes nothing, and
 meshctl uninject gives back the original.
 
-The proxy's defaults come from the mesh's configuration in the cluster
-(--mesh-namespace); --ignore-cluster uses the built-in defaults instead.
+The proxy's defaults, the mesh's trust domain and its trust anchors come
+from the cluster (the MeshConfig and the trust-anchors ConfigMap in
+--mesh-namespace). --ignore-cluster uses the built-in defaults instead, and
+then needs --trust-anchors (and --trust-domain unless it is cluster.local).
 Workloads that use the host's network, that opted out, that already carry
 another mesh's proxy, or that live in a control-plane namespace are left as
 they are. A report, one line per workload, goes to standard error.
@@ -60,7 +69,7 @@ they are. A report, one line per workload, goes to standard error.
 On any error nothing is written, so a pipe into kubectl applies nothing.`,
 		Example: `  meshctl inject deploy.yaml | kubectl apply -f -
   kubectl get deploy -o yaml | meshctl inject - | kubectl apply -f -
-  meshctl inject --in-place --ignore-cluster k8s/
+  meshctl inject --in-place --ignore-cluster --trust-anchors ca.crt k8s/
   meshctl inject https://example.com/app.yaml --report-format json`,
 		Args: command.Args(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -69,6 +78,11 @@ On any error nothing is written, so a pipe into kubectl applies nothing.`,
 			opts.NativeSidecarSet = cmd.Flags().Changed("native-sidecar")
 			if err := opts.validate(); err != nil {
 				return command.Usage(err)
+			}
+			if v := opts.KubernetesVersion; v != "" {
+				if _, err := utilversion.ParseGeneric(v); err != nil {
+					return command.Usage(fmt.Errorf("invalid --kubernetes-version %q: %w", v, err))
+				}
 			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
@@ -79,6 +93,9 @@ On any error nothing is written, so a pipe into kubectl applies nothing.`,
 	addIOFlags(cmd, &opts.IO)
 	cmd.Flags().BoolVar(&opts.NativeSidecar, "native-sidecar", false, "run the proxy as a native sidecar (an init container with restartPolicy Always; Kubernetes 1.29 or later)")
 	cmd.Flags().BoolVar(&opts.IgnoreCluster, "ignore-cluster", false, "do not read the mesh's configuration from the cluster: use the built-in defaults")
+	cmd.Flags().StringVar(&opts.TrustAnchorsFile, "trust-anchors", "", "PEM `FILE` of the mesh's trust anchors, instead of the cluster's "+wellknown.TrustAnchorsName+" ConfigMap (required with --ignore-cluster)")
+	cmd.Flags().StringVar(&opts.TrustDomain, "trust-domain", "", "the mesh's trust domain, instead of the MeshConfig's (with --ignore-cluster: cluster.local)")
+	cmd.Flags().StringVar(&opts.KubernetesVersion, "kubernetes-version", "", "the cluster's Kubernetes version (e.g. 1.30), instead of asking it: Jobs and CronJobs get a native sidecar from 1.29 on, and when the version is unknown (with a warning)")
 	return cmd
 }
 
@@ -119,31 +136,94 @@ func Run(ctx context.Context, opts *Options) error {
 	return opts.write(opts.Factory.Streams, results)
 }
 
-// settings are the mesh's proxy defaults: from the cluster's MeshConfig, or
-// built in with --ignore-cluster.
+// settings are the mesh's proxy defaults and identity: from the cluster's
+// MeshConfig and trust-anchors ConfigMap, or built in with --ignore-cluster,
+// the flags overriding either.
 func (o *Options) settings(ctx context.Context) (transform.Settings, error) {
 	ns := o.Factory.MeshNamespace
 	v := version.Get().Version
+	var anchors []string
+	if o.TrustAnchorsFile != "" {
+		b, err := os.ReadFile(o.TrustAnchorsFile)
+		if err != nil {
+			return transform.Settings{}, fmt.Errorf("reading --trust-anchors: %w", err)
+		}
+		if anchors, err = transform.ParseTrustAnchors(b); err != nil {
+			return transform.Settings{}, fmt.Errorf("%s: %w", o.TrustAnchorsFile, err)
+		}
+	}
 	if o.IgnoreCluster {
+		if anchors == nil {
+			return transform.Settings{}, command.Usage(fmt.Errorf("--ignore-cluster needs --trust-anchors FILE: the proxy verifies the controller against the mesh's trust anchors (kubectl -n %s get configmap %s -o jsonpath='{.data.%s}' prints them)",
+				ns, wellknown.TrustAnchorsName, strings.ReplaceAll(transform.TrustAnchorsKey, ".", `\.`)))
+		}
 		s := transform.NewSettings(meshconfig.Default(wellknown.ProxyImage+":"+v), ns, v)
 		s.NativeSidecar = o.NativeSidecar
+		s.TrustAnchors = anchors
+		s.KubernetesVersion = o.KubernetesVersion
+		if o.TrustDomain != "" {
+			s.TrustDomain = o.TrustDomain
+		}
 		return s, nil
 	}
-	hint := "; use --ignore-cluster to inject with the built-in defaults"
+	hint := "; use --ignore-cluster with --trust-anchors FILE to inject with the built-in defaults"
 	spec, err := o.meshConfig(ctx)
 	if err != nil {
 		return transform.Settings{}, fmt.Errorf("reading the mesh's configuration from namespace %s: %w%s", ns, err, hint)
 	}
+	if anchors == nil {
+		if anchors, err = o.trustAnchors(ctx); err != nil {
+			return transform.Settings{}, fmt.Errorf("reading the mesh's trust anchors from namespace %s: %w; pass --trust-anchors FILE", ns, err)
+		}
+	}
 	s := transform.NewSettings(spec, ns, v)
+	s.TrustAnchors = anchors
+	if o.TrustDomain != "" {
+		s.TrustDomain = o.TrustDomain
+	}
 	if o.NativeSidecarSet {
 		s.NativeSidecar = o.NativeSidecar
 	}
+	s.KubernetesVersion = o.KubernetesVersion
+	if s.KubernetesVersion == "" {
+		// Unknown if the cluster does not say: Jobs then get the native
+		// sidecar, with a warning.
+		s.KubernetesVersion, _ = o.serverVersion()
+	}
 	if s.NativeSidecar {
-		if err := o.checkNativeSidecars(); err != nil {
+		if err := checkNativeSidecars(s.KubernetesVersion); err != nil {
 			return transform.Settings{}, err
 		}
 	}
 	return s, nil
+}
+
+func (o *Options) serverVersion() (string, error) {
+	kube, err := o.Factory.Clientset()
+	if err != nil {
+		return "", err
+	}
+	info, err := kube.Discovery().ServerVersion()
+	if err != nil {
+		return "", err
+	}
+	return info.GitVersion, nil
+}
+
+// trustAnchors reads the trust-anchors ConfigMap that install writes.
+func (o *Options) trustAnchors(ctx context.Context) ([]string, error) {
+	kube, err := o.Factory.Clientset()
+	if err != nil {
+		return nil, err
+	}
+	cm, err := kube.CoreV1().ConfigMaps(o.Factory.MeshNamespace).Get(ctx, wellknown.TrustAnchorsName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("ConfigMap %s not found", wellknown.TrustAnchorsName)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return transform.ParseTrustAnchors([]byte(cm.Data[transform.TrustAnchorsKey]))
 }
 
 func (o *Options) meshConfig(ctx context.Context) (meshconfig.Spec, error) {
@@ -171,21 +251,13 @@ func (o *Options) meshConfig(ctx context.Context) (meshconfig.Spec, error) {
 // checkNativeSidecars refuses native sidecars on clusters older than 1.29,
 // where the API server would drop restartPolicy and the proxy would block
 // the pod's start as an init container that never ends.
-func (o *Options) checkNativeSidecars() error {
-	kube, err := o.Factory.Clientset()
+func checkNativeSidecars(kubernetesVersion string) error {
+	v, err := utilversion.ParseGeneric(kubernetesVersion)
 	if err != nil {
-		return fmt.Errorf("checking the cluster's version for --native-sidecar: %w", err)
+		return fmt.Errorf("checking the cluster's version for --native-sidecar: %q: %w", kubernetesVersion, err)
 	}
-	info, err := kube.Discovery().ServerVersion()
-	if err != nil {
-		return fmt.Errorf("checking the cluster's version for --native-sidecar: %w", err)
-	}
-	v, err := utilversion.ParseGeneric(info.GitVersion)
-	if err != nil {
-		return fmt.Errorf("checking the cluster's version for --native-sidecar: %w", err)
-	}
-	if v.LessThan(nativeSidecarVersion) {
-		return command.Refused(fmt.Errorf("native sidecars need Kubernetes 1.29 or later; the cluster runs %s: inject without --native-sidecar", info.GitVersion))
+	if v.LessThan(transform.NativeSidecarVersion) {
+		return command.Refused(fmt.Errorf("native sidecars need Kubernetes 1.29 or later; the cluster runs %s: inject without --native-sidecar", kubernetesVersion))
 	}
 	return nil
 }

@@ -45,6 +45,9 @@ func run(t *testing.T, stdin string, client *http.Client, args ...string) (stdou
 	return out.String(), errOut.String(), command.CodeOf(err)
 }
 
+// testAnchors is the fixtures' trust anchors.
+var testAnchors = filepath.Join("..", "..", "..", "inject", "testdata", "trust-anchors.pem")
+
 const pod = `apiVersion: v1
 kind: Pod
 metadata:
@@ -84,7 +87,7 @@ func TestInjectFilesDirectoriesAndStdin(t *testing.T) {
 	write(t, filepath.Join(dir, "sub", "b.yml"), service, 0o644)
 	write(t, filepath.Join(dir, "sub", "notes.txt"), "not a manifest", 0o644)
 
-	out, errOut, code := run(t, pod, nil, "inject", "--ignore-cluster", dir, "-")
+	out, errOut, code := run(t, pod, nil, "inject", "--ignore-cluster", "--trust-anchors", testAnchors, dir, "-")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -120,10 +123,10 @@ func TestBadInputWritesNothing(t *testing.T) {
 	write(t, good, pod, 0o644)
 	write(t, bad, "apiVersion: v1\nkind: ConfigMap\n---\nkind: Deployment\nmetadata:\n  name: x\nspec:\n  replicas: 1\n", 0o644)
 	for _, args := range [][]string{
-		{"inject", "--ignore-cluster", good, bad},
-		{"inject", "--ignore-cluster", "--in-place", good, bad},
-		{"inject", "--ignore-cluster", good, filepath.Join(dir, "missing.yaml")},
-		{"inject", "--ignore-cluster", good, "http://example.com/app.yaml"},
+		{"inject", "--ignore-cluster", "--trust-anchors", testAnchors, good, bad},
+		{"inject", "--ignore-cluster", "--trust-anchors", testAnchors, "--in-place", good, bad},
+		{"inject", "--ignore-cluster", "--trust-anchors", testAnchors, good, filepath.Join(dir, "missing.yaml")},
+		{"inject", "--ignore-cluster", "--trust-anchors", testAnchors, good, "http://example.com/app.yaml"},
 	} {
 		out, errOut, code := run(t, "", nil, args...)
 		if code != command.ExitFailure {
@@ -137,7 +140,7 @@ func TestBadInputWritesNothing(t *testing.T) {
 		}
 		t.Logf("%v: %s", args, errOut)
 	}
-	_, errOut, _ := run(t, "", nil, "inject", "--ignore-cluster", good, bad)
+	_, errOut, _ := run(t, "", nil, "inject", "--ignore-cluster", "--trust-anchors", testAnchors, good, bad)
 	if want := bad + ": document 2 (line 4): Deployment \"x\" has no pod template: spec.template is missing"; !strings.Contains(errOut, want) {
 		t.Errorf("error %q does not contain %q", errOut, want)
 	}
@@ -151,7 +154,7 @@ func TestInPlace(t *testing.T) {
 	write(t, svc, service, 0o644)
 	svcInfo, _ := os.Stat(svc)
 
-	out, errOut, code := run(t, "", nil, "inject", "--ignore-cluster", "--in-place", dir)
+	out, errOut, code := run(t, "", nil, "inject", "--ignore-cluster", "--trust-anchors", testAnchors, "--in-place", dir)
 	if code != 0 || out != "" {
 		t.Fatalf("exit %d, stdout %q, stderr %s", code, out, errOut)
 	}
@@ -188,23 +191,23 @@ func TestURL(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	out, errOut, code := run(t, "", srv.Client(), "inject", "--ignore-cluster", srv.URL+"/app.yaml")
+	out, errOut, code := run(t, "", srv.Client(), "inject", "--ignore-cluster", "--trust-anchors", testAnchors, srv.URL+"/app.yaml")
 	if code != 0 || !strings.Contains(out, "name: meshproxy") {
 		t.Fatalf("exit %d: %s\n%s", code, errOut, out)
 	}
-	out, errOut, code = run(t, "", srv.Client(), "inject", "--ignore-cluster", srv.URL+"/missing.yaml")
+	out, errOut, code = run(t, "", srv.Client(), "inject", "--ignore-cluster", "--trust-anchors", testAnchors, srv.URL+"/missing.yaml")
 	if code != 1 || out != "" || !strings.Contains(errOut, "404") {
 		t.Errorf("missing URL: exit %d, stdout %q, stderr %s", code, out, errOut)
 	}
 	// A client that does not trust the server's certificate fails.
-	out, errOut, code = run(t, "", &http.Client{}, "inject", "--ignore-cluster", srv.URL+"/app.yaml")
+	out, errOut, code = run(t, "", &http.Client{}, "inject", "--ignore-cluster", "--trust-anchors", testAnchors, srv.URL+"/app.yaml")
 	if code != 1 || out != "" || !strings.Contains(errOut, "certificate") {
 		t.Errorf("untrusted URL: exit %d, stdout %q, stderr %s", code, out, errOut)
 	}
 }
 
 func TestJSONOutputAndReport(t *testing.T) {
-	out, errOut, code := run(t, pod, nil, "inject", "--ignore-cluster", "-o", "json", "--report-format", "json", "-")
+	out, errOut, code := run(t, pod, nil, "inject", "--ignore-cluster", "--trust-anchors", testAnchors, "-o", "json", "--report-format", "json", "-")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -222,7 +225,7 @@ func TestJSONOutputAndReport(t *testing.T) {
 		t.Errorf("report %v %+v:\n%s", err, rep, errOut)
 	}
 
-	out, _, code = run(t, pod+"---\n"+service, nil, "inject", "--ignore-cluster", "-o", "json", "-")
+	out, _, code = run(t, pod+"---\n"+service, nil, "inject", "--ignore-cluster", "--trust-anchors", testAnchors, "-o", "json", "-")
 	var list struct {
 		Kind  string            `json:"kind"`
 		Items []json.RawMessage `json:"items"`
@@ -235,11 +238,11 @@ func TestJSONOutputAndReport(t *testing.T) {
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"inject"},
-		{"inject", "--ignore-cluster", "-o", "toml", "-"},
-		{"inject", "--ignore-cluster", "--in-place", "-"},
-		{"inject", "--ignore-cluster", "--in-place", "-o", "json", "x.yaml"},
-		{"inject", "--ignore-cluster", "-", "-"},
-		{"inject", "--ignore-cluster", "--report-format", "xml", "-"},
+		{"inject", "--ignore-cluster", "--trust-anchors", testAnchors, "-o", "toml", "-"},
+		{"inject", "--ignore-cluster", "--trust-anchors", testAnchors, "--in-place", "-"},
+		{"inject", "--ignore-cluster", "--trust-anchors", testAnchors, "--in-place", "-o", "json", "x.yaml"},
+		{"inject", "--ignore-cluster", "--trust-anchors", testAnchors, "-", "-"},
+		{"inject", "--ignore-cluster", "--trust-anchors", testAnchors, "--report-format", "xml", "-"},
 	} {
 		if _, errOut, code := run(t, pod, nil, args...); code != command.ExitUsage {
 			t.Errorf("%v: exit %d, want 2 (%s)", args, code, errOut)
@@ -258,7 +261,7 @@ contexts: [{name: c, context: {cluster: c, user: u}}]
 current-context: c
 `, 0o600)
 	out, errOut, code := run(t, pod, nil, "inject", "--kubeconfig", kubeconfig, "-")
-	if code != 1 || out != "" || !strings.Contains(errOut, "--ignore-cluster") {
+	if code != 1 || out != "" || !strings.Contains(errOut, "--ignore-cluster with --trust-anchors FILE") {
 		t.Errorf("exit %d, stdout %q, stderr %s", code, out, errOut)
 	}
 }
@@ -267,8 +270,104 @@ func TestNamespaceLabelFromAnotherInput(t *testing.T) {
 	dir := t.TempDir()
 	write(t, filepath.Join(dir, "00-namespace.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels:\n    meshctl.dev/inject: disabled\n", 0o644)
 	write(t, filepath.Join(dir, "10-pod.yaml"), pod, 0o644)
-	out, errOut, code := run(t, "", nil, "inject", "--ignore-cluster", dir)
+	out, errOut, code := run(t, "", nil, "inject", "--ignore-cluster", "--trust-anchors", testAnchors, dir)
 	if code != 0 || strings.Contains(out, "meshproxy") || !strings.Contains(errOut, "namespace shop opted out") {
 		t.Errorf("exit %d: %s\n%s", code, errOut, out)
+	}
+}
+
+func TestOfflineWithoutTrustAnchorsNamesTheFlag(t *testing.T) {
+	out, errOut, code := run(t, pod, nil, "inject", "--ignore-cluster", "-")
+	if code != command.ExitUsage || out != "" || !strings.Contains(errOut, "--trust-anchors FILE") {
+		t.Errorf("exit %d, stdout %q, stderr %s", code, out, errOut)
+	}
+	bad := filepath.Join(t.TempDir(), "ca.crt")
+	write(t, bad, "not a certificate\n", 0o644)
+	out, errOut, code = run(t, pod, nil, "inject", "--ignore-cluster", "--trust-anchors", bad, "-")
+	if code != command.ExitFailure || out != "" || !strings.Contains(errOut, "no PEM certificate") {
+		t.Errorf("bad anchors: exit %d, stdout %q, stderr %s", code, out, errOut)
+	}
+}
+
+func TestTrustDomainFlag(t *testing.T) {
+	out, errOut, code := run(t, pod, nil, "inject", "--ignore-cluster", "--trust-anchors", testAnchors, "--trust-domain", "prod.example", "-")
+	if code != 0 || !strings.Contains(out, `spiffe://prod.example/ns/meshctl-system/sa/meshctl-controller`) {
+		t.Errorf("exit %d: %s\n%s", code, errOut, out)
+	}
+}
+
+const job = `apiVersion: batch/v1
+kind: Job
+metadata:
+  name: once
+  namespace: shop
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: work
+        image: busybox:1.36
+`
+
+func TestJobsGetANativeSidecarWhereTheClusterHasThem(t *testing.T) {
+	offline := []string{"inject", "--ignore-cluster", "--trust-anchors", testAnchors}
+	for _, tt := range []struct {
+		version string
+		native  bool
+		warning string
+	}{
+		{"", true, "the cluster's version is unknown"},
+		{"1.33.1", true, ""},
+		{"v1.29.0", true, ""},
+		{"1.28.5", false, "so the Job will not complete"},
+	} {
+		args := offline
+		if tt.version != "" {
+			args = append(args, "--kubernetes-version", tt.version)
+		}
+		out, errOut, code := run(t, job, nil, append(args, "-")...)
+		if code != 0 {
+			t.Fatalf("%q: exit %d: %s", tt.version, code, errOut)
+		}
+		if got := strings.Contains(out, "restartPolicy: Always"); got != tt.native {
+			t.Errorf("%q: native sidecar %t, want %t:\n%s", tt.version, got, tt.native, out)
+		}
+		if tt.warning == "" && strings.Contains(errOut, "warning") || !strings.Contains(errOut, tt.warning) {
+			t.Errorf("%q: report %q, want warning %q", tt.version, errOut, tt.warning)
+		}
+	}
+	if _, errOut, code := run(t, job, nil, append(offline, "--kubernetes-version", "latest", "-")...); code != command.ExitUsage {
+		t.Errorf("--kubernetes-version latest: exit %d: %s", code, errOut)
+	}
+	// The JSON report carries the warning.
+	_, errOut, _ := run(t, job, nil, append(offline, "--kubernetes-version", "1.28", "--report-format", "json", "-")...)
+	var rep []ReportEntry
+	if err := json.Unmarshal([]byte(errOut), &rep); err != nil || len(rep) != 1 || !strings.Contains(rep[0].Warning, "will not complete") {
+		t.Errorf("JSON report %v: %s", err, errOut)
+	}
+}
+
+func TestUnknownKindIsReported(t *testing.T) {
+	in := strings.Replace(pod, "kind: Pod", "kind: Podd", 1)
+	out, errOut, code := run(t, in, nil, "inject", "--ignore-cluster", "--trust-anchors", testAnchors, "--report-format", "json", "-")
+	if code != 0 || out != in {
+		t.Fatalf("exit %d: %s\n%s", code, errOut, out)
+	}
+	var rep []ReportEntry
+	if err := json.Unmarshal([]byte(errOut), &rep); err != nil || len(rep) != 1 || rep[0].Outcome != "skipped" || !strings.Contains(rep[0].Reason, `kind "Podd" is not one inject knows (did you mean Pod?)`) {
+		t.Errorf("report %v: %s", err, errOut)
+	}
+	_, errOut, _ = run(t, in, nil, "inject", "--ignore-cluster", "--trust-anchors", testAnchors, "-")
+	if !strings.Contains(errOut, "-: document 1, line 1: Podd shop/app skipped: kind \"Podd\"") {
+		t.Errorf("text report: %s", errOut)
+	}
+}
+
+func TestEmptyContainersIsAnError(t *testing.T) {
+	in := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: app\nspec:\n  containers: []\n"
+	out, errOut, code := run(t, in, nil, "inject", "--ignore-cluster", "--trust-anchors", testAnchors, "-")
+	if code != command.ExitFailure || out != "" || !strings.Contains(errOut, "spec.containers is empty") {
+		t.Errorf("exit %d, stdout %q, stderr %s", code, out, errOut)
 	}
 }

@@ -183,10 +183,12 @@ func (o *IO) report(s command.Streams, results []result) error {
 	p := ui.New(s.ErrOut, s.Colour && s.ErrOutIsTerminal)
 	for _, e := range entries {
 		line := e.Input + ": " + e.Report.String()
-		switch e.Outcome {
-		case transform.Injected, transform.Uninjected:
+		switch {
+		case e.Warning != "":
+			p.Println(p.Warn(line))
+		case e.Outcome == transform.Injected, e.Outcome == transform.Uninjected:
 			p.Println(p.OK(line))
-		case transform.Skipped:
+		case e.Outcome == transform.Skipped:
 			p.Println(p.Warn(line))
 		default:
 			p.Println(p.Faint("- " + line))
