@@ -30,6 +30,10 @@ type controllerOptions struct {
 	LogFormat     string
 	Kubeconfig    string
 	ShutdownDelay time.Duration
+	// Identity issuance on the mesh API (0 turns it off).
+	MeshAPIPort       uint16
+	IdentityIssuerDir string
+	TrustAnchorsDir   string
 }
 
 func newControllerCmd(s Streams) *cobra.Command {
@@ -57,6 +61,9 @@ outside one.`,
 	f.Uint16Var(&o.WebhookPort, "webhook-port", wellknown.ControllerWebhookPort, "port of the injection webhook (HTTPS)")
 	f.Uint16Var(&o.AdminPort, "admin-port", wellknown.ControllerAdminPort, "port of the admin endpoint: /ready, /live, /metrics, /debug/pprof/")
 	f.StringVar(&o.WebhookTLSDir, "webhook-tls-dir", "/var/run/meshctl/webhook-tls", "directory holding the webhook's tls.crt and tls.key")
+	f.Uint16Var(&o.MeshAPIPort, "meshapi-port", wellknown.ControllerMeshAPIPort, "port of the mesh API (HTTPS): identity issuance for proxies; 0 turns it off")
+	f.StringVar(&o.IdentityIssuerDir, "identity-issuer-dir", "/var/run/meshctl/identity-issuer", "directory holding the identity issuer's tls.crt and tls.key")
+	f.StringVar(&o.TrustAnchorsDir, "trust-anchors-dir", "/var/run/meshctl/trust-anchors", "directory holding the trust anchors, ca-bundle.crt")
 	f.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&o.LogFormat, "log-format", "json", "log format on stderr: json or text")
 	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file to reach the API server with (default: the in-cluster ServiceAccount)")
@@ -107,7 +114,7 @@ func runController(cmd *cobra.Command, o *controllerOptions, s Streams) error {
 	if err != nil {
 		return err
 	}
-	c, err := controller.New(controller.Options{
+	opts := controller.Options{
 		MeshNamespace:  o.MeshNamespace,
 		WebhookAddress: ":" + strconv.Itoa(int(o.WebhookPort)),
 		AdminAddress:   ":" + strconv.Itoa(int(o.AdminPort)),
@@ -116,7 +123,12 @@ func runController(cmd *cobra.Command, o *controllerOptions, s Streams) error {
 		Inject:         webhook.NewInjector(o.MeshNamespace, version.Get().Version),
 		Logger:         log,
 		ShutdownDelay:  o.ShutdownDelay,
-	})
+	}
+	if o.MeshAPIPort != 0 {
+		opts.MeshAPIAddress = ":" + strconv.Itoa(int(o.MeshAPIPort))
+		opts.IdentityIssuerDir, opts.TrustAnchorsDir = o.IdentityIssuerDir, o.TrustAnchorsDir
+	}
+	c, err := controller.New(opts)
 	if err != nil {
 		return err
 	}
