@@ -1,8 +1,6 @@
 package controller
 
 import (
-	"fmt"
-	"io"
 	"net"
 
 	"github.com/meshctl/mesh/internal/controller/admin"
@@ -48,7 +46,7 @@ func (c *Controller) newMeshAPI() ([]admin.Check, []admin.MetricsWriter, error) 
 		{Name: "identity issuer", Err: creds.Loaded},
 		{Name: "mesh API certificate", Err: srv.Ready},
 	}
-	return checks, []admin.MetricsWriter{metrics, meshAPIExpiry{srv}}, nil
+	return checks, []admin.MetricsWriter{metrics, srv}, nil
 }
 
 // MeshAPI is the mesh API server, for components that mount their
@@ -62,15 +60,4 @@ func (c *Controller) MeshAPIAddr() net.Addr {
 		return nil
 	}
 	return c.meshAPI.Addr()
-}
-
-type meshAPIExpiry struct{ s *meshapiserver.Server }
-
-func (m meshAPIExpiry) WriteMetrics(w io.Writer) error {
-	var secs int64
-	if t := m.s.NotAfter(); !t.IsZero() {
-		secs = t.Unix()
-	}
-	_, err := fmt.Fprintf(w, "# HELP meshctl_controller_meshapi_certificate_expiry_timestamp_seconds Expiry of the mesh API's serving certificate in service (Unix time); 0 when none is.\n# TYPE meshctl_controller_meshapi_certificate_expiry_timestamp_seconds gauge\nmeshctl_controller_meshapi_certificate_expiry_timestamp_seconds %d\n", secs)
-	return err
 }

@@ -23,6 +23,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -281,4 +282,15 @@ func (s *Server) configForClient(*tls.ClientHelloInfo) (*tls.Config, error) {
 		ClientCAs:    s.clientRoots(bundle),
 		NextProtos:   []string{"h2", "http/1.1"},
 	}, nil
+}
+
+// WriteMetrics writes the serving certificate's expiry in the Prometheus
+// text format.
+func (s *Server) WriteMetrics(w io.Writer) error {
+	var secs int64
+	if t := s.NotAfter(); !t.IsZero() {
+		secs = t.Unix()
+	}
+	_, err := fmt.Fprintf(w, "# HELP meshctl_controller_meshapi_certificate_expiry_timestamp_seconds Expiry of the mesh API's serving certificate in service (Unix time); 0 when none is.\n# TYPE meshctl_controller_meshapi_certificate_expiry_timestamp_seconds gauge\nmeshctl_controller_meshapi_certificate_expiry_timestamp_seconds %d\n", secs)
+	return err
 }
