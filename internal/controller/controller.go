@@ -2,11 +2,12 @@
 // it runs the mesh's control-plane components side by side and serves their
 // readiness, liveness and metrics on one admin endpoint.
 //
-// Today the components are the MeshConfig watcher (meshconfigwatch) and the
+// Today the components are the MeshConfig watcher (meshconfigwatch), the
 // proxy injector's admission webhook (webhook) with its reloading serving
-// certificate (servingcert). Identity issuance, discovery and the push server
-// join as further components, each in its own package, each adding its
-// readiness checks and metrics here.
+// certificate (servingcert), and identity issuance (identity) on the mesh
+// API server (meshapiserver). Discovery and the push server join as further
+// components, each in its own package, each adding its readiness checks and
+// metrics here.
 package controller
 
 import (
