@@ -69,6 +69,7 @@ type refusal struct {
 	reason string
 	msg    string // for the client
 	err    error  // for the log, with the detail; nil means msg
+	who    string // the token's ServiceAccount, "namespace/name", once known
 }
 
 func (r *refusal) Error() string { return r.msg }
@@ -93,6 +94,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		level := slog.LevelWarn
 		if ref.reason == meshapi.ReasonInternal {
 			level = slog.LevelError
+		}
+		if ref.who != "" {
+			log = log.With("serviceAccount", ref.who)
 		}
 		log.Log(r.Context(), level, "refused a certificate request", "reason", ref.reason, "status", ref.status, "error", detail)
 		writeJSON(w, ref.status, meshapi.Error{APIVersion: meshapi.APIVersion, Status: ref.status, Reason: ref.reason, Error: ref.msg})
@@ -135,7 +139,16 @@ func (h *Handler) issue(w http.ResponseWriter, r *http.Request) (*meshapi.Certif
 	if !ok {
 		return nil, refuse(http.StatusForbidden, meshapi.ReasonWrongIdentity, "the token belongs to %q, not to a ServiceAccount", status.User.Username)
 	}
+	resp, ref := h.sign(req, ns, sa)
+	if ref != nil {
+		ref.who = ns + "/" + sa
+	}
+	return resp, ref
+}
 
+// sign issues the certificate for the ServiceAccount ns/sa that the token
+// proved.
+func (h *Handler) sign(req *meshapi.CertificateRequest, ns, sa string) (*meshapi.CertificateResponse, *refusal) {
 	spec, err := h.Config()
 	if err != nil {
 		return nil, &refusal{status: http.StatusInternalServerError, reason: meshapi.ReasonInternal, msg: "the controller has no mesh configuration yet", err: err}
