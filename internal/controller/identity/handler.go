@@ -103,13 +103,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.Metrics.Refused(ref.reason, time.Since(began))
 		return
 	}
-	writeJSON(w, http.StatusOK, resp)
+	writeJSON(w, http.StatusOK, resp.CertificateResponse)
 	took := time.Since(began)
 	h.Metrics.Issued(took)
-	log.Info("issued a certificate", "identity", resp.Identity, "notAfter", resp.NotAfter.UTC().Format(time.RFC3339), "took", took.String())
+	log.Info("issued a certificate", "identity", resp.Identity, "serviceAccount", resp.who,
+		"notAfter", resp.NotAfter.UTC().Format(time.RFC3339), "took", took.String())
 }
 
-func (h *Handler) issue(w http.ResponseWriter, r *http.Request) (*meshapi.CertificateResponse, *refusal) {
+func (h *Handler) issue(w http.ResponseWriter, r *http.Request) (*issued, *refusal) {
 	if r.Method != http.MethodPost {
 		return nil, refuse(http.StatusMethodNotAllowed, meshapi.ReasonBadRequest, "method %s not allowed: certificate requests are POST", r.Method)
 	}
@@ -140,15 +141,32 @@ func (h *Handler) issue(w http.ResponseWriter, r *http.Request) (*meshapi.Certif
 		return nil, refuse(http.StatusForbidden, meshapi.ReasonWrongIdentity, "the token belongs to %q, not to a ServiceAccount", status.User.Username)
 	}
 	resp, ref := h.sign(req, ns, sa)
-	if ref != nil {
-		ref.who = ns + "/" + sa
+	who := ns + "/" + sa
+	// A pod-bound token (what the kubelet projects) names its pod.
+	if pod := status.User.Extra[podNameExtra]; len(pod) == 1 {
+		who += " (pod " + ns + "/" + pod[0] + ")"
 	}
-	return resp, ref
+	if ref != nil {
+		ref.who = who
+		return nil, ref
+	}
+	resp.who = who
+	return resp, nil
+}
+
+// podNameExtra is the user extra of a pod-bound ServiceAccount token that
+// names the pod.
+const podNameExtra = "authentication.kubernetes.io/pod-name"
+
+// issued is a response and whom it went to.
+type issued struct {
+	*meshapi.CertificateResponse
+	who string
 }
 
 // sign issues the certificate for the ServiceAccount ns/sa that the token
 // proved.
-func (h *Handler) sign(req *meshapi.CertificateRequest, ns, sa string) (*meshapi.CertificateResponse, *refusal) {
+func (h *Handler) sign(req *meshapi.CertificateRequest, ns, sa string) (*issued, *refusal) {
 	spec, err := h.Config()
 	if err != nil {
 		return nil, &refusal{status: http.StatusInternalServerError, reason: meshapi.ReasonInternal, msg: "the controller has no mesh configuration yet", err: err}
@@ -174,13 +192,13 @@ func (h *Handler) sign(req *meshapi.CertificateRequest, ns, sa string) (*meshapi
 	case err != nil:
 		return nil, &refusal{status: http.StatusInternalServerError, reason: meshapi.ReasonInternal, msg: "the controller could not sign the certificate", err: err}
 	}
-	return &meshapi.CertificateResponse{
+	return &issued{CertificateResponse: &meshapi.CertificateResponse{
 		APIVersion:       meshapi.APIVersion,
 		Identity:         id.String(),
 		CertificateChain: string(wc.ChainPEM),
 		Bundle:           BundleOf(bundle, spec.TrustDomain),
 		NotAfter:         wc.Leaf.NotAfter,
-	}, nil
+	}}, nil
 }
 
 const audience = wellknown.IdentityTokenAudience

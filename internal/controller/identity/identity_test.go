@@ -13,6 +13,10 @@ import (
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/meshctl/mesh/internal/controller/identity"
 	"github.com/meshctl/mesh/internal/controller/testcert"
 	"github.com/meshctl/mesh/internal/meshapi"
@@ -118,6 +122,29 @@ func TestIssuance(t *testing.T) {
 			t.Errorf("metrics lack %q:\n%s", line, m.String())
 		}
 	}
+	t.Run("a pod-bound token names its pod in the log", func(t *testing.T) {
+		kube := f.env.Clientset()
+		pod, err := kube.CoreV1().Pods(appNS).Create(context.Background(), &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "web-0"},
+			Spec:       corev1.PodSpec{ServiceAccountName: "web", Containers: []corev1.Container{{Name: "app", Image: "registry.example/web:1"}}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer kube.CoreV1().Pods(appNS).Delete(context.Background(), pod.Name, metav1.DeleteOptions{})
+		token, err := f.env.ServiceAccountToken(context.Background(), appNS, "web", authenticationv1.TokenRequestSpec{
+			Audiences:      []string{wellknown.IdentityTokenAudience},
+			BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		csrPEM, key := csr(t, []string{web})
+		f.checkIssued(t, f.post(t, c, "POST", token, requestBody(csrPEM)), web, key, f.bundle)
+		if want := "serviceAccount=\"shop/web (pod shop/web-0)\""; !strings.Contains(f.logs.String(), want) {
+			t.Errorf("no log line says %s", want)
+		}
+	})
 	logs := f.logs.String()
 	for _, secret := range []string{webToken, dbToken, otherAudience, string(f.bundle.IssuerKeyPEM)} {
 		if strings.Contains(logs, secret) || strings.Contains(logs, secret[20:60]) {
