@@ -42,6 +42,8 @@ func (c *Controller) newMeshAPI() ([]admin.Check, []admin.MetricsWriter, error) 
 		Metrics:     metrics,
 	})
 	c.meshAPI = srv
+	log.Info("identity issuance on the mesh API", "meshAPIAddress", srv.Addr().String(),
+		"identityIssuerDir", opts.IdentityIssuerDir, "trustAnchorsDir", opts.TrustAnchorsDir)
 	checks := []admin.Check{
 		{Name: "identity issuer", Err: creds.Loaded},
 		{Name: "mesh API certificate", Err: srv.Ready},
