@@ -2,11 +2,12 @@
 // it runs the mesh's control-plane components side by side and serves their
 // readiness, liveness and metrics on one admin endpoint.
 //
-// Today the components are the MeshConfig watcher (meshconfigwatch) and the
+// Today the components are the MeshConfig watcher (meshconfigwatch), the
 // proxy injector's admission webhook (webhook) with its reloading serving
-// certificate (servingcert). Identity issuance, discovery and the push server
-// join as further components, each in its own package, each adding its
-// readiness checks and metrics here.
+// certificate (servingcert), and identity issuance (identity) on the mesh
+// API server (meshapiserver). Discovery and the push server join as further
+// components, each in its own package, each adding its readiness checks and
+// metrics here.
 package controller
 
 import (
@@ -25,6 +26,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/meshctl/mesh/internal/controller/admin"
+	"github.com/meshctl/mesh/internal/controller/meshapiserver"
 	"github.com/meshctl/mesh/internal/controller/meshconfigwatch"
 	"github.com/meshctl/mesh/internal/controller/servingcert"
 	"github.com/meshctl/mesh/internal/controller/webhook"
@@ -56,6 +58,17 @@ type Options struct {
 	// ShutdownTimeout bounds the wait for in-flight requests after that;
 	// zero means DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+
+	// MeshAPIAddress, when set, turns on identity issuance and the mesh
+	// API (TLS) on that address, e.g. ":15112". IdentityIssuerDir holds the
+	// mounted identity Secret (tls.crt, tls.key), TrustAnchorsDir the
+	// mounted trust-anchors ConfigMap (ca-bundle.crt); both are re-read
+	// when they change.
+	MeshAPIAddress    string
+	IdentityIssuerDir string
+	TrustAnchorsDir   string
+	// Clock decides certificate validity; nil means time.Now.
+	Clock func() time.Time
 }
 
 // DefaultShutdownTimeout covers the longest webhook timeout the API server
@@ -84,6 +97,8 @@ type Controller struct {
 	adminLn   net.Listener
 	webhook   *http.Server
 	adminSrv  *http.Server
+	kube      *rest.Config
+	meshAPI   *meshapiserver.Server
 }
 
 // New checks opts, builds the components and binds the listeners, so that
@@ -102,6 +117,8 @@ func New(opts Options) (*Controller, error) {
 		return nil, errors.New("starting the controller: no injector")
 	case opts.Logger == nil:
 		return nil, errors.New("starting the controller: no logger")
+	case opts.MeshAPIAddress != "" && (opts.IdentityIssuerDir == "" || opts.TrustAnchorsDir == ""):
+		return nil, errors.New("starting the controller: the mesh API needs the identity issuer and trust anchors directories")
 	}
 	if opts.ShutdownTimeout == 0 {
 		opts.ShutdownTimeout = DefaultShutdownTimeout
@@ -112,7 +129,7 @@ func New(opts Options) (*Controller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the API client: %w", err)
 	}
-	c := &Controller{opts: opts, log: opts.Logger}
+	c := &Controller{opts: opts, log: opts.Logger, kube: kube}
 	c.watcher = meshconfigwatch.New(dyn, opts.MeshNamespace, opts.Logger.With("component", "meshconfig"))
 	c.cert = servingcert.New(opts.WebhookTLSDir)
 	if err := c.cert.Loaded(); err != nil {
@@ -164,6 +181,16 @@ func New(opts Options) (*Controller, error) {
 		c.webhookLn.Close()
 		return nil, fmt.Errorf("listening for the admin endpoint: %w", err)
 	}
+	if opts.MeshAPIAddress != "" {
+		checks, metrics, err := c.newMeshAPI()
+		if err != nil {
+			c.webhookLn.Close()
+			c.adminLn.Close()
+			return nil, err
+		}
+		c.admin.Checks = append(c.admin.Checks, checks...)
+		c.admin.Metrics = append(c.admin.Metrics, metrics...)
+	}
 	return c, nil
 }
 
@@ -184,7 +211,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		"webhookAddress", c.WebhookAddr().String(), "adminAddress", c.AdminAddr().String(), "webhookTLSDir", c.opts.WebhookTLSDir)
 	watchCtx, stopWatching := context.WithCancel(context.Background())
 	defer stopWatching()
-	failed := make(chan error, 3)
+	failed := make(chan error, 4)
 	var wg sync.WaitGroup
 	goRun := func(name string, run func() error) {
 		wg.Go(func() {
@@ -196,6 +223,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	goRun("meshconfig watcher", func() error { return c.watcher.Run(watchCtx) })
 	goRun("admin endpoint", func() error { return serve(c.adminSrv.Serve(c.adminLn)) })
 	goRun("webhook", func() error { return serve(c.webhook.ServeTLS(c.webhookLn, "", "")) })
+	if c.meshAPI != nil {
+		goRun("mesh API", c.meshAPI.Serve)
+	}
 
 	var runErr error
 	select {
@@ -216,6 +246,13 @@ func (c *Controller) Run(ctx context.Context) error {
 	if err := c.webhook.Shutdown(shutdownCtx); err != nil {
 		c.log.Warn("in-flight webhook requests did not finish in time", "error", err)
 		c.webhook.Close()
+	}
+	if c.meshAPI != nil {
+		// Discovery streams never finish by themselves: they are cut when
+		// the timeout passes, and proxies reconnect to another replica.
+		if err := c.meshAPI.Shutdown(shutdownCtx); err != nil {
+			c.log.Info("closed the mesh API's remaining streams", "error", err)
+		}
 	}
 	stopWatching()
 	if err := c.adminSrv.Shutdown(shutdownCtx); err != nil {

@@ -36,6 +36,11 @@ type IdentityBundle struct {
 	// that IssuerCertPEM holds between it and an anchor.
 	IssuerChain []*x509.Certificate
 	IssuerKey   crypto.Signer
+
+	// Source gives the time and randomness of the certificates the issuer
+	// signs (IssueWorkload, IssueServer); the zero value uses the wall
+	// clock and crypto/rand.
+	Source Source
 }
 
 // Issuer returns the issuer's certificate.
@@ -95,6 +100,7 @@ func GenerateIdentity(opts IdentityOptions) (*IdentityBundle, error) {
 		TrustAnchors:    []*x509.Certificate{anchor},
 		IssuerChain:     []*x509.Certificate{issuer},
 		IssuerKey:       issuerKey,
+		Source:          opts.Source,
 	}, nil
 }
 

@@ -34,6 +34,10 @@ type options struct {
 	Logging       incluster.Logging
 	Kubeconfig    string
 	ShutdownDelay time.Duration
+	// Identity issuance on the mesh API (0 turns it off).
+	MeshAPIPort       uint16
+	IdentityIssuerDir string
+	TrustAnchorsDir   string
 }
 
 // NewRootCmd returns the meshcontroller command: run without a subcommand it
@@ -68,6 +72,9 @@ outside one.`,
 	f.Uint16Var(&o.WebhookPort, "webhook-port", wellknown.ControllerWebhookPort, "port of the injection webhook (HTTPS)")
 	f.Uint16Var(&o.AdminPort, "admin-port", wellknown.ControllerAdminPort, "port of the admin endpoint: /ready, /live, /metrics, /debug/pprof/")
 	f.StringVar(&o.WebhookTLSDir, "webhook-tls-dir", "/var/run/meshctl/webhook-tls", "directory holding the webhook's tls.crt and tls.key")
+	f.Uint16Var(&o.MeshAPIPort, "meshapi-port", wellknown.ControllerMeshAPIPort, "port of the mesh API (HTTPS): identity issuance for proxies; 0 turns it off")
+	f.StringVar(&o.IdentityIssuerDir, "identity-issuer-dir", "/var/run/meshctl/identity-issuer", "directory holding the identity issuer's tls.crt and tls.key")
+	f.StringVar(&o.TrustAnchorsDir, "trust-anchors-dir", "/var/run/meshctl/trust-anchors", "directory holding the trust anchors, ca-bundle.crt")
 	o.Logging.AddFlags(f, "log level: debug, info, warn or error")
 	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file to reach the API server with (default: the in-cluster ServiceAccount)")
 	f.DurationVar(&o.ShutdownDelay, "shutdown-delay", 5*time.Second, "how long to keep serving with readiness failing after SIGTERM, so endpoints stop routing here first")
@@ -107,7 +114,7 @@ func runController(cmd *cobra.Command, o *options, s incluster.Streams) error {
 	if err != nil {
 		return fmt.Errorf("building the API client: %w", err)
 	}
-	c, err := controller.New(controller.Options{
+	opts := controller.Options{
 		MeshNamespace:  o.MeshNamespace,
 		WebhookAddress: ":" + strconv.Itoa(int(o.WebhookPort)),
 		AdminAddress:   ":" + strconv.Itoa(int(o.AdminPort)),
@@ -116,7 +123,12 @@ func runController(cmd *cobra.Command, o *options, s incluster.Streams) error {
 		Inject:         webhook.NewInjector(o.MeshNamespace, version.Get().Version, webhook.NewCluster(clientset, o.MeshNamespace, nil)),
 		Logger:         log,
 		ShutdownDelay:  o.ShutdownDelay,
-	})
+	}
+	if o.MeshAPIPort != 0 {
+		opts.MeshAPIAddress = ":" + strconv.Itoa(int(o.MeshAPIPort))
+		opts.IdentityIssuerDir, opts.TrustAnchorsDir = o.IdentityIssuerDir, o.TrustAnchorsDir
+	}
+	c, err := controller.New(opts)
 	if err != nil {
 		return err
 	}

@@ -31,7 +31,8 @@ func TestControllerFlags(t *testing.T) {
 		// The chart's arguments parse; the run then stops at the missing
 		// kubeconfig, before listening on anything.
 		{"chart arguments", []string{"--mesh-namespace=meshctl-system", "--webhook-port=15143", "--admin-port=15191",
-			"--webhook-tls-dir=/var/run/meshctl/webhook-tls", "--log-level=info", "--kubeconfig=" + missing}, "loading --kubeconfig"},
+			"--webhook-tls-dir=/var/run/meshctl/webhook-tls", "--meshapi-port=15112", "--identity-issuer-dir=/var/run/meshctl/identity-issuer",
+			"--trust-anchors-dir=/var/run/meshctl/trust-anchors", "--log-level=info", "--kubeconfig=" + missing}, "loading --kubeconfig"},
 		{"bad log level", []string{"--log-level=verbose"}, `reading --log-level: "verbose" is not one of debug, info, warn, error`},
 		{"bad log format", []string{"--log-format=xml"}, `reading --log-format: "xml" is not one of json, text`},
 		{"port out of range", []string{"--webhook-port=70000"}, "invalid argument"},

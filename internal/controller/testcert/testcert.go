@@ -97,11 +97,18 @@ func (ca *CA) Serving(t testing.TB, serial int64, notAfter time.Time) (certPEM, 
 // symlinks through ..data.
 func WriteSecretDir(t testing.TB, dir string, certPEM, keyPEM []byte) {
 	t.Helper()
+	WriteMountDir(t, dir, map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM})
+}
+
+// WriteMountDir writes files into dir as the kubelet updates a mounted
+// Secret or ConfigMap (see WriteSecretDir).
+func WriteMountDir(t testing.TB, dir string, files map[string][]byte) {
+	t.Helper()
 	ts, err := os.MkdirTemp(dir, "..data-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, b := range map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM} {
+	for name, b := range files {
 		if err := os.WriteFile(filepath.Join(ts, name), b, 0o600); err != nil {
 			t.Fatal(err)
 		}
