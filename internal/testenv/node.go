@@ -404,13 +404,34 @@ serializeImagePulls: false
 		for _, c := range node.Status.Conditions {
 			if c.Type == corev1.NodeReady {
 				if c.Status == corev1.ConditionTrue {
-					return nil
+					return n.untaint(ctx, node)
 				}
 				return fmt.Errorf("node %s not ready: %s", n.Name, c.Message)
 			}
 		}
 		return fmt.Errorf("node %s has no Ready condition yet", n.Name)
 	})
+}
+
+// untaint removes the not-ready taint the kubelet registers the node with.
+// The node lifecycle controller removes it in a cluster, but the env runs
+// without that controller (the kubelet stand-in's nodes send no
+// heartbeats), and the scheduler places nothing on a tainted node.
+func (n *Node) untaint(ctx context.Context, node *corev1.Node) error {
+	var keep []corev1.Taint
+	for _, t := range node.Spec.Taints {
+		if t.Key != corev1.TaintNodeNotReady {
+			keep = append(keep, t)
+		}
+	}
+	if len(keep) == len(node.Spec.Taints) {
+		return nil
+	}
+	node.Spec.Taints = keep
+	if _, err := n.env.clientset.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("removing the not-ready taint of node %s: %w", n.Name, err)
+	}
+	return nil
 }
 
 func (n *Node) startKubeProxy() error {
