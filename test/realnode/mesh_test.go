@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -134,6 +135,23 @@ func TestMeshOnRealNode(t *testing.T) {
 		t.Fatalf("meshctl install: %v\n%s", err, out)
 	}
 	t.Logf("meshctl install (ready) took %s", time.Since(began).Round(100*time.Millisecond))
+	// The API server calls the webhook through the controller's ClusterIP,
+	// which works once kube-proxy has the new endpoint, a moment after the
+	// pod is ready; until then the webhook fails open and pods go
+	// uninjected, as they would in any cluster.
+	ctrl, err := cs.CoreV1().Services(wellknown.DefaultMeshNamespace).Get(ctx, "meshctl-controller", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	webhook := net.JoinHostPort(ctrl.Spec.ClusterIP, "443")
+	poll(t, ctx, time.Minute, "the webhook reachable at "+webhook, func(ctx context.Context) (bool, error) {
+		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", webhook)
+		if err != nil {
+			return false, nil
+		}
+		c.Close()
+		return true, nil
+	})
 
 	const ns = "realnode-app"
 	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
