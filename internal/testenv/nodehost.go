@@ -342,9 +342,10 @@ func (n *Node) cleanHost(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("removing network namespace %s: %w", p, err))
 		}
 	}
-	if n.host.recorded && !n.host.netnsDir {
+	if left, err := os.ReadDir("/run/netns"); err == nil && len(left) == 0 && n.host.recorded && !n.host.netnsDir {
 		// containerd made it (and may have mounted it on itself, as ip
-		// netns does); it goes when empty.
+		// netns does). Only when empty: other tests' namespaces may live
+		// there by now, and detaching it would cut them off.
 		syscall.Unmount("/run/netns", syscall.MNT_DETACH)
 		os.Remove("/run/netns")
 	}
