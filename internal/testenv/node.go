@@ -128,6 +128,9 @@ func StartNode(ctx context.Context, env *Env, opts NodeOptions) (_ *Node, err er
 			}
 		}
 	}()
+	if err := recoverKilledNode(ctx, opts.Logf); err != nil {
+		return nil, err
+	}
 	// Before anything changes the host: the state Stop restores.
 	if n.host, err = recordHost(ctx); err != nil {
 		return nil, err
@@ -139,6 +142,9 @@ func StartNode(ctx context.Context, env *Env, opts NodeOptions) (_ *Node, err er
 		return nil, fmt.Errorf("creating the node's state directory: %w", err)
 	}
 	n.socket = filepath.Join(n.state, "containerd.sock")
+	if err := n.writeRecord(); err != nil {
+		return nil, err
+	}
 	env.setRealNode(n.Name, true)
 
 	if err := n.writeConfigs(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -223,6 +224,9 @@ func (n *Node) Stop() error {
 	}
 	if n.Dir != "" && !n.opts.KeepDir {
 		note(os.RemoveAll(n.Dir))
+	}
+	if n.host.recorded {
+		os.Remove(nodeRecordPath)
 	}
 	if n.unlock != nil {
 		n.unlock()
@@ -508,4 +512,68 @@ func unmountUnder(dirs ...string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// nodeRecord is what a running node has changed, on disk (on /run, so a
+// reboot forgets it with the changes), so that the next StartNode can undo
+// the traces of a node whose process was killed before Stop.
+type nodeRecord struct {
+	Sysctls  [][2]string
+	Tables   map[string]bool
+	Chains   map[string]bool
+	Netns    map[string]bool
+	Cgroups  map[string]bool
+	NetnsDir bool
+	Socket   string
+	Dir      string
+	State    string
+}
+
+const nodeRecordPath = "/run/testenv-node.json"
+
+func (n *Node) writeRecord() error {
+	b, err := json.Marshal(nodeRecord{
+		Sysctls: n.host.sysctls, Tables: n.host.tables, Chains: n.host.chains, Netns: n.host.netns,
+		Cgroups: n.host.cgroups, NetnsDir: n.host.netnsDir, Socket: n.socket, Dir: n.Dir, State: n.state,
+	})
+	if err == nil {
+		err = os.WriteFile(nodeRecordPath, b, 0o600)
+	}
+	if err != nil {
+		return fmt.Errorf("recording the node's changes: %w", err)
+	}
+	return nil
+}
+
+// recoverKilledNode undoes what a node left when its process died before
+// Stop; the caller holds the host lock, so that node is gone.
+func recoverKilledNode(ctx context.Context, logf func(string, ...any)) error {
+	b, err := os.ReadFile(nodeRecordPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	var r nodeRecord
+	if err == nil {
+		err = json.Unmarshal(b, &r)
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s, left by a node that was not stopped: %w", nodeRecordPath, err)
+	}
+	logf("testenv: a real node was not stopped (its process died); undoing its changes to the host")
+	n := &Node{Dir: r.Dir, state: r.State, socket: r.Socket, opts: NodeOptions{Logf: logf}, host: hostState{
+		sysctls: r.Sysctls, tables: r.Tables, chains: r.Chains, netns: r.Netns, cgroups: r.Cgroups,
+		netnsDir: r.NetnsDir, recorded: true,
+	}}
+	n.killShims()
+	err = n.cleanHost(ctx)
+	for _, d := range []string{r.State, r.Dir} {
+		if d != "" {
+			os.RemoveAll(d)
+		}
+	}
+	os.Remove(nodeRecordPath)
+	if err != nil {
+		return fmt.Errorf("undoing the changes of a node that was not stopped: %w", err)
+	}
+	return nil
 }
