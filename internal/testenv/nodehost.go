@@ -89,7 +89,7 @@ func interfaceSysctls() []string {
 }
 
 func recordHost(ctx context.Context) (hostState, error) {
-	h := hostState{netns: map[string]bool{}, cgroups: map[string]bool{}, recorded: true}
+	h := hostState{netns: map[string]bool{}, cgroups: map[string]bool{}}
 	for _, name := range append(append([]string{}, NodeSysctls...), interfaceSysctls()...) {
 		if v, err := readSysctl(name); err == nil {
 			h.sysctls = append(h.sysctls, [2]string{name, v})
@@ -97,14 +97,14 @@ func recordHost(ctx context.Context) (hostState, error) {
 	}
 	tables, err := nftTables()
 	if err != nil {
-		return h, err
+		return hostState{}, err
 	}
 	h.tables = map[string]bool{}
 	for _, t := range tables {
 		h.tables[t.String()] = true
 	}
 	if h.chains, err = iptablesChains(ctx); err != nil {
-		return h, err
+		return hostState{}, err
 	}
 	entries, err := os.ReadDir("/run/netns")
 	h.netnsDir = err == nil
@@ -114,6 +114,12 @@ func recordHost(ctx context.Context) (hostState, error) {
 	for _, d := range kubepodsCgroups() {
 		h.cgroups[d] = true
 	}
+	if len(h.cgroups) > 0 {
+		// Its pods' cgroups would be ours too, and Stop could not tell
+		// them apart.
+		return hostState{}, fmt.Errorf("another kubelet runs on this machine (its cgroups exist: %s); a real node needs the machine to itself", kubepodsCgroups()[len(h.cgroups)-1])
+	}
+	h.recorded = true
 	return h, nil
 }
 
@@ -317,7 +323,7 @@ func (n *Node) killShims() error {
 		}
 	}
 	for _, d := range kubepodsCgroups() {
-		if n.host.cgroups[d] {
+		if !n.host.recorded || n.host.cgroups[d] {
 			continue
 		}
 		b, _ := os.ReadFile(filepath.Join(d, "cgroup.procs"))
@@ -333,6 +339,9 @@ func (n *Node) killShims() error {
 // cleanHost undoes the node's changes to the host, after its processes
 // have gone.
 func (n *Node) cleanHost(ctx context.Context) error {
+	if !n.host.recorded {
+		return nil // StartNode failed before it changed anything
+	}
 	var errs []error
 	// Pod network namespaces the CNI DEL did not get to.
 	entries, _ := os.ReadDir("/run/netns")
