@@ -62,7 +62,7 @@ type Options struct {
 // Env is a running control plane on loopback: etcd, kube-apiserver and
 // (unless Options.NoControllerManager) kube-controller-manager. There is no
 // scheduler and no kubelet; the kubelet stand-in (EnsureNode, SetPodState,
-// RunKubelet) plays their part for tests.
+// RunKubelet) plays their part for tests, or StartNode adds real ones.
 type Env struct {
 	// Config authenticates as an administrator (group system:masters).
 	// Callers must not modify it; use rest.CopyConfig.
