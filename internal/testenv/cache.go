@@ -1,7 +1,8 @@
 // Package testenv gives tests real components: a kube-apiserver with etcd and
-// kube-controller-manager, and the conformance and load tools, each built from
-// the Go module proxy into a cache outside the repository on first use, so only
-// the first run on a machine pays for the build.
+// kube-controller-manager, a real node to join to it (StartNode: containerd,
+// kubelet, kube-proxy, kube-scheduler), and the conformance and load tools,
+// each built from the Go module proxy into a cache outside the repository on
+// first use, so only the first run on a machine pays for the build.
 package testenv
 
 import (

@@ -62,7 +62,7 @@ type Options struct {
 // Env is a running control plane on loopback: etcd, kube-apiserver and
 // (unless Options.NoControllerManager) kube-controller-manager. There is no
 // scheduler and no kubelet; the kubelet stand-in (EnsureNode, SetPodState,
-// RunKubelet) plays their part for tests.
+// RunKubelet) plays their part for tests, or StartNode adds real ones.
 type Env struct {
 	// Config authenticates as an administrator (group system:masters).
 	// Callers must not modify it; use rest.CopyConfig.
@@ -93,6 +93,9 @@ type Env struct {
 	podIPs   map[string]netip.Addr // pod UID -> address handed out
 	nextPod  netip.Addr            // last address handed out from PodCIDR
 	nextNode netip.Addr            // last address handed out from NodeCIDR
+	// realNodes are nodes with a real kubelet (StartNode), whose pods the
+	// kubelet stand-in leaves alone.
+	realNodes map[string]bool
 }
 
 // Start builds the components if the cache lacks them (minutes, once per
@@ -116,14 +119,15 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	}
 	bgCtx, cancel := context.WithCancel(context.Background())
 	e := &Env{
-		Dir:      dir,
-		Binaries: bins,
-		opts:     opts,
-		cancel:   cancel,
-		nodes:    map[string]netip.Addr{},
-		podIPs:   map[string]netip.Addr{},
-		nextPod:  PodCIDR.Addr().Next(), // .1 looks like a gateway
-		nextNode: NodeCIDR.Addr(),
+		Dir:       dir,
+		Binaries:  bins,
+		opts:      opts,
+		cancel:    cancel,
+		nodes:     map[string]netip.Addr{},
+		podIPs:    map[string]netip.Addr{},
+		realNodes: map[string]bool{},
+		nextPod:   PodCIDR.Addr().Next(), // .1 looks like a gateway
+		nextNode:  NodeCIDR.Addr(),
 	}
 	defer func() {
 		if err != nil {

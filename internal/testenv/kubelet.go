@@ -433,6 +433,23 @@ func inState(pod *corev1.Pod, st PodState) bool {
 	return false
 }
 
+// setRealNode marks node as run by a real kubelet (StartNode), or no longer.
+func (e *Env) setRealNode(node string, real bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if real {
+		e.realNodes[node] = true
+	} else {
+		delete(e.realNodes, node)
+	}
+}
+
+func (e *Env) isRealNode(node string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.realNodes[node]
+}
+
 // reapTerminating removes pods that are being deleted while bound to a
 // node, until ctx ends: the part of a kubelet's work that, left undone,
 // would keep such pods and their namespaces Terminating forever.
@@ -452,7 +469,7 @@ func (e *Env) reapTerminating(ctx context.Context) {
 			continue
 		}
 		for _, p := range list.Items {
-			if p.DeletionTimestamp == nil || p.Spec.NodeName == "" {
+			if p.DeletionTimestamp == nil || p.Spec.NodeName == "" || e.isRealNode(p.Spec.NodeName) {
 				continue
 			}
 			err := e.clientset.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{

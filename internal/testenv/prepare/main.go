@@ -1,5 +1,6 @@
 // Command prepare builds the test environment's components (etcd,
-// kube-apiserver, kube-controller-manager) and the tools the tests run
+// kube-apiserver, kube-controller-manager, and the real node's kubelet,
+// kube-proxy and kube-scheduler) and the tools the tests run
 // (h2spec, the gRPC interop client and server, helm) into the test cache and
 // prints their paths, so that `go test` timeouts are not spent compiling:
 //
@@ -30,6 +31,16 @@ func main() {
 	fmt.Printf("etcd                    %s\n", bins.Etcd)
 	fmt.Printf("kube-apiserver          %s\n", bins.KubeAPIServer)
 	fmt.Printf("kube-controller-manager %s\n", bins.KubeControllerManager)
+	// After kube-apiserver, whose packages fill most of the build cache the
+	// kubelet needs.
+	node, err := testenv.BuildNodeBinaries(ctx, logf)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "prepare: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Printf("kubelet                 %s\n", node.Kubelet)
+	fmt.Printf("kube-proxy              %s\n", node.KubeProxy)
+	fmt.Printf("kube-scheduler          %s\n", node.KubeScheduler)
 
 	tools, err := testenv.TestTools(ctx)
 	if err != nil {

@@ -1,0 +1,107 @@
+// Command testapp is the workload of the real node's images (see
+// testenv.AppImage): a static binary that is both the pods' sandbox process
+// and a tiny application.
+//
+//	testapp serve [addr]  HTTP server (default :8080): GET / answers
+//	                      "hello from <hostname>", /healthz "ok"
+//	testapp get URL       GET URL and print the body; exit 1 on an error or
+//	                      a status other than 200
+//	testapp sleep         wait for SIGTERM
+//	pause (as argv[0])    the sandbox's process: reap children, exit on SIGTERM
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if filepath.Base(os.Args[0]) == "pause" {
+		pause()
+		return
+	}
+	args := os.Args[1:]
+	cmd := "serve"
+	if len(args) > 0 {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "serve":
+		addr := ":8080"
+		if len(args) > 0 {
+			addr = args[0]
+		}
+		err = serve(addr)
+	case "get":
+		if len(args) != 1 {
+			err = fmt.Errorf("get wants one URL")
+			break
+		}
+		err = get(args[0])
+	case "sleep":
+		ch := make(chan os.Signal, 1)
+		signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
+		<-ch
+	default:
+		err = fmt.Errorf("unknown command %q: serve [addr] | get URL | sleep", cmd)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testapp:", err)
+		os.Exit(1)
+	}
+}
+
+func serve(addr string) error {
+	host, _ := os.Hostname()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Printf("%s %s %s from %s\n", time.Now().Format(time.RFC3339), r.Method, r.URL.Path, r.RemoteAddr)
+		fmt.Fprintf(w, "hello from %s\n", host)
+	})
+	fmt.Printf("testapp serving on %s (host %s)\n", addr, host)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	return srv.ListenAndServe()
+}
+
+func get(url string) error {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	fmt.Print(string(body))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+// pause is the sandbox process: PID 1 of the pod, holding its namespaces.
+func pause() {
+	ch := make(chan os.Signal, 8)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGCHLD)
+	for s := range ch {
+		if s != syscall.SIGCHLD {
+			return
+		}
+		for {
+			var ws syscall.WaitStatus
+			if pid, _ := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil); pid <= 0 {
+				break
+			}
+		}
+	}
+}

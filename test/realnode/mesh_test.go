@@ -1,0 +1,361 @@
+// Package realnode proves the mesh on a real node: the chart installed by
+// the real `meshctl install`, the controller running in a pod, the webhook
+// injecting real pods, `meshproxy init` writing iptables rules in a pod's
+// network namespace, the proxy as a sidecar, traffic through a ClusterIP,
+// `meshctl check` and `meshctl uninstall`. The node is testenv.StartNode's:
+// containerd, kubelet, kube-proxy and kube-scheduler on this machine, images
+// built locally. It needs root and the packages of scripts/test-deps.sh,
+// and skips without them.
+package realnode
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/meshctl/mesh/internal/testenv"
+	"github.com/meshctl/mesh/internal/wellknown"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m, testenv.Options{})) }
+
+// mesh is the world of the test: the env, the node, and meshctl.
+type mesh struct {
+	env     *testenv.Env
+	node    *testenv.Node
+	meshctl string
+}
+
+func setUp(t *testing.T, ctx context.Context) *mesh {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("skipping in -short mode: a real node needs root, containerd and minutes of builds")
+	}
+	if why := testenv.NodeMissing(); why != "" {
+		t.Skip("skipping: a real node " + why)
+	}
+	env := testenv.Shared(t)
+	moduleDir, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	began := time.Now()
+	m := &mesh{env: env, meshctl: filepath.Join(dir, "meshctl")}
+	build := exec.CommandContext(ctx, "go", "build", "-o", m.meshctl, "./cmd/meshctl")
+	build.Dir = moduleDir
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building meshctl: %v\n%s", err, out)
+	}
+	meshImage, err := testenv.BuildMeshImage(ctx, moduleDir, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := testenv.BuildAppImage(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("meshctl and images built in %s", time.Since(began).Round(100*time.Millisecond))
+
+	began = time.Now()
+	m.node, err = testenv.StartNode(ctx, env, testenv.NodeOptions{Logf: t.Logf, KeepDir: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		began := time.Now()
+		if err := m.node.Stop(); err != nil {
+			t.Error(err)
+		}
+		t.Logf("node down in %s", time.Since(began).Round(100*time.Millisecond))
+		if !t.Failed() {
+			os.RemoveAll(m.node.Dir)
+		} else {
+			t.Logf("node logs kept in %s", m.node.Dir)
+		}
+	})
+	for _, im := range []testenv.ImageArchive{meshImage, app} {
+		if err := m.node.ImportImage(ctx, im.Path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("node up with images in %s", time.Since(began).Round(100*time.Millisecond))
+	return m
+}
+
+// run runs meshctl against the env and returns its combined output.
+func (m *mesh) run(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, m.meshctl, append([]string{"--kubeconfig", m.env.KubeconfigPath}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func poll(t *testing.T, ctx context.Context, timeout time.Duration, what string, cond wait.ConditionWithContextFunc) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, cond); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+// The user's path through the mesh, on a real node.
+func TestMeshOnRealNode(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	m := setUp(t, ctx)
+	cs := m.env.Clientset()
+	began := time.Now()
+
+	// The chart as users get it, with the image that was just built.
+	out, err := m.run(ctx, "install", "--wait=3m",
+		"--set", "image.repository="+testenv.MeshImageRepository,
+		"--set", "image.tag="+testenv.MeshImageTag,
+		"--set", "image.pullPolicy=Never")
+	if err != nil {
+		m.dumpPods(t, wellknown.DefaultMeshNamespace)
+		t.Fatalf("meshctl install: %v\n%s", err, out)
+	}
+	t.Logf("meshctl install (ready) took %s", time.Since(began).Round(100*time.Millisecond))
+	// The API server calls the webhook through the controller's ClusterIP,
+	// which works once kube-proxy has the new endpoint, a moment after the
+	// pod is ready; until then the webhook fails open and pods go
+	// uninjected, as they would in any cluster.
+	ctrl, err := cs.CoreV1().Services(wellknown.DefaultMeshNamespace).Get(ctx, "meshctl-controller", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	webhook := net.JoinHostPort(ctrl.Spec.ClusterIP, "443")
+	poll(t, ctx, time.Minute, "the webhook reachable at "+webhook, func(ctx context.Context) (bool, error) {
+		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", webhook)
+		if err != nil {
+			return false, nil
+		}
+		c.Close()
+		return true, nil
+	})
+
+	const ns = "realnode-app"
+	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		Name: ns, Labels: map[string]string{wellknown.LabelInject: wellknown.InjectEnabled},
+	}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+	poll(t, ctx, time.Minute, "the default ServiceAccount", func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	began = time.Now()
+	labels := map[string]string{"app": "web"}
+	one := int32(1)
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &one,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "web", Image: testenv.AppImageName, ImagePullPolicy: corev1.PullNever,
+					Ports:          []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(8080)}}, PeriodSeconds: 1},
+				}}},
+			},
+		},
+	}
+	if _, err := cs.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := cs.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec:       corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Injected by the webhook, and Ready with every container ready.
+	var pod corev1.Pod
+	poll(t, ctx, 3*time.Minute, "the web pod Ready", func(ctx context.Context) (bool, error) {
+		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+		if err != nil || len(pods.Items) != 1 {
+			return false, nil
+		}
+		pod = pods.Items[0]
+		for _, c := range pod.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	t.Logf("injected pod Ready after %s", time.Since(began).Round(100*time.Millisecond))
+	names := map[string]bool{}
+	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		names[c.Name] = true
+	}
+	for _, want := range []string{wellknown.ProxyContainerName, wellknown.InitContainerName, "web"} {
+		if !names[want] {
+			t.Errorf("pod %s has no container %s: the webhook did not inject it (containers %v)", pod.Name, want, names)
+		}
+	}
+	statuses := append(append([]corev1.ContainerStatus{}, pod.Status.ContainerStatuses...), pod.Status.InitContainerStatuses...)
+	for _, s := range statuses {
+		switch {
+		case s.Name == wellknown.InitContainerName:
+			if s.State.Terminated == nil || s.State.Terminated.ExitCode != 0 {
+				t.Errorf("%s did not complete: %+v", s.Name, s.State)
+			}
+		case !s.Ready:
+			t.Errorf("container %s not ready: %+v", s.Name, s.State)
+		}
+	}
+
+	// Through the Service's ClusterIP (kube-proxy), from the node and from
+	// another pod of the mesh's namespace (the client's own proxy then
+	// intercepts the connection).
+	url := "http://" + svc.Spec.ClusterIP + "/"
+	var body string
+	poll(t, ctx, time.Minute, "an answer from "+url+" on the node", func(ctx context.Context) (bool, error) {
+		body, err = httpGet(ctx, url)
+		return err == nil, nil
+	})
+	if !strings.HasPrefix(body, "hello from web") {
+		t.Errorf("GET %s from the node = %q", url, body)
+	}
+	m.checkFromPod(t, ctx, ns, url)
+
+	out, err = m.run(ctx, "check", "--wait=2m")
+	if err != nil {
+		t.Errorf("meshctl check: %v\n%s", err, out)
+	} else {
+		t.Logf("meshctl check:\n%s", out)
+	}
+
+	// uninstall refuses while pods run the proxy: the application goes first.
+	if err := cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, 2*time.Minute, "namespace "+ns+" gone", func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	began = time.Now()
+	if out, err := m.run(ctx, "uninstall", "--wait=3m"); err != nil {
+		t.Fatalf("meshctl uninstall: %v\n%s", err, out)
+	}
+	t.Logf("meshctl uninstall took %s", time.Since(began).Round(100*time.Millisecond))
+	m.checkUninstalled(t, ctx)
+}
+
+// checkFromPod runs a client pod in the meshed namespace that GETs url.
+func (m *mesh) checkFromPod(t *testing.T, ctx context.Context, ns, url string) {
+	t.Helper()
+	cs := m.env.Clientset()
+	client := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "client"},
+		Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{
+				Name: "client", Image: testenv.AppImageName, ImagePullPolicy: corev1.PullNever,
+				Args: []string{"sleep"},
+			}},
+		},
+	}
+	if _, err := cs.CoreV1().Pods(ns).Create(ctx, client, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, 2*time.Minute, "the client pod Ready", func(ctx context.Context) (bool, error) {
+		p, err := cs.CoreV1().Pods(ns).Get(ctx, "client", metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	var out []byte
+	var err error
+	poll(t, ctx, time.Minute, "an answer from "+url+" in the client pod", func(ctx context.Context) (bool, error) {
+		out, err = exec.CommandContext(ctx, "kubectl", "--kubeconfig", m.env.KubeconfigPath, "-n", ns,
+			"exec", "client", "-c", "client", "--", "/usr/local/bin/testapp", "get", url).CombinedOutput()
+		return err == nil, nil
+	})
+	if !strings.HasPrefix(string(out), "hello from web") {
+		t.Errorf("GET %s from pod client = %q", url, out)
+	}
+}
+
+// checkUninstalled looks for the mesh's objects by their ownership label.
+func (m *mesh) checkUninstalled(t *testing.T, ctx context.Context) {
+	t.Helper()
+	cs := m.env.Clientset()
+	if _, err := cs.CoreV1().Namespaces().Get(ctx, wellknown.DefaultMeshNamespace, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("namespace %s still there after uninstall (%v)", wellknown.DefaultMeshNamespace, err)
+	}
+	sel := metav1.ListOptions{LabelSelector: "meshctl.dev/control-plane-ns=" + wellknown.DefaultMeshNamespace}
+	if l, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, sel); err != nil || len(l.Items) > 0 {
+		t.Errorf("webhook configurations left after uninstall: %v %v", l, err)
+	}
+	if l, err := cs.RbacV1().ClusterRoles().List(ctx, sel); err != nil || len(l.Items) > 0 {
+		t.Errorf("cluster roles left after uninstall: %d %v", len(l.Items), err)
+	}
+	if l, err := cs.RbacV1().ClusterRoleBindings().List(ctx, sel); err != nil || len(l.Items) > 0 {
+		t.Errorf("cluster role bindings left after uninstall: %d %v", len(l.Items), err)
+	}
+	out, err := exec.CommandContext(ctx, "kubectl", "--kubeconfig", m.env.KubeconfigPath, "get", "crd", "-l", "meshctl.dev/control-plane-ns="+wellknown.DefaultMeshNamespace, "-o", "name").CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("CRDs left after uninstall: %v %s", err, out)
+	}
+}
+
+// dumpPods logs the pods of a namespace with their states and events, for
+// a failed readiness wait.
+func (m *mesh) dumpPods(t *testing.T, ns string) {
+	out, _ := exec.Command("kubectl", "--kubeconfig", m.env.KubeconfigPath, "-n", ns, "describe", "pods").CombinedOutput()
+	t.Logf("pods in %s:\n%s", ns, out)
+}
+
+// httpGet returns the body of a 200 answer to GET url.
+func httpGet(ctx context.Context, url string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	// No proxy from the environment: the address is on this machine.
+	resp, err := (&http.Client{Transport: &http.Transport{}}).Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return string(b), err
+}
