@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -24,6 +25,9 @@ import (
 // application by the socket's user, which a thread of the test cannot change
 // alone.
 const appEnv = "E2E_APP"
+
+// podEnv names the pod a server app runs in, which it puts in its answers.
+const podEnv = "E2E_POD"
 
 func TestMain(m *testing.M) {
 	if role := os.Getenv(appEnv); role != "" {
@@ -53,6 +57,17 @@ func runApp(role string, args []string) error {
 	switch role {
 	case "server":
 		return serve()
+	case "keepalive":
+		// keepalive ADDR DURATION: GET every 50 ms on one kept-alive
+		// connection, one line per answer ("ok <pod>" or "error <err>").
+		if len(args) != 2 {
+			return errors.New("keepalive wants an address and a duration")
+		}
+		d, err := time.ParseDuration(args[1])
+		if err != nil {
+			return err
+		}
+		return keepAlive(args[0], d)
 	case "http1", "h2c", "tcp", "grpc":
 		if len(args) != 1 {
 			return fmt.Errorf("%s wants one address", role)
@@ -71,8 +86,11 @@ func runApp(role string, args []string) error {
 
 // serve runs every server port until killed.
 func serve() error {
+	pod := os.Getenv(podEnv)
 	hello := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "%s proto=%s host=%s", helloPrefix, r.Proto, r.Host)
+		// The client identity header is what the server's proxy vouches
+		// for; pod names the replica that answered.
+		fmt.Fprintf(w, "%s proto=%s host=%s client-id=%s pod=%s", helloPrefix, r.Proto, r.Host, r.Header.Get("X-Meshctl-Client-Id"), pod)
 	})
 	errc := make(chan error, 5)
 	for _, port := range []int{portHTTP, portSkipInbound, portSkipOutbound} {
@@ -167,6 +185,26 @@ func call(ctx context.Context, kind, addr string) (string, error) {
 		return resp.GetStatus().String(), nil
 	}
 	return "", fmt.Errorf("unknown call %q", kind)
+}
+
+// keepAlive sends requests on one connection for d and prints, for each,
+// the pod that answered.
+func keepAlive(addr string, d time.Duration) error {
+	tr := &http.Transport{Protocols: new(http.Protocols), MaxConnsPerHost: 1}
+	tr.Protocols.SetHTTP1(true)
+	c := &http.Client{Transport: tr, Timeout: appTimeout}
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		resp, err := c.Get("http://" + addr + "/")
+		if err != nil {
+			fmt.Printf("%s error %v\n", time.Now().Format(time.RFC3339Nano), err)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		_, pod, _ := strings.Cut(string(body), " pod=")
+		fmt.Printf("%s ok %d %s\n", time.Now().Format(time.RFC3339Nano), resp.StatusCode, pod)
+	}
+	return nil
 }
 
 // contains reports whether the app's output has want, for readable checks.

@@ -172,7 +172,7 @@ func (m *mesh) start(t *testing.T, p *netns.Pod, name string, cmd *exec.Cmd, app
 	uid := uint32(wellknown.ProxyUID)
 	if app {
 		uid = appUID
-		cmd.Env = append(os.Environ(), appEnv+"=server")
+		cmd.Env = append(os.Environ(), appEnv+"=server", podEnv+"="+p.Name)
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
 	var out testenv.Output
