@@ -54,6 +54,9 @@ func (p *Plan) Skew() (from, to string, differ bool) {
 // with the cluster: each object's diff comes from a server-side dry-run
 // apply, so it shows what the API server would really store.
 func PlanUpgrade(ctx context.Context, c *Clients, opts Options) (*Plan, error) {
+	if err := CheckMeshNamespace(opts.Namespace); err != nil {
+		return nil, err
+	}
 	from, err := Find(ctx, c.Kube, opts.Namespace)
 	if err != nil {
 		return nil, err
