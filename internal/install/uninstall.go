@@ -145,7 +145,8 @@ func (c *Clients) foreignResources(ctx context.Context, crd Ref, namespace strin
 }
 
 // injectedPods lists, in one paginated pass over all pods, those that run
-// the mesh's proxy.
+// the mesh's proxy. Pods that have terminated (a Job's Succeeded or Failed
+// pods) run nothing any more and are not counted.
 func (c *Clients) injectedPods(ctx context.Context) ([]Ref, error) {
 	var out []Ref
 	opts := metav1.ListOptions{Limit: 500}
@@ -156,6 +157,9 @@ func (c *Clients) injectedPods(ctx context.Context) ([]Ref, error) {
 		}
 		for i := range list.Items {
 			p := &list.Items[i]
+			if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+				continue
+			}
 			if _, injected := p.Annotations[wellknown.AnnotationInjected]; injected || hasProxyContainer(p.Spec.Containers) || hasProxyContainer(p.Spec.InitContainers) {
 				out = append(out, Ref{APIVersion: "v1", Kind: "Pod", Namespace: p.Namespace, Name: p.Name})
 			}
