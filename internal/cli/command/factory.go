@@ -38,10 +38,17 @@ type Streams struct {
 type Factory struct {
 	Streams Streams
 	// KubeFlags are kubectl's flags (--kubeconfig, --context, --as, ...),
-	// registered on the root command.
+	// registered by AddClusterFlags on each command that talks to a
+	// cluster, and on no other.
 	KubeFlags *genericclioptions.ConfigFlags
 	// MeshNamespace is where the control plane lives (--mesh-namespace).
 	MeshNamespace string
+	// Verbose shows client-go's log lines (--verbose).
+	Verbose bool
+	// Getenv reads the environment where client-go does (KUBECONFIG,
+	// in-cluster variables), for the message when no kubeconfig is found;
+	// nil means os.Getenv.
+	Getenv func(string) string
 
 	once      sync.Once
 	config    *rest.Config
@@ -61,6 +68,10 @@ func NewFactory(s Streams) *Factory {
 // applies a few dozen objects.
 func (f *Factory) RESTConfig() (*rest.Config, error) {
 	f.once.Do(func() {
+		if err := f.findKubeconfig(); err != nil {
+			f.configErr = err
+			return
+		}
 		cfg, err := f.KubeFlags.ToRESTConfig()
 		if err != nil {
 			f.configErr = fmt.Errorf("loading the Kubernetes client configuration: %w", err)
@@ -91,9 +102,22 @@ func (f *Factory) Dynamic() (dynamic.Interface, error) {
 	return dynamic.NewForConfig(cfg)
 }
 
+// WorkloadNamespace is -n/--namespace, the workloads' namespace; given is
+// false when the flag was not set, and the command's default (often every
+// namespace) applies.
+func (f *Factory) WorkloadNamespace() (ns string, given bool) {
+	if f.KubeFlags.Namespace != nil && *f.KubeFlags.Namespace != "" {
+		return *f.KubeFlags.Namespace, true
+	}
+	return "", false
+}
+
 // RESTMapper returns a discovery-backed mapper that can be reset after CRDs
 // are created.
 func (f *Factory) RESTMapper() (meta.ResettableRESTMapper, error) {
+	if err := f.findKubeconfig(); err != nil {
+		return nil, err
+	}
 	m, err := f.KubeFlags.ToRESTMapper()
 	if err != nil {
 		return nil, fmt.Errorf("discovering the cluster's API resources: %w", err)

@@ -3,6 +3,7 @@ package check
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -10,6 +11,7 @@ import (
 	"github.com/meshctl/mesh/internal/check"
 	"github.com/meshctl/mesh/internal/cli/command"
 	"github.com/meshctl/mesh/internal/cli/ui"
+	"github.com/meshctl/mesh/internal/install"
 	"github.com/meshctl/mesh/internal/version"
 )
 
@@ -70,6 +72,9 @@ output format.`,
 			if opts.Wait < 0 {
 				return command.UsageErrorf("invalid --wait %s: must not be negative", opts.Wait)
 			}
+			if err := install.ValidNamespaceName(f.MeshNamespace); err != nil {
+				return command.Usage(fmt.Errorf("invalid --mesh-namespace: %w", err))
+			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}
@@ -79,6 +84,10 @@ output format.`,
 	cmd.Flags().BoolVar(&opts.Pre, "pre", false, "check that the mesh can be installed, instead of checking the installed mesh")
 	cmd.Flags().DurationVar(&opts.Wait, "wait", DefaultWait, "how long to retry checks that wait for the control plane to converge")
 	cmd.Flags().StringVarP(&opts.Output, "output", "o", check.FormatTable, "output format: table, short (only problems) or json")
+	_ = cmd.RegisterFlagCompletionFunc("output", command.CompleteChoices(check.Formats...))
+	f.AddMeshNamespaceFlag(cmd)
+	f.AddWorkloadNamespaceFlag(cmd, "namespace of the workloads the data-plane checks look at (default: every namespace)")
+	f.AddClusterFlags(cmd)
 	return cmd
 }
 

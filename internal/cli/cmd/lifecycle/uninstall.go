@@ -47,6 +47,12 @@ Running uninstall when nothing is installed does nothing and succeeds.`,
 			if opts.Wait <= 0 {
 				return command.UsageErrorf("invalid --wait %s: must be positive", opts.Wait)
 			}
+			// Uninstall may clean a mesh out of a namespace install would
+			// refuse today (never deleting that namespace), so only the
+			// name is checked.
+			if err := install.ValidNamespaceName(f.MeshNamespace); err != nil {
+				return command.Usage(fmt.Errorf("invalid --mesh-namespace: %w", err))
+			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}
@@ -58,6 +64,8 @@ Running uninstall when nothing is installed does nothing and succeeds.`,
 	fs.BoolVar(&opts.Force, "force", false, "uninstall even while pods still run the mesh's proxy")
 	fs.BoolVar(&opts.Purge, "purge", false, "delete the mesh's CRDs even when they hold custom resources the mesh did not create")
 	fs.DurationVar(&opts.Wait, "wait", 5*time.Minute, "how long to wait for the deleted objects to be gone")
+	f.AddMeshNamespaceFlag(cmd)
+	f.AddClusterFlags(cmd)
 	return cmd
 }
 
