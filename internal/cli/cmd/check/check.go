@@ -107,7 +107,9 @@ func Run(ctx context.Context, opts *Options) error {
 		RESTConfig: f.RESTConfig,
 		Namespace:  f.MeshNamespace,
 		Version:    version.Get().Version,
-		Now:        opts.Now,
+		// -n: the workloads' namespace, as in kubectl.
+		WorkloadNamespace: workloadNamespace(f),
+		Now:               opts.Now,
 	})
 	sum := check.Run(ctx, state, categories, check.Options{Wait: opts.Wait}, p.Print)
 	if err := p.Finish(sum); err != nil {
@@ -125,4 +127,9 @@ func exitError(sum check.Summary) error {
 		return nil
 	}
 	return command.Silent{Code: command.ExitFailure}
+}
+
+func workloadNamespace(f *command.Factory) string {
+	ns, _ := f.WorkloadNamespace()
+	return ns
 }
