@@ -314,3 +314,15 @@ func TestClusterErrorsAreStable(t *testing.T) {
 		t.Errorf("--verbose shows no client-go line:\n%s", verbose.stderr)
 	}
 }
+
+// A source build renders the image tag "dev", which no registry publishes:
+// install says so, and how to load the image, without failing.
+func TestDevelopmentImageWarns(t *testing.T) {
+	r := run(t, nil, "install", "--dry-run")
+	if r.code != 0 || !strings.Contains(r.stderr, "ghcr.io/meshctl/meshproxy:dev, a development build's tag") || !strings.Contains(r.stderr, "kind load docker-image") {
+		t.Errorf("exit %d, stderr %q; want a warning about the dev image", r.code, r.stderr)
+	}
+	if r := run(t, nil, "install", "--dry-run", "--set", "image.tag=v0.1.0"); r.code != 0 || strings.Contains(r.stderr, "development") {
+		t.Errorf("a release tag warned: exit %d, %q", r.code, r.stderr)
+	}
+}

@@ -134,6 +134,9 @@ func Install(ctx context.Context, c *Clients, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if w := DevelopmentImageWarning(manifest); w != "" {
+		observe(Event{Type: EventWarning, Message: w})
+	}
 	crds, rest := splitCRDs(manifest.Objects)
 	applied, err := c.applyAll(ctx, crds, rest, observe)
 	if err != nil {

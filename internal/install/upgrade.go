@@ -135,6 +135,9 @@ func (c *Clients) planObject(ctx context.Context, obj *unstructured.Unstructured
 // waits for readiness.
 func (p *Plan) Apply(ctx context.Context, c *Clients) (*Result, error) {
 	observe := p.Options.Observer.orDiscard()
+	if w := DevelopmentImageWarning(p.Manifest); w != "" {
+		observe(Event{Type: EventWarning, Message: w})
+	}
 	crds, rest := splitCRDs(p.Manifest.Objects)
 	applied, err := c.applyAll(ctx, crds, rest, observe)
 	if err != nil {

@@ -115,6 +115,9 @@ func RunInstall(ctx context.Context, opts *InstallOptions) error {
 		if err != nil {
 			return lifecycleError("install", err)
 		}
+		if w := install.DevelopmentImageWarning(m); w != "" {
+			iopts.Observer(install.Event{Type: install.EventWarning, Message: w})
+		}
 		out := m.YAML()
 		if opts.Output == "json" {
 			out = m.JSON()
