@@ -34,6 +34,6 @@ func DevelopmentImageWarning(m *render.Manifest) string {
 		return ""
 	}
 	return fmt.Sprintf("the control plane and proxies will run image %s, a development build's tag that no registry publishes: "+
-		"build the image and load it into the cluster first (kind load docker-image / minikube image load; see docs/development.md), "+
+		"build the image and load it into the cluster first (kind load docker-image / minikube image load; see the README), "+
 		"or install a release with --set image.tag=<version>", image)
 }
