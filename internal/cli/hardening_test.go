@@ -170,9 +170,16 @@ func TestInvalidInputExitsTwo(t *testing.T) {
 		{[]string{"install", "--dry-run", "--set-file", "=" + values}, "a key is empty"},
 		{[]string{"install", "--dry-run", "-o", "xml"}, "invalid --output"},
 		{[]string{"completion", "tcsh"}, `unknown shell "tcsh"`},
+		{[]string{"check", "-n", "Apps"}, "invalid --namespace"},
+		{[]string{"uninstall", "--context", "no-such-context", "--kubeconfig", "KUBECONFIG"}, `--context "no-such-context": the kubeconfig has no such entry; it has: nowhere, staging`},
 		{[]string{"completion"}, "name a shell"},
 		{[]string{"instal"}, "unknown command"},
 	} {
+		for i, a := range tc.args {
+			if a == "KUBECONFIG" {
+				tc.args[i] = unreachableKubeconfig(t)
+			}
+		}
 		r := run(t, noKubeconfig(t), tc.args...)
 		if r.code != command.ExitUsage || !strings.Contains(r.stderr, tc.want) {
 			t.Errorf("%v: exit %d, %q; want exit 2 saying %q", tc.args, r.code, r.stderr, tc.want)

@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/meshctl/mesh/internal/wellknown"
 )
@@ -72,9 +73,18 @@ func (f *Factory) RESTConfig() (*rest.Config, error) {
 			f.configErr = err
 			return
 		}
+		if err := f.checkNames(); err != nil {
+			f.configErr = err
+			return
+		}
 		cfg, err := f.KubeFlags.ToRESTConfig()
 		if err != nil {
 			f.configErr = fmt.Errorf("loading the Kubernetes client configuration: %w", err)
+			// --context or --cluster naming nothing in the kubeconfig, or a
+			// kubeconfig that does not hold together, is invalid input.
+			if clientcmd.IsConfigurationInvalid(err) {
+				f.configErr = Usage(f.configErr)
+			}
 			return
 		}
 		cfg.QPS, cfg.Burst = 50, 100

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"k8s.io/client-go/tools/clientcmd"
@@ -66,4 +67,30 @@ func (f *Factory) findKubeconfig() error {
 func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil || !errors.Is(err, os.ErrNotExist)
+}
+
+// checkNames refuses --context, --cluster or --user naming nothing in the
+// kubeconfig: a mistake on the command line (exit 2), listing the names
+// there are.
+func (f *Factory) checkNames() error {
+	kf := f.KubeFlags
+	raw, err := kf.ToRawKubeConfigLoader().RawConfig()
+	if err != nil {
+		return nil // ToRESTConfig reports it.
+	}
+	for _, n := range []struct {
+		flag  string
+		value *string
+		names []string
+	}{
+		{"--context", kf.Context, sortedKeys(raw.Contexts)},
+		{"--cluster", kf.ClusterName, sortedKeys(raw.Clusters)},
+		{"--user", kf.AuthInfoName, sortedKeys(raw.AuthInfos)},
+	} {
+		if n.value == nil || *n.value == "" || slices.Contains(n.names, *n.value) {
+			continue
+		}
+		return UsageErrorf("%s %q: the kubeconfig has no such entry; it has: %s", n.flag, *n.value, strings.Join(n.names, ", "))
+	}
+	return nil
 }

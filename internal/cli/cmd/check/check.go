@@ -75,6 +75,11 @@ output format.`,
 			if err := install.ValidNamespaceName(f.MeshNamespace); err != nil {
 				return command.Usage(fmt.Errorf("invalid --mesh-namespace: %w", err))
 			}
+			if ns, given := f.WorkloadNamespace(); given {
+				if err := install.ValidNamespaceName(ns); err != nil {
+					return command.Usage(fmt.Errorf("invalid --namespace: %w", err))
+				}
+			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}
