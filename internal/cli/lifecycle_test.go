@@ -559,3 +559,21 @@ func TestUninstallIgnoresFinishedPods(t *testing.T) {
 		t.Fatalf("uninstall refused because of finished pods: exit %d\n%s", r.code, r.stderr)
 	}
 }
+
+// -n and --mesh-namespace complete with the cluster's namespaces.
+func TestNamespacesCompleteFromTheCluster(t *testing.T) {
+	env := testenv.Shared(t)
+	for _, flag := range []string{"-n", "--mesh-namespace"} {
+		var out, errOut bytes.Buffer
+		s := command.Streams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}
+		args := []string{"__complete", "check", "--kubeconfig", env.KubeconfigPath, "--cache-dir", t.TempDir(), flag, ""}
+		if code := Main(t.Context(), args, s, func(string) string { return "" }); code != 0 {
+			t.Fatalf("%s: exit %d: %s", flag, code, errOut.String())
+		}
+		for _, want := range []string{"\ndefault\n", "\nkube-system\n"} {
+			if !strings.Contains("\n"+out.String(), want) {
+				t.Errorf("%s does not complete %q:\n%s", flag, strings.TrimSpace(want), out.String())
+			}
+		}
+	}
+}
