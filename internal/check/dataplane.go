@@ -66,7 +66,11 @@ func checkUninjectedPods(ctx context.Context, s *State) error {
 	}
 	sort.Strings(missing)
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d pods in namespaces labelled %s=%s run without the proxy (created while the injector was unreachable, or before the label was set):", len(missing), wellknown.LabelInject, wellknown.InjectEnabled)
+	pods := "pods"
+	if len(missing) == 1 {
+		pods = "pod"
+	}
+	fmt.Fprintf(&b, "%d %s in namespaces labelled %s=%s run without the proxy (created while the injector was unreachable, or before the label was set):", len(missing), pods, wellknown.LabelInject, wellknown.InjectEnabled)
 	for i, name := range missing {
 		if i == maxNamedPods {
 			fmt.Fprintf(&b, "\n  ... and %d more", len(missing)-i)

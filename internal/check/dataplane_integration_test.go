@@ -4,7 +4,9 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -29,7 +31,6 @@ func TestUninjectedPodsAreNamed(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = kube.CoreV1().Namespaces().Delete(context.Background(), ns.Name, metav1.DeleteOptions{}) })
 	}
-	yes := true
 	pod := func(ns, name string, mutate func(*corev1.Pod)) {
 		p := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
@@ -50,10 +51,31 @@ func TestUninjectedPodsAreNamed(t *testing.T) {
 			}
 		}
 	}
-	pod(meshed, "web-7d4b9c6f5-abcde", func(p *corev1.Pod) {
-		p.Labels = map[string]string{"pod-template-hash": "7d4b9c6f5"}
-		p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-7d4b9c6f5", UID: "u1", Controller: &yes}}
-	})
+	// A Deployment's pod, made by the real controller manager (a made-up
+	// owner would be garbage-collected).
+	one := int32(1)
+	labels := map[string]string{"app": "web"}
+	web := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: meshed},
+		Spec: appsv1.DeploymentSpec{Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "web"}}}}},
+	}
+	if _, err := kube.AppsV1().Deployments(meshed).Create(ctx, web, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var webPod string
+	for deadline := time.Now().Add(time.Minute); webPod == "" && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		list, err := kube.CoreV1().Pods(meshed).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list.Items) > 0 {
+			webPod = list.Items[0].Name
+		}
+	}
+	if webPod == "" {
+		t.Fatal("the controller manager made no pod for Deployment web in a minute")
+	}
 	pod(meshed, "bare", nil)
 	pod(meshed, "injected", func(p *corev1.Pod) {
 		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: wellknown.ProxyContainerName, Image: "meshproxy"})
@@ -77,7 +99,7 @@ func TestUninjectedPodsAreNamed(t *testing.T) {
 	msg := r.Err.Error()
 	for _, want := range []string{
 		"2 pods in namespaces labelled meshctl.dev/inject=enabled run without the proxy",
-		"pod dp-meshed/bare", "pod dp-meshed/web-7d4b9c6f5-abcde",
+		"pod dp-meshed/bare", "pod dp-meshed/" + webPod,
 		"kubectl rollout restart -n dp-meshed deployment/web",
 		"kubectl delete pod -n dp-meshed bare",
 	} {
