@@ -9,8 +9,9 @@ import (
 )
 
 // routeClientLogs sends client-go's klog lines (API discovery failures such
-// as memcache.go's "Unhandled Error", throttling notices, retries) through
-// meshctl's error stream as debug lines shown only with --verbose; by
+// as memcache.go's "Unhandled Error", warnings, retries) through meshctl's
+// error stream as debug lines shown only with --verbose; klog's own
+// verbosity levels (feature gates, request traces) stay off. By
 // default klog would print them to the process's stderr, unformatted,
 // between meshctl's own messages. It returns a function that restores
 // klog's previous output.
@@ -26,7 +27,7 @@ func routeClientLogs(f *command.Factory) (restore func()) {
 			line = "debug: " + prefix + ": " + args
 		}
 		p.Println(p.Faint(line))
-	}, funcr.Options{Verbosity: 4})
+	}, funcr.Options{Verbosity: 0})
 	klog.SetLoggerWithOptions(logger, klog.ContextualLogger(true))
 	return func() { klog.ClearLogger() }
 }

@@ -22,7 +22,7 @@ func (f *Factory) AddClusterFlags(cmd *cobra.Command) {
 	f.KubeFlags.Namespace = nil
 	f.KubeFlags.AddFlags(fs)
 	f.KubeFlags.Namespace = ns
-	fs.BoolVarP(&f.Verbose, "verbose", "v", false, "show the Kubernetes client's log lines (retries, throttling, API discovery errors) on standard error")
+	fs.BoolVarP(&f.Verbose, "verbose", "v", false, "show the Kubernetes client's warnings and errors (such as API discovery failures) on standard error")
 	_ = cmd.RegisterFlagCompletionFunc("context", f.completeContexts)
 	_ = cmd.RegisterFlagCompletionFunc("cluster", f.completeClusters)
 	_ = cmd.RegisterFlagCompletionFunc("user", f.completeUsers)
