@@ -44,7 +44,7 @@ type Factory struct {
 	KubeFlags *genericclioptions.ConfigFlags
 	// MeshNamespace is where the control plane lives (--mesh-namespace).
 	MeshNamespace string
-	// Verbose shows client-go's log lines (--verbose).
+	// Verbose shows client-go's warnings and errors (--verbose).
 	Verbose bool
 	// Getenv reads the environment where client-go does (KUBECONFIG,
 	// in-cluster variables), for the message when no kubeconfig is found;
