@@ -43,7 +43,7 @@ func PreInstall() []Category {
 // PostInstall are the checks of `meshctl check`: is the installed control
 // plane whole, healthy and of this version.
 func PostInstall() []Category {
-	return []Category{kubernetesAPI(), kubernetesVersion(), existence(), pods(), identity(), webhook()}
+	return []Category{kubernetesAPI(), kubernetesVersion(), existence(), pods(), identity(), webhook(), dataPlane()}
 }
 
 func kubernetesAPI() Category {

@@ -28,6 +28,9 @@ type Config struct {
 	RESTConfig func() (*rest.Config, error)
 	// Namespace is the control plane's namespace.
 	Namespace string
+	// WorkloadNamespace limits the data-plane checks to one namespace;
+	// empty checks every namespace.
+	WorkloadNamespace string
 	// Version is meshctl's version, which the control plane should run.
 	Version string
 	// Now is this machine's clock: certificates' validity and the clock

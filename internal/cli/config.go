@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -32,6 +33,8 @@ func bindConfig(cmd *cobra.Command, getenv func(string) string) error {
 			if explicit || !errors.As(err, &notFound) {
 				return fmt.Errorf("reading config file %s: %w", path, err)
 			}
+		} else if err := checkConfigKeys(cmd.Root(), v.AllKeys()); err != nil {
+			return fmt.Errorf("config file %s: %w", path, err)
 		}
 	}
 
@@ -107,4 +110,76 @@ func setFlag(fl *pflag.Flag, val any) error {
 		return sv.Replace(strings.Split(s, ","))
 	}
 	return fl.Value.Set(s)
+}
+
+// checkConfigKeys refuses config keys that set nothing: a misspelt command
+// ("instal:") or flag would otherwise be ignored without a word. A key is
+// a flag of some command at the top level, or "<command>[.<subcommand>].<flag>"
+// naming a flag of that command.
+func checkConfigKeys(root *cobra.Command, keys []string) error {
+	sort.Strings(keys)
+	var errs []error
+	for _, key := range keys {
+		if err := checkConfigKey(root, key); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkConfigKey(root *cobra.Command, key string) error {
+	parts := strings.Split(key, ".")
+	cmd := root
+	for len(parts) > 1 {
+		sub := findSubcommand(cmd, parts[0])
+		if sub == nil {
+			return fmt.Errorf("unknown key %q: %q is not a meshctl command (commands: %s)", key, parts[0], strings.Join(commandNames(cmd), ", "))
+		}
+		cmd, parts = sub, parts[1:]
+	}
+	name := parts[0]
+	if cmd == root {
+		if findSubcommand(root, name) != nil {
+			return fmt.Errorf("key %q must hold the flags of `meshctl %s`, as a map", key, name)
+		}
+		if anyCommandHasFlag(root, name) {
+			return nil
+		}
+		return fmt.Errorf("unknown key %q: no meshctl command has a flag --%s", key, name)
+	}
+	if cmd.Flags().Lookup(name) != nil || cmd.InheritedFlags().Lookup(name) != nil {
+		return nil
+	}
+	return fmt.Errorf("unknown key %q: `%s` has no flag --%s", key, cmd.CommandPath(), name)
+}
+
+func findSubcommand(cmd *cobra.Command, name string) *cobra.Command {
+	for _, c := range cmd.Commands() {
+		if c.Name() == name {
+			return c
+		}
+	}
+	return nil
+}
+
+func commandNames(cmd *cobra.Command) []string {
+	var names []string
+	for _, c := range cmd.Commands() {
+		if c.IsAvailableCommand() {
+			names = append(names, c.Name())
+		}
+	}
+	return names
+}
+
+func anyCommandHasFlag(cmd *cobra.Command, name string) bool {
+	if cmd.Flags().Lookup(name) != nil || cmd.PersistentFlags().Lookup(name) != nil {
+		return true
+	}
+	for _, c := range cmd.Commands() {
+		if anyCommandHasFlag(c, name) {
+			return true
+		}
+	}
+	return false
 }

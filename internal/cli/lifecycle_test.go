@@ -442,3 +442,138 @@ func TestUpgradeRefusesToReplaceAMissingIdentity(t *testing.T) {
 		t.Errorf("the refused upgrade changed the issuer")
 	}
 }
+
+// Uninstall deletes the mesh's namespace only when install created it; a
+// namespace that was there before keeps what it held, and loses only the
+// mesh's labels.
+func TestUninstallDeletesOnlyTheNamespaceInstallCreated(t *testing.T) {
+	env := testenv.Shared(t)
+	ctx := t.Context()
+	kube := env.Clientset()
+
+	t.Run("a namespace that existed is kept", func(t *testing.T) {
+		const ns = "mesh-preexisting"
+		if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"team": "payments"}}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cleanup(t, env, "namespace", ns) })
+		users := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "users-data", Namespace: ns}}
+		if _, err := kube.CoreV1().ConfigMaps(ns).Create(ctx, users, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if r := meshctl(t, env, "", "install", "--mesh-namespace", ns, "--wait", "0"); r.code != 0 {
+			t.Fatalf("install: exit %d", r.code)
+		}
+		live, err := kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if live.Labels[install.LabelNamespaceCreated] != "" || live.Labels[wellknown.LabelControlPlaneNamespace] != ns {
+			t.Fatalf("labels after install: %v", live.Labels)
+		}
+		r := meshctl(t, env, "", "uninstall", "--dry-run", "--mesh-namespace", ns)
+		if r.code != 0 || strings.Contains(r.stdout, "Namespace "+ns) || !strings.Contains(r.stderr, "keeping namespace "+ns) {
+			t.Fatalf("dry run: exit %d, would delete the namespace or does not say it keeps it:\n%s", r.code, r.stdout)
+		}
+		if r := meshctl(t, env, "", "uninstall", "--purge", "--mesh-namespace", ns, "--wait", "2m"); r.code != 0 {
+			t.Fatalf("uninstall: exit %d", r.code)
+		}
+		live, err = kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		if err != nil || live.DeletionTimestamp != nil {
+			t.Fatalf("uninstall deleted a namespace it did not create: %v", err)
+		}
+		if _, err := kube.CoreV1().ConfigMaps(ns).Get(ctx, "users-data", metav1.GetOptions{}); err != nil {
+			t.Errorf("uninstall deleted the user's ConfigMap: %v", err)
+		}
+		for k := range live.Labels {
+			if strings.HasPrefix(k, wellknown.Domain+"/") {
+				t.Errorf("the kept namespace still has the mesh's label %s", k)
+			}
+		}
+		if live.Labels["team"] != "payments" {
+			t.Errorf("uninstall removed the user's label: %v", live.Labels)
+		}
+		assertNothingOwned(t, env, ns)
+	})
+
+	t.Run("a namespace install created is marked, kept so by upgrade, and deleted", func(t *testing.T) {
+		const ns = "mesh-created"
+		if r := meshctl(t, env, "", "install", "--mesh-namespace", ns, "--wait", "0"); r.code != 0 {
+			t.Fatalf("install: exit %d", r.code)
+		}
+		if r := meshctl(t, env, "", "upgrade", "--mesh-namespace", ns, "--wait", "0"); r.code != 0 {
+			t.Fatalf("upgrade: exit %d", r.code)
+		}
+		live, err := kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		if err != nil || live.Labels[install.LabelNamespaceCreated] != "true" {
+			t.Fatalf("the namespace install created is not marked after an upgrade: %v %v", err, live.Labels)
+		}
+		r := meshctl(t, env, "", "uninstall", "--dry-run", "--mesh-namespace", ns)
+		if !strings.Contains(r.stdout, "Namespace "+ns) {
+			t.Fatalf("dry run does not list the namespace:\n%s", r.stdout)
+		}
+		if r := meshctl(t, env, "", "uninstall", "--purge", "--mesh-namespace", ns, "--wait", "2m"); r.code != 0 {
+			t.Fatalf("uninstall: exit %d", r.code)
+		}
+		live, err = kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		if err == nil && live.DeletionTimestamp == nil {
+			t.Errorf("uninstall kept the namespace install created")
+		} else if err != nil && !apierrors.IsNotFound(err) {
+			t.Fatal(err)
+		}
+	})
+}
+
+// A Job's finished pods keep the proxy in their spec but run nothing:
+// uninstall does not count them.
+func TestUninstallIgnoresFinishedPods(t *testing.T) {
+	env := testenv.Shared(t)
+	ctx := t.Context()
+	kube := env.Clientset()
+	const ns, apps = "mesh-jobs", "jobs-app"
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: apps}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cleanup(t, env, "namespace", apps) })
+	for _, phase := range []corev1.PodPhase{corev1.PodSucceeded, corev1.PodFailed} {
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "migrate-" + strings.ToLower(string(phase)), Namespace: apps, Annotations: map[string]string{wellknown.AnnotationInjected: `{"version":"dev"}`}},
+			Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{
+				{Name: "migrate", Image: "migrate"}, {Name: wellknown.ProxyContainerName, Image: "meshproxy"},
+			}},
+		}
+		created, err := kube.CoreV1().Pods(apps).Create(ctx, p, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		created.Status.Phase = phase
+		if _, err := kube.CoreV1().Pods(apps).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := meshctl(t, env, "", "install", "--mesh-namespace", ns, "--wait", "0"); r.code != 0 {
+		t.Fatalf("install: exit %d", r.code)
+	}
+	r := meshctl(t, env, "", "uninstall", "--purge", "--mesh-namespace", ns, "--wait", "2m")
+	if r.code != 0 {
+		t.Fatalf("uninstall refused because of finished pods: exit %d\n%s", r.code, r.stderr)
+	}
+}
+
+// -n and --mesh-namespace complete with the cluster's namespaces.
+func TestNamespacesCompleteFromTheCluster(t *testing.T) {
+	env := testenv.Shared(t)
+	for _, flag := range []string{"-n", "--mesh-namespace"} {
+		var out, errOut bytes.Buffer
+		s := command.Streams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}
+		args := []string{"__complete", "check", "--kubeconfig", env.KubeconfigPath, "--cache-dir", t.TempDir(), flag, ""}
+		if code := Main(t.Context(), args, s, func(string) string { return "" }); code != 0 {
+			t.Fatalf("%s: exit %d: %s", flag, code, errOut.String())
+		}
+		for _, want := range []string{"\ndefault\n", "\nkube-system\n"} {
+			if !strings.Contains("\n"+out.String(), want) {
+				t.Errorf("%s does not complete %q:\n%s", flag, strings.TrimSpace(want), out.String())
+			}
+		}
+	}
+}

@@ -27,15 +27,15 @@ func TestCLIReference(t *testing.T) {
 	dir := filepath.Join("..", "..", "docs", "reference", "cli")
 	f := command.NewFactory(command.Streams{In: strings.NewReader(""), Out: &bytes.Buffer{}, ErrOut: &bytes.Buffer{}})
 	root := NewRootCmd(f, func(string) string { return "" })
-	// kubectl's cache directory defaults to the user's home; the reference
-	// shows it the way kubectl's help does on any machine.
-	if fl := root.PersistentFlags().Lookup("cache-dir"); fl != nil {
-		fl.DefValue = "$HOME/.kube/cache"
-	}
-	// cobra adds the completion command at Execute time.
-	root.InitDefaultCompletionCmd()
 	root.DisableAutoGenTag = true
-	walk(root, func(c *cobra.Command) { c.DisableAutoGenTag = true })
+	walk(root, func(c *cobra.Command) {
+		c.DisableAutoGenTag = true
+		// kubectl's cache directory defaults to the user's home; the
+		// reference shows it the way kubectl's help does on any machine.
+		if fl := c.Flags().Lookup("cache-dir"); fl != nil {
+			fl.DefValue = "$HOME/.kube/cache"
+		}
+	})
 
 	got := t.TempDir()
 	if err := doc.GenMarkdownTree(root, got); err != nil {

@@ -15,7 +15,6 @@ import (
 	"github.com/meshctl/mesh/internal/cli/cmd/lifecycle"
 	"github.com/meshctl/mesh/internal/cli/cmd/version"
 	"github.com/meshctl/mesh/internal/cli/command"
-	"github.com/meshctl/mesh/internal/cli/ui"
 )
 
 // NewRootCmd returns meshctl's command tree over f.
@@ -44,45 +43,65 @@ any command can be piped into kubectl or jq.`,
 		return command.UsageErrorf("%v\nSee '%s --help'.", err, cmd.CommandPath())
 	})
 
-	pf := root.PersistentFlags()
-	pf.String("config", "", "meshctl config file (default <user config dir>/meshctl/config.yaml)")
-	pf.StringVar(&f.MeshNamespace, "mesh-namespace", f.MeshNamespace, "namespace of the mesh's control plane")
-	f.KubeFlags.AddFlags(pf)
+	// Only --config is every command's; the cluster and namespace flags are
+	// registered by each command that uses them.
+	root.PersistentFlags().String("config", "", "meshctl config file (default <user config dir>/meshctl/config.yaml)")
 
-	root.CompletionOptions.HiddenDefaultCmd = false
+	// inject reads the mesh's configuration from the cluster (unless
+	// --ignore-cluster); uninject works on manifests alone.
+	injectCmd := inject.NewCmd(f, nil)
+	f.AddClusterFlags(injectCmd)
+	f.AddMeshNamespaceFlag(injectCmd)
+	completeFormats(injectCmd)
+	uninjectCmd := inject.NewUninjectCmd(f, nil)
+	completeFormats(uninjectCmd)
+
 	root.AddCommand(
 		check.NewCmd(f, nil),
-		inject.NewCmd(f, nil),
-		inject.NewUninjectCmd(f, nil),
+		injectCmd,
+		uninjectCmd,
 		lifecycle.NewInstallCmd(f, nil),
 		lifecycle.NewUpgradeCmd(f, nil),
 		lifecycle.NewUninstallCmd(f, nil),
 		version.NewCmd(f, nil),
 	)
+	addCompletionCmd(root)
 	return root
 }
 
+// completeFormats completes the format flags of commands this package does
+// not build.
+func completeFormats(cmd *cobra.Command) {
+	if cmd.Flags().Lookup("output") != nil {
+		_ = cmd.RegisterFlagCompletionFunc("output", command.CompleteChoices("yaml", "json"))
+	}
+	if cmd.Flags().Lookup("report-format") != nil {
+		_ = cmd.RegisterFlagCompletionFunc("report-format", command.CompleteChoices("text", "json"))
+	}
+}
+
 // Main runs meshctl with args and returns its exit code; errors are printed
-// to the error stream, styled, with exit codes from command.CodeOf.
+// to the error stream (styled, or as JSON when the command was asked for
+// JSON), with exit codes from command.CodeOf.
 func Main(ctx context.Context, args []string, s command.Streams, getenv func(string) string) int {
 	f := command.NewFactory(s)
+	f.Getenv = getenv
+	restore := routeClientLogs(f)
+	defer restore()
 	root := NewRootCmd(f, getenv)
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return command.ExitOK
 	}
+	code := command.CodeOf(err)
+	// cobra reports an unknown subcommand as a plain error.
+	if code == command.ExitFailure && strings.HasPrefix(err.Error(), "unknown command") {
+		code = command.ExitUsage
+	}
 	var silent command.Silent
 	if !errors.As(err, &silent) {
-		p := ui.New(s.ErrOut, s.Colour && s.ErrOutIsTerminal)
-		p.Println(p.Red("Error:") + " " + strings.TrimSpace(err.Error()))
+		printError(s, cmd, err, code)
 	}
-	if code := command.CodeOf(err); code != command.ExitFailure {
-		return code
-	}
-	// cobra reports an unknown subcommand as a plain error.
-	if strings.HasPrefix(err.Error(), "unknown command") {
-		return command.ExitUsage
-	}
-	return command.ExitFailure
+	return code
 }

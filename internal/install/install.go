@@ -94,6 +94,9 @@ type Result struct {
 // `install --dry-run`: with the user's identity CA or a new one, and a new
 // webhook certificate.
 func RenderOffline(opts Options, kubeVersion string) (*render.Manifest, error) {
+	if err := CheckMeshNamespace(opts.Namespace); err != nil {
+		return nil, err
+	}
 	id := opts.Identity
 	if id == nil {
 		gen, err := GenerateIdentity(opts.trustDomain(), opts.PKI)
@@ -119,6 +122,9 @@ func RenderOffline(opts Options, kubeVersion string) (*render.Manifest, error) {
 // failure finishes the job, keeping the identity CA the failed run applied.
 func Install(ctx context.Context, c *Clients, opts Options) (*Result, error) {
 	observe := opts.Observer.orDiscard()
+	if err := CheckMeshNamespace(opts.Namespace); err != nil {
+		return nil, err
+	}
 	if inst, err := Find(ctx, c.Kube, opts.Namespace); err == nil {
 		return nil, &AlreadyInstalledError{Installation: inst}
 	} else if !errors.Is(err, ErrNotInstalled) {
@@ -127,6 +133,9 @@ func Install(ctx context.Context, c *Clients, opts Options) (*Result, error) {
 	manifest, err := c.renderFor(ctx, opts, false)
 	if err != nil {
 		return nil, err
+	}
+	if w := DevelopmentImageWarning(manifest); w != "" {
+		observe(Event{Type: EventWarning, Message: w})
 	}
 	crds, rest := splitCRDs(manifest.Objects)
 	applied, err := c.applyAll(ctx, crds, rest, observe)
@@ -155,7 +164,14 @@ func (c *Clients) renderFor(ctx context.Context, opts Options, upgrade bool) (*r
 	if err != nil {
 		return nil, err
 	}
-	return opts.render(render.Options{Namespace: opts.Namespace, Values: opts.Values, Identity: id, Webhook: wh, Version: opts.Version, KubeVersion: sv.GitVersion, Upgrade: upgrade})
+	m, err := opts.render(render.Options{Namespace: opts.Namespace, Values: opts.Values, Identity: id, Webhook: wh, Version: opts.Version, KubeVersion: sv.GitVersion, Upgrade: upgrade})
+	if err != nil {
+		return nil, err
+	}
+	if err := c.markCreated(ctx, m, opts.Namespace); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // record writes the installation's Secret: the user's non-default values
@@ -172,7 +188,9 @@ func (c *Clients) record(ctx context.Context, opts Options, m *render.Manifest) 
 		inventory = append(inventory, refOf(o))
 	}
 	values := render.StripCredentials(render.NonDefault(opts.Values))
-	sec, err := valuesSecret(opts.Namespace, opts.Version, ns.GetLabels(), values, inventory)
+	labels := ns.GetLabels()
+	delete(labels, LabelNamespaceCreated)
+	sec, err := valuesSecret(opts.Namespace, opts.Version, labels, values, inventory)
 	if err != nil {
 		return err
 	}

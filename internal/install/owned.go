@@ -3,6 +3,7 @@ package install
 import (
 	"context"
 	"fmt"
+	"sort"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -54,9 +55,17 @@ func (c *Clients) listOwned(ctx context.Context, namespace string, extra []Ref) 
 			kinds[gvk.GroupKind()] = gvk.Version
 		}
 	}
+	// Kinds in a fixed order, so that the first failure, which ends the
+	// search, is the same on every run.
+	order := make([]schema.GroupKind, 0, len(kinds))
+	for gk := range kinds {
+		order = append(order, gk)
+	}
+	sort.Slice(order, func(i, j int) bool { return order[i].String() < order[j].String() })
 	sel := ownedSelector(namespace)
 	var found []Ref
-	for gk, version := range kinds {
+	for _, gk := range order {
+		version := kinds[gk]
 		m, err := c.Mapper.RESTMapping(gk, version)
 		if meta.IsNoMatchError(err) {
 			continue

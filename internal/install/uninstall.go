@@ -29,6 +29,10 @@ type UninstallPlan struct {
 	// KeptCRDs are the mesh's CRDs left in place because custom resources
 	// that the mesh did not create still use them (delete them with --purge).
 	KeptCRDs []KeptCRD
+	// KeptNamespace is the mesh's namespace when uninstall leaves it in
+	// place: install did not create it (it existed before, or it is one of
+	// Kubernetes' own). Uninstall takes the mesh's labels off it instead.
+	KeptNamespace string
 }
 
 // KeptCRD is a CRD uninstall leaves, and why.
@@ -78,6 +82,19 @@ func PlanUninstall(ctx context.Context, c *Clients, opts UninstallOptions) (*Uni
 	}
 	plan := &UninstallPlan{Namespace: opts.Namespace}
 	for _, r := range owned {
+		if r.Kind == "Namespace" && r.APIVersion == "v1" {
+			live, err := c.get(ctx, r)
+			if err != nil {
+				return nil, err
+			}
+			if live == nil {
+				continue
+			}
+			if keepsNamespace(live) {
+				plan.KeptNamespace = r.Name
+				continue
+			}
+		}
 		if r.Kind == "CustomResourceDefinition" && !opts.Purge {
 			foreign, err := c.foreignResources(ctx, r, opts.Namespace)
 			if err != nil {
@@ -128,7 +145,8 @@ func (c *Clients) foreignResources(ctx context.Context, crd Ref, namespace strin
 }
 
 // injectedPods lists, in one paginated pass over all pods, those that run
-// the mesh's proxy.
+// the mesh's proxy. Pods that have terminated (a Job's Succeeded or Failed
+// pods) run nothing any more and are not counted.
 func (c *Clients) injectedPods(ctx context.Context) ([]Ref, error) {
 	var out []Ref
 	opts := metav1.ListOptions{Limit: 500}
@@ -139,6 +157,9 @@ func (c *Clients) injectedPods(ctx context.Context) ([]Ref, error) {
 		}
 		for i := range list.Items {
 			p := &list.Items[i]
+			if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+				continue
+			}
 			if _, injected := p.Annotations[wellknown.AnnotationInjected]; injected || hasProxyContainer(p.Spec.Containers) || hasProxyContainer(p.Spec.InitContainers) {
 				out = append(out, Ref{APIVersion: "v1", Kind: "Pod", Namespace: p.Namespace, Name: p.Name})
 			}
@@ -171,6 +192,12 @@ func Uninstall(ctx context.Context, c *Clients, plan *UninstallPlan, timeout tim
 			return err
 		}
 		observe(Event{Type: EventDeleted, Object: r})
+	}
+	if plan.KeptNamespace != "" {
+		if err := c.releaseNamespace(ctx, plan.KeptNamespace); err != nil {
+			return err
+		}
+		observe(Event{Type: EventInfo, Message: "kept namespace " + plan.KeptNamespace + ": meshctl install did not create it; removed the mesh's labels from it"})
 	}
 	observe(Event{Type: EventInfo, Message: "waiting for the deleted objects to be gone"})
 	wctx, cancel := context.WithTimeout(ctx, timeout)

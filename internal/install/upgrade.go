@@ -54,6 +54,9 @@ func (p *Plan) Skew() (from, to string, differ bool) {
 // with the cluster: each object's diff comes from a server-side dry-run
 // apply, so it shows what the API server would really store.
 func PlanUpgrade(ctx context.Context, c *Clients, opts Options) (*Plan, error) {
+	if err := CheckMeshNamespace(opts.Namespace); err != nil {
+		return nil, err
+	}
 	from, err := Find(ctx, c.Kube, opts.Namespace)
 	if err != nil {
 		return nil, err
@@ -132,6 +135,9 @@ func (c *Clients) planObject(ctx context.Context, obj *unstructured.Unstructured
 // waits for readiness.
 func (p *Plan) Apply(ctx context.Context, c *Clients) (*Result, error) {
 	observe := p.Options.Observer.orDiscard()
+	if w := DevelopmentImageWarning(p.Manifest); w != "" {
+		observe(Event{Type: EventWarning, Message: w})
+	}
 	crds, rest := splitCRDs(p.Manifest.Objects)
 	applied, err := c.applyAll(ctx, crds, rest, observe)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/meshctl/mesh/internal/wellknown"
 )
@@ -38,10 +39,17 @@ type Streams struct {
 type Factory struct {
 	Streams Streams
 	// KubeFlags are kubectl's flags (--kubeconfig, --context, --as, ...),
-	// registered on the root command.
+	// registered by AddClusterFlags on each command that talks to a
+	// cluster, and on no other.
 	KubeFlags *genericclioptions.ConfigFlags
 	// MeshNamespace is where the control plane lives (--mesh-namespace).
 	MeshNamespace string
+	// Verbose shows client-go's warnings and errors (--verbose).
+	Verbose bool
+	// Getenv reads the environment where client-go does (KUBECONFIG,
+	// in-cluster variables), for the message when no kubeconfig is found;
+	// nil means os.Getenv.
+	Getenv func(string) string
 
 	once      sync.Once
 	config    *rest.Config
@@ -61,9 +69,22 @@ func NewFactory(s Streams) *Factory {
 // applies a few dozen objects.
 func (f *Factory) RESTConfig() (*rest.Config, error) {
 	f.once.Do(func() {
+		if err := f.findKubeconfig(); err != nil {
+			f.configErr = err
+			return
+		}
+		if err := f.checkNames(); err != nil {
+			f.configErr = err
+			return
+		}
 		cfg, err := f.KubeFlags.ToRESTConfig()
 		if err != nil {
 			f.configErr = fmt.Errorf("loading the Kubernetes client configuration: %w", err)
+			// --context or --cluster naming nothing in the kubeconfig, or a
+			// kubeconfig that does not hold together, is invalid input.
+			if clientcmd.IsConfigurationInvalid(err) {
+				f.configErr = Usage(f.configErr)
+			}
 			return
 		}
 		cfg.QPS, cfg.Burst = 50, 100
@@ -91,9 +112,22 @@ func (f *Factory) Dynamic() (dynamic.Interface, error) {
 	return dynamic.NewForConfig(cfg)
 }
 
+// WorkloadNamespace is -n/--namespace, the workloads' namespace; given is
+// false when the flag was not set, and the command's default (often every
+// namespace) applies.
+func (f *Factory) WorkloadNamespace() (ns string, given bool) {
+	if f.KubeFlags.Namespace != nil && *f.KubeFlags.Namespace != "" {
+		return *f.KubeFlags.Namespace, true
+	}
+	return "", false
+}
+
 // RESTMapper returns a discovery-backed mapper that can be reset after CRDs
 // are created.
 func (f *Factory) RESTMapper() (meta.ResettableRESTMapper, error) {
+	if err := f.findKubeconfig(); err != nil {
+		return nil, err
+	}
 	m, err := f.KubeFlags.ToRESTMapper()
 	if err != nil {
 		return nil, fmt.Errorf("discovering the cluster's API resources: %w", err)

@@ -138,8 +138,10 @@ func Render(opts Options) (*Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rendering the control plane: %w", err)
 	}
+	// A value the schema allows but the MeshConfig refuses (a certificate
+	// lifetime under the minimum) is the user's input, like a schema error.
 	if err := m.validateMeshConfig(); err != nil {
-		return nil, fmt.Errorf("rendering the control plane: %w", err)
+		return nil, &InvalidValuesError{Problems: []string{err.Error()}}
 	}
 	return m, nil
 }

@@ -58,10 +58,16 @@ func LoadValues(src ValueSources) (map[string]any, error) {
 		if err := strvals.ParseInto(expr, values); err != nil {
 			return nil, fmt.Errorf("parsing --set %q: %w", expr, err)
 		}
+		if err := checkExprKeys("--set", expr, strvals.ParseInto); err != nil {
+			return nil, err
+		}
 	}
 	for _, expr := range src.SetString {
 		if err := strvals.ParseIntoString(expr, values); err != nil {
 			return nil, fmt.Errorf("parsing --set-string %q: %w", expr, err)
+		}
+		if err := checkExprKeys("--set-string", expr, strvals.ParseIntoString); err != nil {
+			return nil, err
 		}
 	}
 	for _, expr := range src.SetFile {
@@ -78,8 +84,49 @@ func LoadValues(src ValueSources) (map[string]any, error) {
 		if err := strvals.ParseIntoFile(expr, values, reader); err != nil {
 			return nil, fmt.Errorf("parsing --set-file %q: %w", expr, err)
 		}
+		if key, _, _ := strings.Cut(expr, "="); emptySegment(key) {
+			return nil, fmt.Errorf("parsing --set-file %q: a key is empty: want key=path", expr)
+		}
 	}
 	return normalize(values), nil
+}
+
+// checkExprKeys refuses an expression with an empty key ("=3", "a..b=1",
+// "a.=1"): Helm's parser drops it, and the value would be lost without a
+// word.
+func checkExprKeys(flag, expr string, parse func(string, map[string]any) error) error {
+	parsed := map[string]any{}
+	if err := parse(expr, parsed); err != nil {
+		return fmt.Errorf("parsing %s %q: %w", flag, expr, err)
+	}
+	key, _, _ := strings.Cut(expr, "=")
+	if len(parsed) == 0 || hasEmptyKey(parsed) || emptySegment(key) {
+		return fmt.Errorf("parsing %s %q: a key is empty: want key=value, with a key such as controller.replicas", flag, expr)
+	}
+	return nil
+}
+
+// emptySegment reports a dotted key with an empty part: "", "a..b", ".a".
+func emptySegment(key string) bool {
+	return strings.Contains("."+key+".", "..")
+}
+
+func hasEmptyKey(v any) bool {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, e := range t {
+			if k == "" || hasEmptyKey(e) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range t {
+			if hasEmptyKey(e) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // parseValuesYAML decodes one values file with Helm's own YAML semantics

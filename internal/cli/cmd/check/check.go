@@ -3,6 +3,7 @@ package check
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -10,6 +11,7 @@ import (
 	"github.com/meshctl/mesh/internal/check"
 	"github.com/meshctl/mesh/internal/cli/command"
 	"github.com/meshctl/mesh/internal/cli/ui"
+	"github.com/meshctl/mesh/internal/install"
 	"github.com/meshctl/mesh/internal/version"
 )
 
@@ -70,6 +72,14 @@ output format.`,
 			if opts.Wait < 0 {
 				return command.UsageErrorf("invalid --wait %s: must not be negative", opts.Wait)
 			}
+			if err := install.ValidNamespaceName(f.MeshNamespace); err != nil {
+				return command.Usage(fmt.Errorf("invalid --mesh-namespace: %w", err))
+			}
+			if ns, given := f.WorkloadNamespace(); given {
+				if err := install.ValidNamespaceName(ns); err != nil {
+					return command.Usage(fmt.Errorf("invalid --namespace: %w", err))
+				}
+			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}
@@ -79,6 +89,10 @@ output format.`,
 	cmd.Flags().BoolVar(&opts.Pre, "pre", false, "check that the mesh can be installed, instead of checking the installed mesh")
 	cmd.Flags().DurationVar(&opts.Wait, "wait", DefaultWait, "how long to retry checks that wait for the control plane to converge")
 	cmd.Flags().StringVarP(&opts.Output, "output", "o", check.FormatTable, "output format: table, short (only problems) or json")
+	_ = cmd.RegisterFlagCompletionFunc("output", command.CompleteChoices(check.Formats...))
+	f.AddMeshNamespaceFlag(cmd)
+	f.AddWorkloadNamespaceFlag(cmd, "namespace of the workloads the data-plane checks look at (default: every namespace)")
+	f.AddClusterFlags(cmd)
 	return cmd
 }
 
@@ -98,7 +112,9 @@ func Run(ctx context.Context, opts *Options) error {
 		RESTConfig: f.RESTConfig,
 		Namespace:  f.MeshNamespace,
 		Version:    version.Get().Version,
-		Now:        opts.Now,
+		// -n: the workloads' namespace, as in kubectl.
+		WorkloadNamespace: workloadNamespace(f),
+		Now:               opts.Now,
 	})
 	sum := check.Run(ctx, state, categories, check.Options{Wait: opts.Wait}, p.Print)
 	if err := p.Finish(sum); err != nil {
@@ -116,4 +132,9 @@ func exitError(sum check.Summary) error {
 		return nil
 	}
 	return command.Silent{Code: command.ExitFailure}
+}
+
+func workloadNamespace(f *command.Factory) string {
+	ns, _ := f.WorkloadNamespace()
+	return ns
 }

@@ -63,6 +63,9 @@ With --dry-run nothing is sent to a cluster: the manifests are printed.`,
 			if err := checkReadinessWait(opts.Wait); err != nil {
 				return err
 			}
+			if err := checkMeshNamespace(f.MeshNamespace); err != nil {
+				return err
+			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}
@@ -72,9 +75,12 @@ With --dry-run nothing is sent to a cluster: the manifests are printed.`,
 	fs := cmd.Flags()
 	fs.BoolVar(&opts.DryRun, "dry-run", false, "print the manifests instead of applying them; no cluster is contacted")
 	fs.StringVarP(&opts.Output, "output", "o", "", "format of --dry-run output: yaml (default) or json")
+	_ = cmd.RegisterFlagCompletionFunc("output", command.CompleteChoices("yaml", "json"))
 	addReadinessWait(fs, &opts.Wait)
 	opts.values.addFlags(fs)
 	opts.identity.addFlags(fs)
+	f.AddMeshNamespaceFlag(cmd)
+	f.AddClusterFlags(cmd)
 	return cmd
 }
 
@@ -108,6 +114,9 @@ func RunInstall(ctx context.Context, opts *InstallOptions) error {
 		m, err := install.RenderOffline(iopts, "")
 		if err != nil {
 			return lifecycleError("install", err)
+		}
+		if w := install.DevelopmentImageWarning(m); w != "" {
+			iopts.Observer(install.Event{Type: install.EventWarning, Message: w})
 		}
 		out := m.YAML()
 		if opts.Output == "json" {

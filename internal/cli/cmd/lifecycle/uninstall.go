@@ -33,6 +33,10 @@ control plane, its RBAC, the webhook configuration, the mesh's CRDs and the
 namespace, and wait until they are gone. Finalizers the mesh put on its
 objects are removed; nobody else's are.
 
+The namespace is deleted only when meshctl install created it; a namespace
+that existed before the install (and Kubernetes' own) is kept, with
+everything in it that is not the mesh's, and loses only the mesh's labels.
+
 uninstall refuses while pods still run the mesh's proxy, and lists them:
 uninject or delete them first, or pass --force. A CRD that still holds custom
 resources the mesh did not create is kept unless --purge is given.
@@ -47,6 +51,12 @@ Running uninstall when nothing is installed does nothing and succeeds.`,
 			if opts.Wait <= 0 {
 				return command.UsageErrorf("invalid --wait %s: must be positive", opts.Wait)
 			}
+			// Uninstall may clean a mesh out of a namespace install would
+			// refuse today (never deleting that namespace), so only the
+			// name is checked.
+			if err := install.ValidNamespaceName(f.MeshNamespace); err != nil {
+				return command.Usage(fmt.Errorf("invalid --mesh-namespace: %w", err))
+			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}
@@ -58,6 +68,8 @@ Running uninstall when nothing is installed does nothing and succeeds.`,
 	fs.BoolVar(&opts.Force, "force", false, "uninstall even while pods still run the mesh's proxy")
 	fs.BoolVar(&opts.Purge, "purge", false, "delete the mesh's CRDs even when they hold custom resources the mesh did not create")
 	fs.DurationVar(&opts.Wait, "wait", 5*time.Minute, "how long to wait for the deleted objects to be gone")
+	f.AddMeshNamespaceFlag(cmd)
+	f.AddClusterFlags(cmd)
 	return cmd
 }
 
@@ -75,6 +87,9 @@ func RunUninstall(ctx context.Context, opts *UninstallOptions) error {
 	e := ui.New(f.Streams.ErrOut, f.Streams.Colour && f.Streams.ErrOutIsTerminal)
 	for _, k := range plan.KeptCRDs {
 		e.Println(e.Warn(fmt.Sprintf("keeping CustomResourceDefinition %s: it holds %d resources the mesh did not create (first: %s); use --purge to delete them", k.Name, len(k.Resources), k.Resources[0])))
+	}
+	if plan.KeptNamespace != "" {
+		e.Println(e.Warn("keeping namespace " + plan.KeptNamespace + ": meshctl install did not create it (no label " + install.LabelNamespaceCreated + "=true); only the mesh's objects and labels are removed from it"))
 	}
 	if opts.DryRun {
 		out := ui.New(f.Streams.Out, f.Streams.Colour && f.Streams.OutIsTerminal)

@@ -47,6 +47,9 @@ Only objects carrying the mesh's ownership label are ever deleted.`,
 			if err := checkReadinessWait(opts.Wait); err != nil {
 				return err
 			}
+			if err := checkMeshNamespace(f.MeshNamespace); err != nil {
+				return err
+			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}
@@ -57,6 +60,8 @@ Only objects carrying the mesh's ownership label are ever deleted.`,
 	fs.BoolVar(&opts.DryRun, "dry-run", false, "print the diff of every object that would change, and apply nothing")
 	addReadinessWait(fs, &opts.Wait)
 	opts.values.addFlags(fs)
+	f.AddMeshNamespaceFlag(cmd)
+	f.AddClusterFlags(cmd)
 	return cmd
 }
 

@@ -87,6 +87,15 @@ func (i *identityFlags) load(f *command.Factory) (*render.Identity, error) {
 	return &id, nil
 }
 
+// checkMeshNamespace refuses, before anything is sent to a cluster, a
+// namespace the mesh must not be installed into.
+func checkMeshNamespace(ns string) error {
+	if err := install.CheckMeshNamespace(ns); err != nil {
+		return command.Usage(fmt.Errorf("invalid --mesh-namespace: %w", err))
+	}
+	return nil
+}
+
 // lifecycleError maps the install library's failures to exit codes and adds
 // what the user can do about them.
 func lifecycleError(verb string, err error) error {
@@ -105,7 +114,8 @@ func lifecycleError(verb string, err error) error {
 		return fmt.Errorf("%w\nfix the cause and run `meshctl %s` again to finish, or `meshctl uninstall` to remove what was applied", err, verb)
 	}
 	var invalid *render.InvalidValuesError
-	if errors.As(err, &invalid) {
+	var badNamespace *install.NamespaceError
+	if errors.As(err, &invalid) || errors.As(err, &badNamespace) {
 		return command.Usage(err)
 	}
 	return err

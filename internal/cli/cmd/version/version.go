@@ -50,6 +50,9 @@ reported but is not an error.`,
 			if err := command.ValidateOutput(opts.Output, "json", "yaml"); err != nil {
 				return err
 			}
+			if err := install.ValidNamespaceName(f.MeshNamespace); err != nil {
+				return command.Usage(fmt.Errorf("invalid --mesh-namespace: %w", err))
+			}
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}
@@ -58,6 +61,9 @@ reported but is not an error.`,
 	}
 	cmd.Flags().BoolVar(&opts.ClientOnly, "client", false, "print only the client's version; do not contact the cluster")
 	cmd.Flags().StringVarP(&opts.Output, "output", "o", "", "output format: json or yaml")
+	_ = cmd.RegisterFlagCompletionFunc("output", command.CompleteChoices("json", "yaml"))
+	f.AddMeshNamespaceFlag(cmd)
+	f.AddClusterFlags(cmd)
 	return cmd
 }
 

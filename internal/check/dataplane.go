@@ -1,0 +1,149 @@
+package check
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshctl/mesh/internal/wellknown"
+)
+
+// CategoryDataPlane holds the checks of the workloads the mesh serves.
+const CategoryDataPlane = "data-plane"
+
+// maxNamedPods bounds how many pods a data-plane error lists.
+const maxNamedPods = 20
+
+func dataPlane() Category {
+	return Category{ID: CategoryDataPlane, Checks: []Check{{
+		Description: "pods in injection-enabled namespaces run the proxy",
+		Hint:        "dp-uninjected-pods",
+		Severity:    Warning,
+		Run:         checkUninjectedPods,
+	}}}
+}
+
+// checkUninjectedPods finds running pods that the webhook should have given
+// a proxy and did not: created while the controller was down or before the
+// namespace was labelled, with failure policy Ignore. One list of
+// namespaces by label, one list of pods per such namespace.
+func checkUninjectedPods(ctx context.Context, s *State) error {
+	if err := s.clients(); err != nil {
+		return err
+	}
+	nsList, err := s.kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: wellknown.LabelInject + "=" + wellknown.InjectEnabled})
+	if err != nil {
+		return fmt.Errorf("listing the namespaces labelled %s=%s: %w", wellknown.LabelInject, wellknown.InjectEnabled, err)
+	}
+	var missing []string
+	restarts := map[string]bool{}
+	for _, ns := range nsList.Items {
+		if ns.Name == s.cfg.Namespace || skippedNamespace(ns.Name) {
+			continue
+		}
+		if s.cfg.WorkloadNamespace != "" && ns.Name != s.cfg.WorkloadNamespace {
+			continue
+		}
+		pods, err := s.kube.CoreV1().Pods(ns.Name).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return fmt.Errorf("listing the pods of namespace %s: %w", ns.Name, err)
+		}
+		for i := range pods.Items {
+			p := &pods.Items[i]
+			if !shouldRunProxy(p) || runsProxy(p) {
+				continue
+			}
+			missing = append(missing, p.Namespace+"/"+p.Name)
+			restarts[restartCommand(p)] = true
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	sort.Strings(missing)
+	var b strings.Builder
+	pods := "pods"
+	if len(missing) == 1 {
+		pods = "pod"
+	}
+	fmt.Fprintf(&b, "%d %s in namespaces labelled %s=%s run without the proxy (created while the injector was unreachable, or before the label was set):", len(missing), pods, wellknown.LabelInject, wellknown.InjectEnabled)
+	for i, name := range missing {
+		if i == maxNamedPods {
+			fmt.Fprintf(&b, "\n  ... and %d more", len(missing)-i)
+			break
+		}
+		b.WriteString("\n  pod " + name)
+	}
+	b.WriteString("\nrestart their workloads so that the injector sees them again:")
+	cmds := make([]string, 0, len(restarts))
+	for c := range restarts {
+		cmds = append(cmds, c)
+	}
+	sort.Strings(cmds)
+	for i, c := range cmds {
+		if i == maxNamedPods {
+			fmt.Fprintf(&b, "\n  ... and %d more", len(cmds)-i)
+			break
+		}
+		b.WriteString("\n  " + c)
+	}
+	return fmt.Errorf("%s", b.String())
+}
+
+// skippedNamespace: the webhook's namespaceSelector never sends pods of
+// Kubernetes' own namespaces.
+func skippedNamespace(ns string) bool {
+	return ns == "kube-system" || ns == "kube-public" || ns == "kube-node-lease"
+}
+
+// shouldRunProxy reports whether the webhook would inject p: a pod that is
+// not finished, not opted out, and not on the host's network.
+func shouldRunProxy(p *corev1.Pod) bool {
+	if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+		return false
+	}
+	if p.Spec.HostNetwork || p.Annotations[wellknown.AnnotationInject] == wellknown.InjectDisabled {
+		return false
+	}
+	return true
+}
+
+func runsProxy(p *corev1.Pod) bool {
+	if _, ok := p.Annotations[wellknown.AnnotationInjected]; ok {
+		return true
+	}
+	for _, cs := range [][]corev1.Container{p.Spec.Containers, p.Spec.InitContainers} {
+		for _, c := range cs {
+			if c.Name == wellknown.ProxyContainerName {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// restartCommand is how to recreate p so that the webhook injects it: a
+// rollout restart of its workload, or deleting a pod nothing recreates.
+func restartCommand(p *corev1.Pod) string {
+	for _, o := range p.OwnerReferences {
+		if o.Controller == nil || !*o.Controller {
+			continue
+		}
+		switch o.Kind {
+		case "ReplicaSet":
+			if hash := p.Labels["pod-template-hash"]; hash != "" && strings.HasSuffix(o.Name, "-"+hash) {
+				return "kubectl rollout restart -n " + p.Namespace + " deployment/" + strings.TrimSuffix(o.Name, "-"+hash)
+			}
+			return "kubectl delete pod -n " + p.Namespace + " " + p.Name + "  # owned by ReplicaSet " + o.Name
+		case "StatefulSet", "DaemonSet":
+			return "kubectl rollout restart -n " + p.Namespace + " " + strings.ToLower(o.Kind) + "/" + o.Name
+		default:
+			return "kubectl delete pod -n " + p.Namespace + " " + p.Name + "  # " + o.Kind + " " + o.Name + " recreates it"
+		}
+	}
+	return "kubectl delete pod -n " + p.Namespace + " " + p.Name + "  # then create it again: no controller recreates it"
+}
