@@ -2,11 +2,12 @@
 // it runs the mesh's control-plane components side by side and serves their
 // readiness, liveness and metrics on one admin endpoint.
 //
-// Today the components are the MeshConfig watcher (meshconfigwatch) and the
+// Today the components are the MeshConfig watcher (meshconfigwatch), the
 // proxy injector's admission webhook (webhook) with its reloading serving
-// certificate (servingcert). Identity issuance, discovery and the push server
-// join as further components, each in its own package, each adding its
-// readiness checks and metrics here.
+// certificate (servingcert), and discovery: the Kubernetes registry
+// (registry) feeding the discovery stream server (push). Identity issuance
+// joins as a further component, in its own package, adding its readiness
+// checks and metrics here.
 package controller
 
 import (
@@ -22,10 +23,13 @@ import (
 	"time"
 
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/meshctl/mesh/internal/controller/admin"
 	"github.com/meshctl/mesh/internal/controller/meshconfigwatch"
+	"github.com/meshctl/mesh/internal/controller/push"
+	"github.com/meshctl/mesh/internal/controller/registry"
 	"github.com/meshctl/mesh/internal/controller/servingcert"
 	"github.com/meshctl/mesh/internal/controller/webhook"
 	"github.com/meshctl/mesh/internal/version"
@@ -47,6 +51,9 @@ type Options struct {
 	Kube *rest.Config
 	// Inject injects one pod for the webhook.
 	Inject webhook.Injector
+	// TrustDomain names the endpoints' identities in discovery; empty
+	// means "cluster.local", the MeshConfig's default.
+	TrustDomain string
 	// Logger receives the structured logs of every component.
 	Logger *slog.Logger
 	// ShutdownDelay is how long, once told to stop, the controller keeps
@@ -84,6 +91,8 @@ type Controller struct {
 	adminLn   net.Listener
 	webhook   *http.Server
 	adminSrv  *http.Server
+	registry  *registry.Kube
+	push      *push.Server
 }
 
 // New checks opts, builds the components and binds the listeners, so that
@@ -112,7 +121,19 @@ func New(opts Options) (*Controller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the API client: %w", err)
 	}
+	clientset, err := kubernetes.NewForConfig(kube)
+	if err != nil {
+		return nil, fmt.Errorf("building the API client: %w", err)
+	}
 	c := &Controller{opts: opts, log: opts.Logger}
+	trustDomain := opts.TrustDomain
+	if trustDomain == "" {
+		trustDomain = "cluster.local"
+	}
+	// Discovery: the registry feeds the push server. The mesh settings
+	// and the bundle are not wired yet (nil channels).
+	c.registry = registry.NewKube(clientset, trustDomain, opts.Logger.With("component", "discovery"))
+	c.push = push.New(push.Options{Logger: opts.Logger.With("component", "push")})
 	c.watcher = meshconfigwatch.New(dyn, opts.MeshNamespace, opts.Logger.With("component", "meshconfig"))
 	c.cert = servingcert.New(opts.WebhookTLSDir)
 	if err := c.cert.Loaded(); err != nil {
@@ -145,8 +166,9 @@ func New(opts Options) (*Controller, error) {
 				c.cert.Check() // picks up files that appeared since
 				return c.cert.Loaded()
 			}},
+			{Name: "discovery", Err: c.registry.Synced},
 		},
-		Metrics: []admin.MetricsWriter{buildInfo{}, metrics, c.watcher, certificateExpiry{c.cert}},
+		Metrics: []admin.MetricsWriter{buildInfo{}, metrics, c.watcher, certificateExpiry{c.cert}, c.push.Metrics()},
 		Logger:  opts.Logger.With("component", "admin"),
 	}
 	c.adminSrv = &http.Server{
@@ -171,6 +193,10 @@ func New(opts Options) (*Controller, error) {
 func (c *Controller) WebhookAddr() net.Addr { return c.webhookLn.Addr() }
 func (c *Controller) AdminAddr() net.Addr   { return c.adminLn.Addr() }
 
+// Discovery is the handler of meshapi.PathDiscovery, for the mesh API
+// server to mount.
+func (c *Controller) Discovery() http.Handler { return c.push.Handler() }
+
 // Ready reports, as GET /ready does, whether the controller is ready.
 func (c *Controller) Ready() error { return c.admin.Ready() }
 
@@ -184,7 +210,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		"webhookAddress", c.WebhookAddr().String(), "adminAddress", c.AdminAddr().String(), "webhookTLSDir", c.opts.WebhookTLSDir)
 	watchCtx, stopWatching := context.WithCancel(context.Background())
 	defer stopWatching()
-	failed := make(chan error, 3)
+	failed := make(chan error, 5)
 	var wg sync.WaitGroup
 	goRun := func(name string, run func() error) {
 		wg.Go(func() {
@@ -194,6 +220,8 @@ func (c *Controller) Run(ctx context.Context) error {
 		})
 	}
 	goRun("meshconfig watcher", func() error { return c.watcher.Run(watchCtx) })
+	goRun("discovery", func() error { return c.registry.Run(watchCtx, c.push) })
+	goRun("push server", func() error { return c.push.Run(watchCtx) })
 	goRun("admin endpoint", func() error { return serve(c.adminSrv.Serve(c.adminLn)) })
 	goRun("webhook", func() error { return serve(c.webhook.ServeTLS(c.webhookLn, "", "")) })
 

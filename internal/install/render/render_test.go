@@ -166,6 +166,8 @@ func TestOrder(t *testing.T) {
 		"Secret/meshctl-identity-issuer",
 		"Secret/meshctl-webhook-tls",
 		"ConfigMap/meshctl-identity-trust-anchors",
+		"ClusterRole/meshctl-controller",
+		"ClusterRoleBinding/meshctl-controller",
 		"Role/meshctl-controller",
 		"RoleBinding/meshctl-controller",
 		"Service/meshctl-controller",
@@ -216,7 +218,7 @@ func TestNamespaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clusterScoped := map[string]bool{"Namespace": true, "CustomResourceDefinition": true, "MutatingWebhookConfiguration": true}
+	clusterScoped := map[string]bool{"Namespace": true, "CustomResourceDefinition": true, "MutatingWebhookConfiguration": true, "ClusterRole": true, "ClusterRoleBinding": true}
 	for _, o := range m.Objects {
 		want := wellknown.DefaultMeshNamespace
 		if clusterScoped[o.GetKind()] {
