@@ -16,8 +16,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -124,8 +127,9 @@ type proxy struct {
 	resp *http.Response
 	// Refuse, if set, is asked before applying; a non-empty answer NACKs.
 	Refuse func(*meshapi.ServerMessage) string
-	// Slow, if set, is waited on before reading each message.
-	Slow chan struct{}
+	// Gate, if it holds a channel, is waited on before reading each
+	// message.
+	Gate atomic.Pointer[chan struct{}]
 	// OnAck, if set, hears every ACK the proxy sends.
 	OnAck func(*meshapi.ServerMessage)
 
@@ -192,8 +196,8 @@ func (p *proxy) subscribe(services []string, addresses []string) error {
 func (p *proxy) loop() {
 	dec := meshapi.NewDecoder(p.resp.Body, 0)
 	for {
-		if p.Slow != nil {
-			<-p.Slow
+		if g := p.Gate.Load(); g != nil {
+			<-*g
 		}
 		var m meshapi.ServerMessage
 		err := dec.Decode(&m)
@@ -281,3 +285,9 @@ func startServer(t testing.TB, ca *testCA, opts Options) *Server {
 func contextWithCancel() (context.Context, context.CancelFunc) {
 	return context.WithCancel(context.Background())
 }
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+type bytesBuffer struct{ strings.Builder }
+
+func (b *bytesBuffer) contains(s string) bool { return strings.Contains(b.String(), s) }

@@ -278,7 +278,10 @@ func (s *Server) apply(batch map[resKey]change) {
 	defer s.mu.Unlock()
 	changed := make([]resKey, 0, len(batch))
 	addrs := map[string]bool{} // "ip:port" whose owner may have changed
-	for k, c := range batch {
+	// In sending order, so that versions grow in the order a proxy
+	// applies them: a service before its endpoints.
+	for _, k := range sortedKeys(batch) {
+		c := batch[k]
 		old := s.resources[k]
 		var r *resource
 		var err error

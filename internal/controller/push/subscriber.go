@@ -87,14 +87,19 @@ func (sub *subscriber) take() ([]resKey, map[resKey]bool) {
 	due := sub.due
 	sub.due = make(map[resKey]bool)
 	sub.mu.Unlock()
-	keys := make([]resKey, 0, len(due))
-	for k := range due {
+	return sortedKeys(due), due
+}
+
+// sortedKeys returns the keys of m in sending order.
+func sortedKeys[V any](m map[resKey]V) []resKey {
+	keys := make([]resKey, 0, len(m))
+	for k := range m {
 		keys = append(keys, k)
 	}
 	slices.SortFunc(keys, func(a, b resKey) int {
 		return cmp.Or(cmp.Compare(kindOrder[a.kind], kindOrder[b.kind]), cmp.Compare(a.name, b.name))
 	})
-	return keys, due
+	return keys
 }
 
 // choose returns the bytes to write for r, or nil when the stream has it
