@@ -101,7 +101,14 @@ func zoneGen(set *meshapi.Set, key string) int {
 	return -1
 }
 
-func setupBench(b *testing.B) (*benchFixture, error) {
+// keepTB lets the fixture, made once for every run of the benchmark,
+// outlive the first run's cleanups.
+type keepTB struct{ testing.TB }
+
+func (keepTB) Cleanup(func()) {}
+
+func setupBench(tb *testing.B) (*benchFixture, error) {
+	b := keepTB{tb}
 	ctx := context.Background()
 	ca := newTestCA(b)
 	nSvc, nEps, nProx := *benchServices, *benchEndpoints, *benchProxies
