@@ -267,6 +267,9 @@ func setupBench(tb *testing.B) (*benchFixture, error) {
 // createBenchService creates a selector-less Service, its pods (objects
 // only) and one EndpointSlice naming them.
 func createBenchService(ctx context.Context, kube kubernetes.Interface, ns, name string, perSvc, idx int) error {
+	if _, err := kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
 	_, err := kube.CoreV1().Services(ns).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), AppProtocol: ptr("http")}}},
