@@ -25,7 +25,8 @@ type File struct {
 	Dir string
 	// PollInterval defaults to one second.
 	PollInterval time.Duration
-	Logger       *slog.Logger
+	// Logger is required.
+	Logger *slog.Logger
 
 	synced atomic.Bool
 	files  map[string]fileState // by path

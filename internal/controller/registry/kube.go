@@ -82,7 +82,9 @@ func slimContainers(cs []corev1.Container) []corev1.Container {
 	return out
 }
 
-func stripManagedFields(obj any) (any, error) {
+// slim is the informers' transform: pods slimmed, managed fields dropped
+// from everything.
+func slim(obj any) (any, error) {
 	if p, ok := obj.(*corev1.Pod); ok {
 		return slimPod(p)
 	}
@@ -114,7 +116,7 @@ func (k *Kube) Synced() error {
 
 // Run watches until ctx is done.
 func (k *Kube) Run(ctx context.Context, sink Sink) error {
-	factory := informers.NewSharedInformerFactoryWithOptions(k.client, 0, informers.WithTransform(stripManagedFields))
+	factory := informers.NewSharedInformerFactoryWithOptions(k.client, 0, informers.WithTransform(slim))
 	svcInf := factory.Core().V1().Services()
 	sliceInf := factory.Discovery().V1().EndpointSlices()
 	podInf := factory.Core().V1().Pods()

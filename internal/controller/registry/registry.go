@@ -18,10 +18,9 @@ import (
 	"github.com/meshctl/mesh/internal/meshapi"
 )
 
-// Sink receives the registry's changes. Keys are "namespace/name". A Sink
-// must not keep the slices or maps it is given past the call unless it
-// owns them from then on: the registry never changes a value after handing
-// it over.
+// Sink receives the registry's changes. Keys are "namespace/name". A
+// registry calls it from one goroutine, in the order of its changes, and
+// never changes a value after handing it over, so a Sink may keep them.
 type Sink interface {
 	// UpsertService adds or replaces a service.
 	UpsertService(key string, svc *meshapi.Service)
