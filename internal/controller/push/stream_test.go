@@ -1,11 +1,16 @@
 package push
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/meshctl/mesh/internal/controller/registry"
 	"github.com/meshctl/mesh/internal/meshapi"
 )
 
@@ -173,4 +178,29 @@ func TestSlowSubscriber(t *testing.T) {
 		t.Errorf("the slow proxy got %d endpoint versions of %d: nothing was coalesced", n, versions+1)
 	}
 	t.Logf("the slow proxy got %d of %d endpoint versions", n, versions+1)
+}
+
+// Local mode: the file registry feeds the same server.
+func TestFileRegistryFeedsTheStream(t *testing.T) {
+	dir := t.TempDir()
+	const web = "namespace: shop\nname: web\naddresses: [10.96.0.12]\nports: [{name: http, port: 80, targetPort: 8080}]\n" +
+		"endpoints:\n  - {address: 10.244.0.5, meshed: true, identity: \"spiffe://cluster.local/ns/shop/sa/web\"}\n"
+	if err := os.WriteFile(filepath.Join(dir, "web.yaml"), []byte(web), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ca := newTestCA(t)
+	s := startServer(t, ca, Options{})
+	reg := &registry.File{Dir: dir, PollInterval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go reg.Run(ctx, s)
+	srv := ca.serve(t, s.Handler())
+	p := ca.connect(t, srv, "client", nil)
+	p.subscribe(nil, []string{"10.96.0.12:80"})
+	if err := p.wait(5*time.Second, "the file's service", func(set *meshapi.Set, _ []*meshapi.ServerMessage) bool {
+		st := set.Services["shop/web"]
+		return st != nil && st.Service != nil && len(st.Endpoints) == 1 && st.Endpoints[0].Meshed
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
