@@ -4,10 +4,9 @@
 //
 // Today the components are the MeshConfig watcher (meshconfigwatch), the
 // proxy injector's admission webhook (webhook) with its reloading serving
-// certificate (servingcert), and identity issuance (identity) on the mesh
-// API server (meshapiserver). Discovery and the push server join as further
-// components, each in its own package, each adding its readiness checks and
-// metrics here.
+// certificate (servingcert), identity issuance (identity) and discovery:
+// the Kubernetes registry (registry) feeding the discovery stream server
+// (push), both on the mesh API server (meshapiserver).
 package controller
 
 import (
@@ -23,13 +22,18 @@ import (
 	"time"
 
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/meshctl/mesh/internal/controller/admin"
+	"github.com/meshctl/mesh/internal/controller/identity"
 	"github.com/meshctl/mesh/internal/controller/meshapiserver"
 	"github.com/meshctl/mesh/internal/controller/meshconfigwatch"
+	"github.com/meshctl/mesh/internal/controller/push"
+	"github.com/meshctl/mesh/internal/controller/registry"
 	"github.com/meshctl/mesh/internal/controller/servingcert"
 	"github.com/meshctl/mesh/internal/controller/webhook"
+	"github.com/meshctl/mesh/internal/meshapi"
 	"github.com/meshctl/mesh/internal/version"
 )
 
@@ -49,6 +53,9 @@ type Options struct {
 	Kube *rest.Config
 	// Inject injects one pod for the webhook.
 	Inject webhook.Injector
+	// TrustDomain names the endpoints' identities in discovery; empty
+	// means "cluster.local", the MeshConfig's default.
+	TrustDomain string
 	// Logger receives the structured logs of every component.
 	Logger *slog.Logger
 	// ShutdownDelay is how long, once told to stop, the controller keeps
@@ -99,6 +106,12 @@ type Controller struct {
 	adminSrv  *http.Server
 	kube      *rest.Config
 	meshAPI   *meshapiserver.Server
+	creds     *identity.Credentials
+	registry  *registry.Kube
+	push      *push.Server
+	// meshSettings and bundle feed the push server what every proxy gets.
+	meshSettings chan meshapi.MeshSettings
+	bundle       chan meshapi.Bundle
 }
 
 // New checks opts, builds the components and binds the listeners, so that
@@ -129,7 +142,19 @@ func New(opts Options) (*Controller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the API client: %w", err)
 	}
-	c := &Controller{opts: opts, log: opts.Logger, kube: kube}
+	clientset, err := kubernetes.NewForConfig(kube)
+	if err != nil {
+		return nil, fmt.Errorf("building the API client: %w", err)
+	}
+	c := &Controller{opts: opts, log: opts.Logger, kube: kube,
+		meshSettings: make(chan meshapi.MeshSettings), bundle: make(chan meshapi.Bundle)}
+	trustDomain := opts.TrustDomain
+	if trustDomain == "" {
+		trustDomain = "cluster.local"
+	}
+	// Discovery: the registry feeds the push server.
+	c.registry = registry.NewKube(clientset, trustDomain, opts.Logger.With("component", "discovery"))
+	c.push = push.New(push.Options{Logger: opts.Logger.With("component", "push"), Mesh: c.meshSettings, Bundle: c.bundle})
 	c.watcher = meshconfigwatch.New(dyn, opts.MeshNamespace, opts.Logger.With("component", "meshconfig"))
 	c.cert = servingcert.New(opts.WebhookTLSDir)
 	if err := c.cert.Loaded(); err != nil {
@@ -162,8 +187,9 @@ func New(opts Options) (*Controller, error) {
 				c.cert.Check() // picks up files that appeared since
 				return c.cert.Loaded()
 			}},
+			{Name: "discovery", Err: c.registry.Synced},
 		},
-		Metrics: []admin.MetricsWriter{buildInfo{}, metrics, c.watcher, certificateExpiry{c.cert}},
+		Metrics: []admin.MetricsWriter{buildInfo{}, metrics, c.watcher, certificateExpiry{c.cert}, c.push.Metrics()},
 		Logger:  opts.Logger.With("component", "admin"),
 	}
 	c.adminSrv = &http.Server{
@@ -211,7 +237,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		"webhookAddress", c.WebhookAddr().String(), "adminAddress", c.AdminAddr().String(), "webhookTLSDir", c.opts.WebhookTLSDir)
 	watchCtx, stopWatching := context.WithCancel(context.Background())
 	defer stopWatching()
-	failed := make(chan error, 4)
+	failed := make(chan error, 6)
 	var wg sync.WaitGroup
 	goRun := func(name string, run func() error) {
 		wg.Go(func() {
@@ -221,6 +247,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		})
 	}
 	goRun("meshconfig watcher", func() error { return c.watcher.Run(watchCtx) })
+	goRun("discovery", func() error { return c.registry.Run(watchCtx, c.push) })
+	goRun("push server", func() error { return c.push.Run(watchCtx) })
+	goRun("mesh settings", func() error { return c.feedMeshSettings(watchCtx) })
 	goRun("admin endpoint", func() error { return serve(c.adminSrv.Serve(c.adminLn)) })
 	goRun("webhook", func() error { return serve(c.webhook.ServeTLS(c.webhookLn, "", "")) })
 	if c.meshAPI != nil {

@@ -39,6 +39,8 @@ var resources = map[string]schema.GroupVersionResource{
 	"ServiceAccount":               {Version: "v1", Resource: "serviceaccounts"},
 	"Role":                         {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"},
 	"RoleBinding":                  {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"},
+	"ClusterRole":                  {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"},
+	"ClusterRoleBinding":           {Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"},
 	"MeshConfig":                   meshconfig.GroupVersionResource,
 	"MutatingWebhookConfiguration": {Group: "admissionregistration.k8s.io", Version: "v1", Resource: "mutatingwebhookconfigurations"},
 }
@@ -205,12 +207,16 @@ func TestController(t *testing.T) {
 	}
 	notReady("readiness without Role, CRD and certificate",
 		"meshconfig: no valid MeshConfig ctrl-mesh/mesh seen yet: listing meshconfigs.meshctl.dev in ctrl-mesh: ",
-		"webhook certificate: loading the serving certificate: ")
+		"webhook certificate: loading the serving certificate: ",
+		"discovery: waiting for the caches of services, endpointslices and pods")
 	if !strings.Contains(logs.String(), "the controller's Role must allow get, list and watch") {
 		t.Errorf("without its Role, the controller does not say what it lacks")
 	}
 	for _, kind := range []string{"Role", "RoleBinding"} {
 		create(ctx, t, dyn, find(kind, meshNS, wellknown.ControllerName))
+	}
+	for _, kind := range []string{"ClusterRole", "ClusterRoleBinding"} {
+		create(ctx, t, dyn, find(kind, "", wellknown.ControllerName))
 	}
 	testcert.WriteSecretDir(t, tlsDir, certPEM, keyPEM)
 	notReady("readiness without the CRD", "(is the MeshConfig CRD installed?)")

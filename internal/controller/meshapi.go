@@ -1,7 +1,10 @@
 package controller
 
 import (
+	"context"
 	"net"
+	"slices"
+	"time"
 
 	"github.com/meshctl/mesh/internal/controller/admin"
 	"github.com/meshctl/mesh/internal/controller/identity"
@@ -41,7 +44,8 @@ func (c *Controller) newMeshAPI() ([]admin.Check, []admin.MetricsWriter, error) 
 		Logger:      log,
 		Metrics:     metrics,
 	})
-	c.meshAPI = srv
+	srv.Handle(meshapi.PathDiscovery, c.push.Handler())
+	c.meshAPI, c.creds = srv, creds
 	log.Info("identity issuance on the mesh API", "meshAPIAddress", srv.Addr().String(),
 		"identityIssuerDir", opts.IdentityIssuerDir, "trustAnchorsDir", opts.TrustAnchorsDir)
 	checks := []admin.Check{
@@ -62,4 +66,49 @@ func (c *Controller) MeshAPIAddr() net.Addr {
 		return nil
 	}
 	return c.meshAPI.Addr()
+}
+
+// feedMeshSettings gives the push server the mesh settings and the trust
+// bundle, and again whenever they change: the MeshConfig's trust domain,
+// and the trust anchors as mounted (an anchor rotation edits the mounted
+// ConfigMap, and proxies get the new bundle within a second). Proxies get
+// permissive inbound mTLS mesh-wide; a workload's own configuration makes
+// ports strict.
+func (c *Controller) feedMeshSettings(ctx context.Context) error {
+	var mesh meshapi.MeshSettings
+	var bundle meshapi.Bundle
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		if spec, err := c.watcher.Current(); err == nil {
+			m := meshapi.MeshSettings{TrustDomain: spec.TrustDomain, InboundMTLS: meshapi.MTLSPermissive}
+			if m != mesh && send(ctx, c.meshSettings, m) {
+				mesh = m
+			}
+			if c.creds != nil {
+				if b, err := c.creds.Bundle(); err == nil {
+					nb := identity.BundleOf(b, spec.TrustDomain)
+					if !slices.Equal(nb.Anchors, bundle.Anchors) || nb.TrustDomain != bundle.TrustDomain {
+						if send(ctx, c.bundle, nb) {
+							bundle = nb
+						}
+					}
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func send[T any](ctx context.Context, ch chan<- T, v T) bool {
+	select {
+	case ch <- v:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

@@ -37,13 +37,19 @@ type Decoder struct {
 	max int
 }
 
+// decoderBufferBytes is the read buffer of a Decoder. The controller holds
+// one decoder per connected proxy and most lines (ACKs, subscriptions,
+// endpoint deltas) are far smaller than this, so it is small; a longer line
+// is gathered from several reads.
+const decoderBufferBytes = 4 << 10
+
 // NewDecoder reads from r lines of at most max bytes (MaxMessageBytes when
 // max <= 0).
 func NewDecoder(r io.Reader, max int) *Decoder {
 	if max <= 0 {
 		max = MaxMessageBytes
 	}
-	return &Decoder{r: bufio.NewReaderSize(r, 64<<10), max: max}
+	return &Decoder{r: bufio.NewReaderSize(r, decoderBufferBytes), max: max}
 }
 
 // Decode reads the next line into v. Unknown fields are refused, so that

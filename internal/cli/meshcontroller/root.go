@@ -38,6 +38,8 @@ type options struct {
 	MeshAPIPort       uint16
 	IdentityIssuerDir string
 	TrustAnchorsDir   string
+	// TrustDomain names the identities discovery announces.
+	TrustDomain string
 }
 
 // NewRootCmd returns the meshcontroller command: run without a subcommand it
@@ -75,6 +77,7 @@ outside one.`,
 	f.Uint16Var(&o.MeshAPIPort, "meshapi-port", wellknown.ControllerMeshAPIPort, "port of the mesh API (HTTPS): identity issuance for proxies; 0 turns it off")
 	f.StringVar(&o.IdentityIssuerDir, "identity-issuer-dir", "/var/run/meshctl/identity-issuer", "directory holding the identity issuer's tls.crt and tls.key")
 	f.StringVar(&o.TrustAnchorsDir, "trust-anchors-dir", "/var/run/meshctl/trust-anchors", "directory holding the trust anchors, ca-bundle.crt")
+	f.StringVar(&o.TrustDomain, "trust-domain", "cluster.local", "trust domain of the identities that discovery announces for endpoints (the MeshConfig's trustDomain)")
 	o.Logging.AddFlags(f, "log level: debug, info, warn or error")
 	f.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file to reach the API server with (default: the in-cluster ServiceAccount)")
 	f.DurationVar(&o.ShutdownDelay, "shutdown-delay", 5*time.Second, "how long to keep serving with readiness failing after SIGTERM, so endpoints stop routing here first")
@@ -123,6 +126,7 @@ func runController(cmd *cobra.Command, o *options, s incluster.Streams) error {
 		Inject:         webhook.NewInjector(o.MeshNamespace, version.Get().Version, webhook.NewCluster(clientset, o.MeshNamespace, nil)),
 		Logger:         log,
 		ShutdownDelay:  o.ShutdownDelay,
+		TrustDomain:    o.TrustDomain,
 	}
 	if o.MeshAPIPort != 0 {
 		opts.MeshAPIAddress = ":" + strconv.Itoa(int(o.MeshAPIPort))

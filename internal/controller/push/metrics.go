@@ -1,0 +1,137 @@
+package push
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshctl/mesh/internal/meshapi"
+)
+
+// kinds are the label values of the per-kind series, in output order.
+var kinds = [...]meshapi.Kind{meshapi.KindMesh, meshapi.KindBundle, meshapi.KindService, meshapi.KindEndpoints, meshapi.KindResolution}
+
+// kindIndex maps a kind to its slot; unknown kinds (a proxy's NACK of
+// something odd) share the last one, "other".
+func kindIndex(k meshapi.Kind) int {
+	for i, x := range kinds {
+		if x == k {
+			return i
+		}
+	}
+	return len(kinds)
+}
+
+func kindLabel(i int) string {
+	if i < len(kinds) {
+		return string(kinds[i])
+	}
+	return "other"
+}
+
+// latencyBuckets are the upper bounds, in seconds, of the push latency:
+// the debounce window alone is 10 to 100 ms.
+var latencyBuckets = [...]float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+// Metrics are the push server's series. Safe for concurrent use.
+type Metrics struct {
+	proxies atomic.Int64
+	pushes  [len(kinds) + 1]atomic.Uint64
+	bytes   [len(kinds) + 1]atomic.Uint64
+	nacks   [len(kinds) + 1]atomic.Uint64
+	invalid [len(kinds) + 1]atomic.Uint64
+	deltas  atomic.Uint64
+	batches atomic.Uint64
+	changes atomic.Uint64
+	buckets [len(latencyBuckets) + 1]atomic.Uint64
+	sumNano atomic.Int64
+}
+
+func (m *Metrics) sent(k meshapi.Kind, n int, isDelta bool) {
+	i := kindIndex(k)
+	m.pushes[i].Add(1)
+	m.bytes[i].Add(uint64(n))
+	if isDelta {
+		m.deltas.Add(1)
+	}
+}
+
+func (m *Metrics) observeLatency(d time.Duration) {
+	secs := d.Seconds()
+	i := 0
+	for i < len(latencyBuckets) && secs > latencyBuckets[i] {
+		i++
+	}
+	m.buckets[i].Add(1)
+	m.sumNano.Add(int64(d))
+}
+
+// Nacks returns the NACKs counted for kind.
+func (m *Metrics) Nacks(k meshapi.Kind) uint64 { return m.nacks[kindIndex(k)].Load() }
+
+// Pushes returns the messages sent of kind, and of those the deltas.
+func (m *Metrics) Pushes(k meshapi.Kind) uint64 { return m.pushes[kindIndex(k)].Load() }
+
+// Bytes returns the bytes sent of kind.
+func (m *Metrics) Bytes(k meshapi.Kind) uint64 { return m.bytes[kindIndex(k)].Load() }
+
+// Batches returns how many debounced batches were applied.
+func (m *Metrics) Batches() uint64 { return m.batches.Load() }
+
+// Proxies returns the connected proxies.
+func (m *Metrics) Proxies() int64 { return m.proxies.Load() }
+
+// MetricNames are the series WriteMetrics writes, for the docs test.
+var MetricNames = []string{
+	"meshctl_controller_push_proxies",
+	"meshctl_controller_push_messages_total",
+	"meshctl_controller_push_bytes_total",
+	"meshctl_controller_push_endpoint_deltas_total",
+	"meshctl_controller_push_nacks_total",
+	"meshctl_controller_push_invalid_total",
+	"meshctl_controller_push_debounce_batches_total",
+	"meshctl_controller_push_debounced_changes_total",
+	"meshctl_controller_push_latency_seconds",
+}
+
+// WriteMetrics writes the series in the Prometheus text format.
+func (m *Metrics) WriteMetrics(w io.Writer) error {
+	bw := bufio.NewWriter(w)
+	head := func(name, typ, help string) {
+		fmt.Fprintf(bw, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+	}
+	perKind := func(name, help string, vals *[len(kinds) + 1]atomic.Uint64) {
+		head(name, "counter", help)
+		for i := range vals {
+			fmt.Fprintf(bw, "%s{kind=%q} %d\n", name, kindLabel(i), vals[i].Load())
+		}
+	}
+	head("meshctl_controller_push_proxies", "gauge", "Proxies connected to the discovery stream.")
+	fmt.Fprintf(bw, "meshctl_controller_push_proxies %d\n", m.proxies.Load())
+	perKind("meshctl_controller_push_messages_total", "Resource versions written to proxies, by kind (endpoint deltas count as Endpoints).", &m.pushes)
+	perKind("meshctl_controller_push_bytes_total", "Bytes of resource versions written to proxies, by kind.", &m.bytes)
+	head("meshctl_controller_push_endpoint_deltas_total", "counter", "Endpoints versions written as a delta from the proxy's version instead of the whole set.")
+	fmt.Fprintf(bw, "meshctl_controller_push_endpoint_deltas_total %d\n", m.deltas.Load())
+	perKind("meshctl_controller_push_nacks_total", "Resource versions proxies refused (NACK), by kind.", &m.nacks)
+	perKind("meshctl_controller_push_invalid_total", "Resource versions the controller refused to send because they failed validation, by kind; proxies keep the last good one.", &m.invalid)
+	head("meshctl_controller_push_debounce_batches_total", "counter", "Batches of registry changes applied after the debounce window.")
+	fmt.Fprintf(bw, "meshctl_controller_push_debounce_batches_total %d\n", m.batches.Load())
+	head("meshctl_controller_push_debounced_changes_total", "counter", "Registry changes received; divided by the batches, the changes per batch.")
+	fmt.Fprintf(bw, "meshctl_controller_push_debounced_changes_total %d\n", m.changes.Load())
+	head("meshctl_controller_push_latency_seconds", "histogram", "Time from a change reaching the push server to a proxy's ACK of the version that carries it.")
+	var cum uint64
+	for i := range m.buckets {
+		cum += m.buckets[i].Load()
+		le := "+Inf"
+		if i < len(latencyBuckets) {
+			le = strconv.FormatFloat(latencyBuckets[i], 'g', -1, 64)
+		}
+		fmt.Fprintf(bw, "meshctl_controller_push_latency_seconds_bucket{le=%q} %d\n", le, cum)
+	}
+	fmt.Fprintf(bw, "meshctl_controller_push_latency_seconds_sum %g\n", time.Duration(m.sumNano.Load()).Seconds())
+	fmt.Fprintf(bw, "meshctl_controller_push_latency_seconds_count %d\n", cum)
+	return bw.Flush()
+}
