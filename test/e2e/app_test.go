@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/meshctl/mesh/internal/testenv"
 )
 
 // The applications of the end-to-end test are this test binary run again in
@@ -37,7 +39,8 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	// The env (a real API server) starts only for the tests that ask for it.
+	os.Exit(testenv.Main(m, testenv.Options{}))
 }
 
 // Ports of the server application. Each serves one case of the test.

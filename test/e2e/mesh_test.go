@@ -112,7 +112,7 @@ func setUpMesh(t *testing.T) *meshWorld {
 	var docs bytes.Buffer
 	for _, o := range manifest.Objects {
 		switch o.GetKind() {
-		case "CustomResourceDefinition", "Namespace", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "MeshConfig", "ConfigMap":
+		case "CustomResourceDefinition", "Namespace", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "ConfigMap":
 			b, err := yaml.Marshal(o.Object)
 			if err != nil {
 				t.Fatal(err)
@@ -138,7 +138,12 @@ func setUpMesh(t *testing.T) *meshWorld {
 
 	n := netns.New(t, meshSubnet)
 	ports := freePorts(t, 3)
-	meshAPI := netip.AddrPortFrom(n.Gateway(), uint16(ports[0]))
+	// The controller runs on the host, where it reaches the API server on
+	// loopback; pods reach it at the address of a "controller" pod, whose
+	// port the test forwards to the host, as a Service would.
+	ctlPod := n.MustAddPod(t, "controller")
+	meshAPI := netip.AddrPortFrom(ctlPod.Addr, wellknown.ControllerMeshAPIPort)
+	forwardIntoPod(t, ctlPod, meshAPI, fmt.Sprintf("127.0.0.1:%d", ports[0]))
 	w.ctlArgs = []string{"--kubeconfig=" + kubeconfig, "--mesh-namespace=" + meshNS,
 		"--webhook-port=" + strconv.Itoa(ports[1]), "--admin-port=" + strconv.Itoa(ports[2]), "--meshapi-port=" + strconv.Itoa(ports[0]),
 		"--webhook-tls-dir=" + dirs["webhook"], "--identity-issuer-dir=" + dirs["issuer"], "--trust-anchors-dir=" + dirs["anchors"],
@@ -209,7 +214,7 @@ func setUpMesh(t *testing.T) *meshWorld {
 	w.pods["impostor"] = imp
 	w.impostorIP = imp.Addr
 	w.init(t, ctx, imp)
-	w.startMeshProxy(t, ctx, imp, "server", "impostor", meshAPI, false)
+	w.startMeshProxy(t, ctx, imp, "impostor", "impostor", meshAPI, false)
 	w.start(t, imp, "server", exec.Command(filepath.Join(bin, "app")), true)
 	waitListening(t, imp, portHTTP)
 	return w
@@ -488,7 +493,7 @@ func waitProxyReady(t *testing.T, p *netns.Pod) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		body := adminGet(t, p, "/ready")
-		if strings.Contains(body, `"ready":true`) {
+		if jsonTrue(body, "ready") {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -499,7 +504,7 @@ func waitProxyReady(t *testing.T, p *netns.Pod) {
 }
 
 func discoveryConnected(t *testing.T, p *netns.Pod) bool {
-	return strings.Contains(adminGet(t, p, "/discovery"), `"connected":true`)
+	return jsonTrue(adminGet(t, p, "/discovery"), "connected")
 }
 
 func scrapeText(t *testing.T, p *netns.Pod) string { return adminGet(t, p, "/metrics") }
@@ -617,3 +622,38 @@ func mustCreate(t *testing.T, create func() error) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// forwardIntoPod listens on addr inside pod and forwards every connection
+// to target, dialled from the host.
+func forwardIntoPod(t *testing.T, pod *netns.Pod, addr netip.AddrPort, target string) {
+	t.Helper()
+	var ln net.Listener
+	if err := pod.Do(func() (err error) { ln, err = net.Listen("tcp", addr.String()); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := net.DialTimeout("tcp", target, 5*time.Second)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() { io.Copy(up, c); up.(*net.TCPConn).CloseWrite() }()
+				io.Copy(c, up)
+			}()
+		}
+	}()
+}
+
+// jsonTrue reports whether the JSON object doc has key set to true.
+func jsonTrue(doc, key string) bool {
+	var m map[string]any
+	return json.Unmarshal([]byte(doc), &m) == nil && m[key] == true
+}
