@@ -29,6 +29,8 @@ var (
 	configMaps           = resource{"ConfigMap", schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}, true}
 	roles                = resource{"Role", schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "roles"}, true}
 	roleBindings         = resource{"RoleBinding", schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"}, true}
+	clusterRoles         = resource{"ClusterRole", schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterroles"}, false}
+	clusterRoleBindings  = resource{"ClusterRoleBinding", schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "clusterrolebindings"}, false}
 	services             = resource{"Service", schema.GroupVersionResource{Version: "v1", Resource: "services"}, true}
 	deployments          = resource{"Deployment", schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}, true}
 	podDisruptionBudgets = resource{"PodDisruptionBudget", schema.GroupVersionResource{Group: "policy", Version: "v1", Resource: "poddisruptionbudgets"}, true}
@@ -48,6 +50,8 @@ var chartResources = []resource{
 	configMaps,
 	roles,
 	roleBindings,
+	clusterRoles,
+	clusterRoleBindings,
 	services,
 	deployments,
 	podDisruptionBudgets,
@@ -73,6 +77,8 @@ var (
 		{serviceAccounts, wellknown.ControllerName},
 		{roles, wellknown.ControllerName},
 		{roleBindings, wellknown.ControllerName},
+		{clusterRoles, wellknown.ControllerName},
+		{clusterRoleBindings, wellknown.ControllerName},
 	}
 	controllerWorkload = []object{
 		{deployments, wellknown.ControllerName},
