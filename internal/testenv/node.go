@@ -60,6 +60,11 @@ type NodeOptions struct {
 	KeepDir bool
 	// Logf, if set, hears about builds, starts and stops.
 	Logf func(format string, args ...any)
+	// BeforeStart, if set, is called once the host is this node's alone
+	// (another process's node stopped, a killed one's leftovers undone)
+	// and before anything changes it: the moment to record the host's
+	// state for comparison after Stop.
+	BeforeStart func()
 }
 
 // Node is a running real node. Stop it, even when the test fails: it is
@@ -130,6 +135,9 @@ func StartNode(ctx context.Context, env *Env, opts NodeOptions) (_ *Node, err er
 	}()
 	if err := recoverKilledNode(ctx, opts.Logf); err != nil {
 		return nil, err
+	}
+	if opts.BeforeStart != nil {
+		opts.BeforeStart()
 	}
 	// Before anything changes the host: the state Stop restores.
 	if n.host, err = recordHost(ctx); err != nil {

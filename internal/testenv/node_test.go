@@ -134,9 +134,11 @@ func TestNodeRunsPodsAndRestoresHost(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	before := snapshotHost(t)
+	// The snapshot is taken under the host lock: a node of another test
+	// binary (go test runs packages in parallel) must be gone first.
+	var before hostSnapshot
 	began := time.Now()
-	node, err := testenv.StartNode(ctx, env, testenv.NodeOptions{Logf: t.Logf})
+	node, err := testenv.StartNode(ctx, env, testenv.NodeOptions{Logf: t.Logf, BeforeStart: func() { before = snapshotHost(t) }})
 	if err != nil {
 		t.Fatal(err)
 	}
