@@ -98,23 +98,30 @@ func (d *settingsDedup) process(b []byte) {
 }
 
 // emitSettings writes the collected SETTINGS frame with each parameter
-// once, at the place of its last occurrence.
+// once, at the place of its last occurrence. It walks the frame from the
+// end, keeping the first occurrence of each identifier it meets, so its
+// cost is linear in the frame (a 16 KiB frame of 2,730 distinct
+// identifiers, compared pairwise, cost milliseconds of CPU).
 func (d *settingsDedup) emitSettings() {
 	s := d.setting
 	d.setting = nil
-	var kept []byte
-	for i := 0; i < len(s); i += 6 {
-		id := binary.BigEndian.Uint16(s[i:])
-		later := false
-		for j := i + 6; j < len(s); j += 6 {
-			if binary.BigEndian.Uint16(s[j:]) == id {
-				later = true
-				break
-			}
+	n := len(s) / 6
+	var seen [1 << 16 / 64]uint64 // one bit per identifier
+	kept := make([]byte, 0, len(s))
+	for i := n - 1; i >= 0; i-- {
+		id := binary.BigEndian.Uint16(s[i*6:])
+		if seen[id/64]&(1<<(id%64)) != 0 {
+			continue
 		}
-		if !later {
-			kept = append(kept, s[i:i+6]...)
-		}
+		seen[id/64] |= 1 << (id % 64)
+		kept = append(kept, s[i*6:i*6+6]...)
+	}
+	// Back to the frame's order.
+	for i, j := 0, len(kept)-6; i < j; i, j = i+6, j-6 {
+		var tmp [6]byte
+		copy(tmp[:], kept[i:i+6])
+		copy(kept[i:i+6], kept[j:j+6])
+		copy(kept[j:j+6], tmp[:])
 	}
 	h := d.hdr
 	h[0], h[1], h[2] = byte(len(kept)>>16), byte(len(kept)>>8), byte(len(kept))

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"encoding/binary"
 	"io"
 	"net"
 	"testing"
@@ -105,4 +106,63 @@ func FuzzSettingsDedup(f *testing.F) {
 			t.Fatalf("not idempotent")
 		}
 	})
+}
+
+// largeSettings is a 16 KiB SETTINGS payload: 2,730 parameters, the first
+// half distinct and the second half repeating them with new values.
+func largeSettings() []byte {
+	const n = (16 << 10) / 6
+	p := make([]byte, 0, n*6)
+	for i := range n {
+		id := uint16(i % (n / 2))
+		p = binary.BigEndian.AppendUint16(p, id+10)
+		p = binary.BigEndian.AppendUint32(p, uint32(i))
+	}
+	return p
+}
+
+// A frame of the largest size the filter rewrites keeps each parameter's
+// last value, in the order of the last occurrences, as the pairwise
+// definition says.
+func TestSettingsDedupLargeFrame(t *testing.T) {
+	p := largeSettings()
+	d := newSettingsDedup(nil)
+	d.setting, d.setLen = append([]byte(nil), p...), len(p)
+	d.emitSettings()
+	got := d.out[9:]
+	var want []byte
+	for i := 0; i < len(p); i += 6 {
+		later := false
+		for j := i + 6; j < len(p); j += 6 {
+			if binary.BigEndian.Uint16(p[j:]) == binary.BigEndian.Uint16(p[i:]) {
+				later = true
+				break
+			}
+		}
+		if !later {
+			want = append(want, p[i:i+6]...)
+		}
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("deduplicated %d bytes, want %d; first difference at %d", len(got), len(want), mismatch(got, want))
+	}
+}
+
+func mismatch(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+func BenchmarkSettingsDedupLargeFrame(b *testing.B) {
+	p := largeSettings()
+	d := newSettingsDedup(nil)
+	for b.Loop() {
+		d.setting, d.setLen = append(d.setting[:0], p...), len(p)
+		d.out = d.out[:0]
+		d.emitSettings()
+	}
 }
