@@ -210,7 +210,10 @@ func (h *h1conn) forward() bool {
 		case upstream.IsDialError(err):
 			reason = metrics.ReasonConnect
 		}
-		h.fail(code, reason, "upstream: "+err.Error())
+		// The client gets a fixed text: the error names addresses of
+		// the mesh that are none of its business. The detail is logged.
+		s.p.log.Debug("forwarding HTTP/1 request", "upstream", r.target.Addr, "reason", reason.String(), "error", err)
+		h.fail(code, reason, failureText[reason])
 		return false
 	}
 	h.rec.Upstream = r.target.Addr
@@ -480,6 +483,15 @@ func (h *h1conn) tunnel(uc *upstreamConn, streamed bool) bool {
 
 // fail answers the client with a short plain-text error and records it.
 // The connection is closed after: its state is unknown.
+// failureText is what a client reads when the exchange with the upstream
+// failed, by reason.
+var failureText = map[metrics.Reason]string{
+	metrics.ReasonConnect:    "upstream unreachable",
+	metrics.ReasonUpstream:   "upstream failed",
+	metrics.ReasonTimeout:    "upstream timed out",
+	metrics.ReasonBadRequest: "malformed request body",
+}
+
 func (h *h1conn) fail(code int, reason metrics.Reason, msg string) {
 	h.rec.Status, h.rec.Upstream, h.rec.BytesReceived, h.rec.BytesSent = code, "", 0, 0
 	h.rec.Fail(reason)

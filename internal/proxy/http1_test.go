@@ -155,6 +155,11 @@ func TestHTTP1UpstreamDown(t *testing.T) {
 	if got := rawRequest(t, tp.outbound, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); got != "HTTP/1.1 502 Bad Gateway" {
 		t.Errorf("status %q", got)
 	}
+	// The body says what failed, not where: the endpoint's address is the
+	// mesh's business, not the client's.
+	if got := exchangeRaw(t, tp.outbound, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); !strings.HasSuffix(got, "\r\n\r\nBad Gateway: upstream unreachable\n") || strings.Contains(got, "127.0.0.1") {
+		t.Errorf("answer %q", got)
+	}
 }
 
 func proxyClient(addr string) *http.Client {
@@ -406,7 +411,7 @@ func TestHTTP1Rewrites(t *testing.T) {
 		name:   "malformed response",
 		req:    "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
 		resp:   "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
-		client: "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 42\r\nConnection: close\r\n\r\nBad Gateway: upstream: malformed response\n",
+		client: "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 29\r\nConnection: close\r\n\r\nBad Gateway: upstream failed\n",
 	}, {
 		name:     "pipelined requests answered in order",
 		req:      "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nPOST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
