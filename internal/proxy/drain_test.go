@@ -117,6 +117,32 @@ func TestDrainTimeoutCutsConnections(t *testing.T) {
 	}
 }
 
+// The drain timeout bounds an HTTP/1 request waiting on an upstream that
+// never answers, not only the client's connection: the proxy exits on
+// time.
+func TestDrainTimeoutCutsSilentUpstream(t *testing.T) {
+	silent := listenTCP(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	tp := startProxy(t, withService("", silent), fixedDst(serviceVIP), func(o *Options) { o.DrainTimeout = 200 * time.Millisecond })
+	c := dialWithDeadline(t, tp.outbound)
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+	deadline := time.Now().Add(5 * time.Second)
+	for tp.metricsText(t) == "" || !strings.Contains(tp.metricsText(t), `meshproxy_connections_active{direction="outbound"} 1`) {
+		if time.Now().After(deadline) {
+			t.Fatal("the request never reached the proxy")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // let it reach the upstream and wait
+	start := time.Now()
+	tp.cancel()
+	select {
+	case <-tp.done:
+	case <-time.After(3 * time.Second):
+		t.Fatalf("the proxy was still draining %v after a 200ms drain timeout", time.Since(start))
+	}
+}
+
 func h2cClient(addr string) *http.Client {
 	return &http.Client{Transport: &http2.Transport{AllowHTTP: true,
 		DialTLSContext: func(ctx context.Context, _, _ string, _ *tls.Config) (net.Conn, error) {

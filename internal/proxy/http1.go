@@ -68,13 +68,15 @@ func (s *session) serveHTTP1() {
 	h := &h1conn{s: s, in: newH1In(s.client), out: newH1Out(s.client, s.limits.StreamIdleTimeout.D())}
 	// When a request stalls, cut both of its connections: every read and
 	// write on them fails at once, which ends the request.
-	h.guard = newStoppedGuard(s.limits.StreamIdleTimeout.D(), s.limits.RequestTimeout.D(), func() {
+	cut := func() {
 		now := time.Now()
 		s.client.SetDeadline(now)
 		if uc := h.upstream.Load(); uc != nil {
 			uc.SetDeadline(now)
 		}
-	})
+	}
+	h.guard = newStoppedGuard(s.limits.StreamIdleTimeout.D(), s.limits.RequestTimeout.D(), cut)
+	s.tracked.cut.Store(&cut)
 	defer func() {
 		h.guard.stop()
 		h.in.release()

@@ -346,6 +346,11 @@ func (p *Proxy) Gauges() []metrics.Gauge {
 type trackedConn struct {
 	c    net.Conn
 	idle atomic.Bool
+	// cut, when set, also ends what the connection is waiting on (an
+	// HTTP/1 request's upstream): closing the client connection alone
+	// does not wake a read from a silent upstream, and the drain timeout
+	// is a hard bound.
+	cut atomic.Pointer[func()]
 }
 
 func (p *Proxy) track(c net.Conn) *trackedConn {
@@ -367,7 +372,11 @@ func (p *Proxy) closeIdle() {
 
 func (p *Proxy) closeAll() {
 	p.tracked.Range(func(k, _ any) bool {
-		k.(*trackedConn).c.Close()
+		t := k.(*trackedConn)
+		t.c.Close()
+		if cut := t.cut.Load(); cut != nil {
+			(*cut)()
+		}
 		return true
 	})
 }
