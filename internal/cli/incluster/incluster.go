@@ -44,7 +44,7 @@ func (l Logging) Handler(w io.Writer) (slog.Handler, *slog.LevelVar, error) {
 	if err := level.UnmarshalText([]byte(l.Level)); err != nil {
 		return nil, nil, fmt.Errorf("reading --log-level: %q is not one of debug, info, warn, error", l.Level)
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: durationsAsText}
 	switch l.Format {
 	case "json":
 		return slog.NewJSONHandler(w, opts), level, nil
@@ -53,4 +53,14 @@ func (l Logging) Handler(w io.Writer) (slog.Handler, *slog.LevelVar, error) {
 	default:
 		return nil, nil, fmt.Errorf("reading --log-format: %q is not one of json, text", l.Format)
 	}
+}
+
+// durationsAsText logs durations as Go duration strings ("5s") rather than
+// the JSON handler's nanoseconds, so that people read them as they wrote
+// them in flags and configuration.
+func durationsAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.String(a.Key, a.Value.Duration().String())
+	}
+	return a
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLoggingHandler(t *testing.T) {
@@ -37,6 +38,23 @@ func TestLoggingHandler(t *testing.T) {
 	} {
 		if _, _, err := tt.l.Handler(&buf); err == nil || err.Error() != tt.want {
 			t.Errorf("%+v: error %v, want %q", tt.l, err, tt.want)
+		}
+	}
+}
+
+// Durations read as they are written in flags ("20s"), not as the JSON
+// handler's nanoseconds.
+func TestLoggingDurations(t *testing.T) {
+	for _, format := range []string{"json", "text"} {
+		var buf bytes.Buffer
+		h, _, err := Logging{Level: "info", Format: format}.Handler(&buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slog.New(h).Info("draining", "timeout", 20*time.Second, slog.Group("limits", "idle", 1500*time.Millisecond))
+		got := buf.String()
+		if !strings.Contains(got, "20s") || !strings.Contains(got, "1.5s") || strings.Contains(got, "20000000000") {
+			t.Errorf("%s: %q", format, got)
 		}
 	}
 }
