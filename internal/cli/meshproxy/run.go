@@ -169,18 +169,22 @@ func runRun(ctx context.Context, o *RunOptions, s incluster.Streams) error {
 		_ = p.Serve(ctx)
 		return fmt.Errorf("binding admin listener: %w", err)
 	}
-	adminOpts := admin.Options{Proxy: p, Config: store, Metrics: reg, Level: level, Reload: reload, Log: log}
+	bounded := admin.NewListener(adminLn, admin.MaxConnections)
+	adminOpts := admin.Options{Proxy: p, Config: store, Metrics: reg, Level: level, Reload: reload, Log: log, Listener: bounded}
 	if link != nil {
 		adminOpts.Mesh = link
 	}
 	adminSrv := &http.Server{
 		Handler:           admin.NewHandler(adminOpts),
 		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		ErrorLog:          slog.NewLogLogger(h, slog.LevelDebug),
+		// Probes and scrapes come every few seconds; a keep-alive
+		// connection held longer only ties up one of the few slots.
+		IdleTimeout:    10 * time.Second,
+		MaxHeaderBytes: 16 << 10,
+		ErrorLog:       slog.NewLogLogger(h, slog.LevelDebug),
 	}
 	go func() {
-		if err := adminSrv.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := adminSrv.Serve(bounded); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("serving admin API", "error", err)
 		}
 	}()

@@ -43,7 +43,10 @@ type Options struct {
 	// Mesh is the link to the controller; nil in local mode, where
 	// /identity and /discovery answer 404.
 	Mesh Mesh
-	Log  *slog.Logger
+	// Listener, when set, is the admin listener, whose refusals /metrics
+	// counts.
+	Listener *Listener
+	Log      *slog.Logger
 }
 
 // Mesh is what the admin API shows of the proxy's link to the controller:
@@ -80,14 +83,18 @@ type route struct {
 func NewHandler(o Options) http.Handler {
 	a := &api{o: o}
 	routes := map[string]route{
-		"/ready":       {http.MethodGet, false, a.ready},
-		"/live":        {http.MethodGet, false, a.live},
-		"/metrics":     {http.MethodGet, false, a.metrics},
-		"/config_dump": {http.MethodGet, false, a.configDump},
-		"/endpoints":   {http.MethodGet, false, a.endpoints},
-		"/listeners":   {http.MethodGet, false, a.listeners},
-		"/identity":    {http.MethodGet, false, a.identity},
-		"/discovery":   {http.MethodGet, false, a.discovery},
+		"/ready":   {http.MethodGet, false, a.ready},
+		"/live":    {http.MethodGet, false, a.live},
+		"/metrics": {http.MethodGet, false, a.metrics},
+		// What the proxy holds (its services, endpoints and their
+		// identities, certificate metadata) maps the mesh for whoever
+		// asks: only loopback peers get it, which includes meshctl
+		// through a port-forward. The network gets health and metrics.
+		"/config_dump": {http.MethodGet, true, a.configDump},
+		"/endpoints":   {http.MethodGet, true, a.endpoints},
+		"/listeners":   {http.MethodGet, true, a.listeners},
+		"/identity":    {http.MethodGet, true, a.identity},
+		"/discovery":   {http.MethodGet, true, a.discovery},
 		"/logging":     {http.MethodPost, true, a.logging},
 		"/drain":       {http.MethodPost, true, a.drain},
 		"/shutdown":    {http.MethodPost, true, a.shutdown},
@@ -173,6 +180,10 @@ func (a *api) metrics(w http.ResponseWriter, _ *http.Request) error {
 	g := a.o.Proxy.Gauges()
 	if a.o.Mesh != nil {
 		g = append(g, a.o.Mesh.Gauges()...)
+	}
+	if a.o.Listener != nil {
+		g = append(g, metrics.Gauge{Name: "meshproxy_admin_connections_refused_total", Type: "counter",
+			Help: "Admin API connections closed at once because MaxConnections were open.", Value: float64(a.o.Listener.Refused())})
 	}
 	ok, failed := a.o.Config.Reloads()
 	g = append(g,

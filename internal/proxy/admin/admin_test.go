@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meshctl/mesh/internal/adminapi"
 	"github.com/meshctl/mesh/internal/proxy/config"
@@ -67,21 +69,33 @@ const (
 
 func TestReadEndpoints(t *testing.T) {
 	h, fp, _, _ := setup(t)
-	for _, path := range []string{"/ready", "/live", "/metrics", "/config_dump", "/endpoints", "/listeners"} {
+	for _, path := range []string{"/ready", "/live", "/metrics"} {
 		if w := do(h, "GET", path, remote); w.Code != 200 {
 			t.Errorf("GET %s from a remote peer: %d %s", path, w.Code, w.Body)
+		}
+	}
+	// What the proxy holds maps the mesh: loopback (and so a port-forward)
+	// only.
+	for _, path := range []string{"/config_dump", "/endpoints", "/listeners", "/identity", "/discovery"} {
+		if w := do(h, "GET", path, remote); w.Code != 403 {
+			t.Errorf("GET %s from a remote peer: %d, want 403", path, w.Code)
+		}
+	}
+	for _, path := range []string{"/ready", "/live", "/metrics", "/config_dump", "/endpoints", "/listeners"} {
+		if w := do(h, "GET", path, loopback); w.Code != 200 {
+			t.Errorf("GET %s from loopback: %d %s", path, w.Code, w.Body)
 		}
 		if w := do(h, "POST", path, loopback); w.Code != 405 {
 			t.Errorf("POST %s: %d", path, w.Code)
 		}
 	}
 	var cd adminapi.ConfigDump
-	json.Unmarshal(do(h, "GET", "/config_dump", remote).Body.Bytes(), &cd)
+	json.Unmarshal(do(h, "GET", "/config_dump", loopback).Body.Bytes(), &cd)
 	if cd.APIVersion != adminapi.APIVersion || cd.Version != "v1" {
 		t.Errorf("config dump %+v", cd)
 	}
 	var eps adminapi.Endpoints
-	json.Unmarshal(do(h, "GET", "/endpoints", remote).Body.Bytes(), &eps)
+	json.Unmarshal(do(h, "GET", "/endpoints", loopback).Body.Bytes(), &eps)
 	if len(eps.Services) != 1 || eps.Services[0].Endpoints[0].Identity != "spiffe://td/ns/b/sa/a" || eps.Services[0].Endpoints[0].Address != "10.1.0.1:80" {
 		t.Errorf("endpoints %+v", eps)
 	}
@@ -182,8 +196,67 @@ func TestEndpointsShowInFlightAcrossReload(t *testing.T) {
 	}
 	h := NewHandler(Options{Proxy: &fakeProxy{}, Config: st, Metrics: metrics.New(), Level: new(slog.LevelVar), Log: slog.New(slog.DiscardHandler)})
 	var eps adminapi.Endpoints
-	json.Unmarshal(do(h, "GET", "/endpoints", remote).Body.Bytes(), &eps)
+	json.Unmarshal(do(h, "GET", "/endpoints", loopback).Body.Bytes(), &eps)
 	if eps.ConfigVersion != "v2" || len(eps.Services) != 1 || eps.Services[0].Endpoints[0].Active != 1 {
 		t.Errorf("endpoints %+v", eps)
+	}
+}
+
+// A neighbour holding connections to the admin port cannot take more than
+// the bound, and the connections past it are closed at once and counted;
+// once one closes, another gets in.
+func TestListenerBoundsConnections(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewListener(ln, 3)
+	defer l.Close()
+	accepted := make(chan net.Conn, 10)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	var held []net.Conn
+	for range 5 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	var served []net.Conn
+	for range 3 {
+		served = append(served, <-accepted)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for l.Refused() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("refused %d connections, want 2", l.Refused())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, c := range held[3:] {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Error("a connection past the bound stayed open")
+		}
+	}
+	served[0].Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no connection was accepted after one under the bound closed")
 	}
 }
