@@ -139,7 +139,15 @@ func (d *ClusterDNS) serveTCP() {
 		go func() {
 			defer conns.Done()
 			defer c.Close()
-			go func() { <-d.stop; c.Close() }()
+			done := make(chan struct{})
+			defer close(done)
+			go func() {
+				select {
+				case <-d.stop:
+					c.Close()
+				case <-done:
+				}
+			}()
 			for {
 				c.SetDeadline(time.Now().Add(dnsTCPIdle))
 				var size [2]byte
