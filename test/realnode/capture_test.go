@@ -19,6 +19,7 @@ type capture struct {
 	keep func(src, dst netip.Addr) bool
 	quit atomic.Bool
 	done chan struct{}
+	once sync.Once
 
 	mu   sync.Mutex
 	segs []segment
@@ -93,11 +94,14 @@ func (c *capture) packet(f []byte) {
 	c.mu.Unlock()
 }
 
-// stop ends the capture and returns the segments, in the order seen.
+// stop ends the capture and returns the segments, in the order seen. It
+// may be called again.
 func (c *capture) stop() []segment {
-	c.quit.Store(true)
-	<-c.done
-	syscall.Close(c.fd)
+	c.once.Do(func() {
+		c.quit.Store(true)
+		<-c.done
+		syscall.Close(c.fd)
+	})
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.segs

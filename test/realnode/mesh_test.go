@@ -250,7 +250,20 @@ func TestMeshOnRealNode(t *testing.T) {
 	if err != nil || strings.Contains(body, "client id:") {
 		t.Errorf("GET %s from the node with a forged client id = %q, %v; want no client id", url, body, err)
 	}
-	body = m.checkFromPod(t, ctx, ns, url)
+	// Capture from the moment the client pod is Ready, so that its first
+	// connection, with the TLS handshake, is on the record.
+	web, clusterIP := netip.MustParseAddr(pod.Status.PodIP), netip.MustParseAddr(svc.Spec.ClusterIP)
+	var wire *capture
+	body = m.checkFromPod(t, ctx, ns, url, func(client netip.Addr) {
+		peer := func(a netip.Addr) bool { return a == web || a == clusterIP }
+		wire, err = startCapture(func(src, dst netip.Addr) bool {
+			return src == client && peer(dst) || dst == client && peer(src)
+		})
+		if err != nil {
+			t.Fatalf("capturing packets: %v", err)
+		}
+		t.Cleanup(func() { wire.stop() })
+	})
 
 	// Between the two injected pods the connection is mesh TLS: the web
 	// pod's proxy verified the client's certificate, hands its SPIFFE id to
@@ -273,7 +286,7 @@ func TestMeshOnRealNode(t *testing.T) {
 	} else {
 		t.Logf("web proxy: %s", grepLines(metrics, inbound))
 	}
-	m.checkWireIsTLS(t, ctx, ns, netip.MustParseAddr(pod.Status.PodIP), netip.MustParseAddr(svc.Spec.ClusterIP), clientID)
+	m.checkWireIsTLS(t, ctx, ns, wire, clientID)
 
 	out, err = m.run(ctx, "check", "--wait=2m")
 	if err != nil {
@@ -299,8 +312,9 @@ func TestMeshOnRealNode(t *testing.T) {
 }
 
 // checkFromPod runs a client pod in the meshed namespace that GETs url,
-// and returns the body.
-func (m *mesh) checkFromPod(t *testing.T, ctx context.Context, ns, url string) string {
+// and returns the body. ready hears the pod's IP once it is Ready, before
+// the first request.
+func (m *mesh) checkFromPod(t *testing.T, ctx context.Context, ns, url string, ready func(netip.Addr)) string {
 	t.Helper()
 	cs := m.env.Clientset()
 	client := &corev1.Pod{
@@ -316,6 +330,7 @@ func (m *mesh) checkFromPod(t *testing.T, ctx context.Context, ns, url string) s
 	if _, err := cs.CoreV1().Pods(ns).Create(ctx, client, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	var clientIP netip.Addr
 	poll(t, ctx, 2*time.Minute, "the client pod Ready", func(ctx context.Context) (bool, error) {
 		p, err := cs.CoreV1().Pods(ns).Get(ctx, "client", metav1.GetOptions{})
 		if err != nil {
@@ -323,11 +338,13 @@ func (m *mesh) checkFromPod(t *testing.T, ctx context.Context, ns, url string) s
 		}
 		for _, c := range p.Status.Conditions {
 			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-				return true, nil
+				clientIP, err = netip.ParseAddr(p.Status.PodIP)
+				return err == nil, nil
 			}
 		}
 		return false, nil
 	})
+	ready(clientIP)
 	var out []byte
 	var err error
 	poll(t, ctx, time.Minute, "an answer from "+url+" in the client pod", func(ctx context.Context) (bool, error) {
@@ -407,28 +424,13 @@ func httpGet(ctx context.Context, url string, header ...string) (string, error) 
 	return string(b), err
 }
 
-// checkWireIsTLS captures the packets between the client pod and the web
-// pod (or the web Service's ClusterIP) while the client GETs the Service by
-// its name (through the node's cluster DNS and the pod's search list), and
-// checks that they carry TLS records and never the plaintext request or
-// answer.
-func (m *mesh) checkWireIsTLS(t *testing.T, ctx context.Context, ns string, web, clusterIP netip.Addr, clientID string) {
+// checkWireIsTLS has the client GET the Service by its name (through the
+// node's cluster DNS and the pod's search list), stops the capture of the
+// packets between the client pod and the web pod or its ClusterIP, and
+// checks that they carry TLS records and never the plaintext requests or
+// answers.
+func (m *mesh) checkWireIsTLS(t *testing.T, ctx context.Context, ns string, c *capture, clientID string) {
 	t.Helper()
-	p, err := m.env.Clientset().CoreV1().Pods(ns).Get(ctx, "client", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := netip.ParseAddr(p.Status.PodIP)
-	if err != nil {
-		t.Fatalf("client pod IP %q: %v", p.Status.PodIP, err)
-	}
-	peer := func(a netip.Addr) bool { return a == web || a == clusterIP }
-	c, err := startCapture(func(src, dst netip.Addr) bool {
-		return src == client && peer(dst) || dst == client && peer(src)
-	})
-	if err != nil {
-		t.Fatalf("capturing packets: %v", err)
-	}
 	url := "http://web/"
 	out, err := exec.CommandContext(ctx, "kubectl", "--kubeconfig", m.env.KubeconfigPath, "-n", ns,
 		"exec", "client", "-c", "client", "--", "/usr/local/bin/testapp", "get", url).CombinedOutput()
@@ -438,7 +440,7 @@ func (m *mesh) checkWireIsTLS(t *testing.T, ctx context.Context, ns string, web,
 		t.Fatalf("GET %s (by name) in pod client: %v: %q", url, err, out)
 	}
 	if len(segs) == 0 {
-		t.Fatalf("no packets captured between %s and %s/%s", client, web, clusterIP)
+		t.Fatal("no packets captured between the client and web pods")
 	}
 	// The first payload of each direction of each connection starts a TLS
 	// record: handshake (22), or application data (23) on a reused one.
@@ -463,6 +465,9 @@ func (m *mesh) checkWireIsTLS(t *testing.T, ctx context.Context, ns string, web,
 		}
 		records[map[byte]string{20: "change_cipher_spec", 21: "alert", 22: "handshake", 23: "application_data"}[s.payload[0]]]++
 	}
-	t.Logf("captured %d TCP segments (%d payload bytes) between %s and %s/%s: no plaintext; flows begin with TLS records %v",
-		len(segs), bytes, client, web, clusterIP, records)
+	t.Logf("captured %d TCP segments with payload (%d bytes) between the client and web pods: no plaintext; the flows begin with TLS records %v",
+		len(segs), bytes, records)
+	if records["handshake"] == 0 {
+		t.Errorf("no TLS handshake captured between the client and web pods")
+	}
 }
