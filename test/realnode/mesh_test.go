@@ -250,6 +250,20 @@ func TestMeshOnRealNode(t *testing.T) {
 	if err != nil || strings.Contains(body, "client id:") {
 		t.Errorf("GET %s from the node with a forged client id = %q, %v; want no client id", url, body, err)
 	}
+	// The capture below must see plaintext when there is some: the node's
+	// own request to the web pod is plaintext.
+	plain, err := startCapture(func(src, dst netip.Addr) bool {
+		return src.String() == pod.Status.PodIP || dst.String() == pod.Status.PodIP
+	})
+	if err != nil {
+		t.Fatalf("capturing packets: %v", err)
+	}
+	_, err = httpGet(ctx, url)
+	time.Sleep(200 * time.Millisecond)
+	segs := plain.stop()
+	if err != nil || !seen(segs, "GET / HTTP/1.1") || !seen(segs, "hello from web") {
+		t.Errorf("the capture missed the node's plaintext GET %s (%v): %d segments", url, err, len(segs))
+	}
 	// Capture from the moment the client pod is Ready, so that its first
 	// connection, with the TLS handshake, is on the record.
 	web, clusterIP := netip.MustParseAddr(pod.Status.PodIP), netip.MustParseAddr(svc.Spec.ClusterIP)
@@ -386,6 +400,16 @@ func (m *mesh) checkUninstalled(t *testing.T, ctx context.Context) {
 func (m *mesh) dumpPods(t *testing.T, ns string) {
 	out, _ := exec.Command("kubectl", "--kubeconfig", m.env.KubeconfigPath, "-n", ns, "describe", "pods").CombinedOutput()
 	t.Logf("pods in %s:\n%s", ns, out)
+}
+
+// seen says whether a captured payload contains s.
+func seen(segs []segment, s string) bool {
+	for _, seg := range segs {
+		if strings.Contains(string(seg.payload), s) {
+			return true
+		}
+	}
+	return false
 }
 
 // grepLines returns the lines of text that contain s.
