@@ -46,6 +46,10 @@ const (
 	apiserverChain = "TESTENV-APISERVER"
 
 	nodeReadyTimeout = 2 * time.Minute
+
+	// ClusterDomain is the real node's cluster domain, which its cluster
+	// DNS serves.
+	ClusterDomain = "cluster.local"
 )
 
 // NodeOptions tune StartNode. The zero value is a usable node.
@@ -80,6 +84,10 @@ type Node struct {
 	Dir string
 	// Binaries are the node's Kubernetes components.
 	Binaries NodeBinaries
+	// DNS is the cluster DNS, on IP port 53, that the kubelet gives pods
+	// (dnsPolicy ClusterFirst) as their nameserver, with the search list
+	// <namespace>.svc.<ClusterDomain> svc.<ClusterDomain> <ClusterDomain>.
+	DNS *ClusterDNS
 
 	env     *Env
 	opts    NodeOptions
@@ -169,6 +177,10 @@ func StartNode(ctx context.Context, env *Env, opts NodeOptions) (_ *Node, err er
 		return nil, err
 	}
 	if err := n.addBridge(ctx); err != nil {
+		return nil, err
+	}
+	// On the bridge's address: pods reach it directly, no ClusterIP.
+	if n.DNS, err = StartClusterDNS(env.clientset, netip.AddrPortFrom(n.IP, 53).String(), ClusterDomain); err != nil {
 		return nil, err
 	}
 	if err := n.startKubelet(ctx); err != nil {
@@ -386,14 +398,17 @@ authentication:
   anonymous: {enabled: true}
   webhook: {enabled: false}
 authorization: {mode: AlwaysAllow}
-clusterDomain: cluster.local
+# Pods (dnsPolicy ClusterFirst) ask the node's cluster DNS (ClusterDNS),
+# with the usual search list and ndots:5.
+clusterDomain: %s
+clusterDNS: [%s]
 resolvConf: /etc/resolv.conf
 # Nothing could pull a removed image back: never collect or evict them.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%%", imagefs.available: "1%%", nodefs.inodesFree: "1%%"}
 serializeImagePulls: false
-`, ports[0], ports[1], n.socket)
+`, ports[0], ports[1], n.socket, ClusterDomain, n.IP)
 	if err := os.WriteFile(n.path("kubelet.yaml"), []byte(config), 0o644); err != nil {
 		return fmt.Errorf("writing the kubelet's configuration: %w", err)
 	}

@@ -208,6 +208,9 @@ func (n *Node) Stop() error {
 			p.kill()
 		}
 	}
+	if n.DNS != nil {
+		note(n.DNS.Close())
+	}
 	if p := n.procs["containerd"]; p != nil {
 		if !p.exited() {
 			n.removeContainers(ctx)

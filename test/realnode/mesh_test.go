@@ -15,6 +15,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -243,7 +244,63 @@ func TestMeshOnRealNode(t *testing.T) {
 	if !strings.HasPrefix(body, "hello from web") {
 		t.Errorf("GET %s from the node = %q", url, body)
 	}
-	m.checkFromPod(t, ctx, ns, url)
+	// The node is outside the mesh: its plaintext request reaches the
+	// application without a client identity, even a forged one.
+	body, err = httpGet(ctx, url, "x-meshctl-client-id", "spiffe://cluster.local/ns/forged/sa/forged")
+	if err != nil || strings.Contains(body, "client id:") {
+		t.Errorf("GET %s from the node with a forged client id = %q, %v; want no client id", url, body, err)
+	}
+	// The capture below must see plaintext when there is some: the node's
+	// own request to the web pod is plaintext.
+	plain, err := startCapture(func(src, dst netip.Addr) bool {
+		return src.String() == pod.Status.PodIP || dst.String() == pod.Status.PodIP
+	})
+	if err != nil {
+		t.Fatalf("capturing packets: %v", err)
+	}
+	_, err = httpGet(ctx, url)
+	time.Sleep(200 * time.Millisecond)
+	segs := plain.stop()
+	if err != nil || !seen(segs, "GET / HTTP/1.1") || !seen(segs, "hello from web") {
+		t.Errorf("the capture missed the node's plaintext GET %s (%v): %d segments", url, err, len(segs))
+	}
+	// Capture from the moment the client pod is Ready, so that its first
+	// connection, with the TLS handshake, is on the record.
+	web, clusterIP := netip.MustParseAddr(pod.Status.PodIP), netip.MustParseAddr(svc.Spec.ClusterIP)
+	var wire *capture
+	body = m.checkFromPod(t, ctx, ns, url, func(client netip.Addr) {
+		peer := func(a netip.Addr) bool { return a == web || a == clusterIP }
+		wire, err = startCapture(func(src, dst netip.Addr) bool {
+			return src == client && peer(dst) || dst == client && peer(src)
+		})
+		if err != nil {
+			t.Fatalf("capturing packets: %v", err)
+		}
+		t.Cleanup(func() { wire.stop() })
+	})
+
+	// Between the two injected pods the connection is mesh TLS: the web
+	// pod's proxy verified the client's certificate, hands its SPIFFE id to
+	// the application, and counts the connection by that identity.
+	clientID := "spiffe://cluster.local/ns/" + ns + "/sa/default"
+	if !strings.Contains(body, "client id: "+clientID+"\n") {
+		t.Errorf("GET %s from pod client = %q, want the client's identity %s", url, body, clientID)
+	}
+	metricsURL := "http://" + net.JoinHostPort(pod.Status.PodIP, fmt.Sprint(wellknown.ProxyAdminPort)) + "/metrics"
+	inbound := `meshproxy_mtls_connections_total{direction="inbound",peer_identity="` + clientID + `"} `
+	var metrics string
+	wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		metrics, err = httpGet(ctx, metricsURL)
+		return err == nil && strings.Contains(metrics, inbound), nil
+	})
+	if err != nil {
+		t.Errorf("the web proxy's metrics: %v", err)
+	} else if !strings.Contains(metrics, inbound) {
+		t.Errorf("the web proxy's %s has no %s...; its mTLS lines:\n%s", metricsURL, inbound, grepLines(metrics, "meshproxy_mtls"))
+	} else {
+		t.Logf("web proxy: %s", grepLines(metrics, inbound))
+	}
+	m.checkWireIsTLS(t, ctx, ns, wire, clientID)
 
 	out, err = m.run(ctx, "check", "--wait=2m")
 	if err != nil {
@@ -268,8 +325,10 @@ func TestMeshOnRealNode(t *testing.T) {
 	m.checkUninstalled(t, ctx)
 }
 
-// checkFromPod runs a client pod in the meshed namespace that GETs url.
-func (m *mesh) checkFromPod(t *testing.T, ctx context.Context, ns, url string) {
+// checkFromPod runs a client pod in the meshed namespace that GETs url,
+// and returns the body. ready hears the pod's IP once it is Ready, before
+// the first request.
+func (m *mesh) checkFromPod(t *testing.T, ctx context.Context, ns, url string, ready func(netip.Addr)) string {
 	t.Helper()
 	cs := m.env.Clientset()
 	client := &corev1.Pod{
@@ -285,6 +344,7 @@ func (m *mesh) checkFromPod(t *testing.T, ctx context.Context, ns, url string) {
 	if _, err := cs.CoreV1().Pods(ns).Create(ctx, client, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	var clientIP netip.Addr
 	poll(t, ctx, 2*time.Minute, "the client pod Ready", func(ctx context.Context) (bool, error) {
 		p, err := cs.CoreV1().Pods(ns).Get(ctx, "client", metav1.GetOptions{})
 		if err != nil {
@@ -292,11 +352,13 @@ func (m *mesh) checkFromPod(t *testing.T, ctx context.Context, ns, url string) {
 		}
 		for _, c := range p.Status.Conditions {
 			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-				return true, nil
+				clientIP, err = netip.ParseAddr(p.Status.PodIP)
+				return err == nil, nil
 			}
 		}
 		return false, nil
 	})
+	ready(clientIP)
 	var out []byte
 	var err error
 	poll(t, ctx, time.Minute, "an answer from "+url+" in the client pod", func(ctx context.Context) (bool, error) {
@@ -307,6 +369,7 @@ func (m *mesh) checkFromPod(t *testing.T, ctx context.Context, ns, url string) {
 	if !strings.HasPrefix(string(out), "hello from web") {
 		t.Errorf("GET %s from pod client = %q", url, out)
 	}
+	return string(out)
 }
 
 // checkUninstalled looks for the mesh's objects by their ownership label.
@@ -339,13 +402,38 @@ func (m *mesh) dumpPods(t *testing.T, ns string) {
 	t.Logf("pods in %s:\n%s", ns, out)
 }
 
-// httpGet returns the body of a 200 answer to GET url.
-func httpGet(ctx context.Context, url string) (string, error) {
+// seen says whether a captured payload contains s.
+func seen(segs []segment, s string) bool {
+	for _, seg := range segs {
+		if strings.Contains(string(seg.payload), s) {
+			return true
+		}
+	}
+	return false
+}
+
+// grepLines returns the lines of text that contain s.
+func grepLines(text, s string) string {
+	var keep []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, s) {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
+// httpGet returns the body of a 200 answer to GET url, sent with the
+// headers given as name, value pairs.
+func httpGet(ctx context.Context, url string, header ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return "", err
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
 	}
 	// No proxy from the environment: the address is on this machine.
 	resp, err := (&http.Client{Transport: &http.Transport{}}).Do(req)
@@ -358,4 +446,52 @@ func httpGet(ctx context.Context, url string) (string, error) {
 		err = fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return string(b), err
+}
+
+// checkWireIsTLS has the client GET the Service by its name (through the
+// node's cluster DNS and the pod's search list), stops the capture of the
+// packets between the client pod and the web pod or its ClusterIP, and
+// checks that they carry TLS records and never the plaintext requests or
+// answers.
+func (m *mesh) checkWireIsTLS(t *testing.T, ctx context.Context, ns string, c *capture, clientID string) {
+	t.Helper()
+	url := "http://web/"
+	out, err := exec.CommandContext(ctx, "kubectl", "--kubeconfig", m.env.KubeconfigPath, "-n", ns,
+		"exec", "client", "-c", "client", "--", "/usr/local/bin/testapp", "get", url).CombinedOutput()
+	time.Sleep(200 * time.Millisecond) // the last ACKs and alerts
+	segs := c.stop()
+	if err != nil || !strings.Contains(string(out), "client id: "+clientID) {
+		t.Fatalf("GET %s (by name) in pod client: %v: %q", url, err, out)
+	}
+	if len(segs) == 0 {
+		t.Fatal("no packets captured between the client and web pods")
+	}
+	// The first payload of each direction of each connection starts a TLS
+	// record: handshake (22), or application data (23) on a reused one.
+	first := map[[2]netip.AddrPort]bool{}
+	records := map[string]int{}
+	var bytes int
+	for _, s := range segs {
+		bytes += len(s.payload)
+		for _, plain := range []string{"GET /", "HTTP/1.1", "hello from", "client id:", "x-meshctl-client-id"} {
+			if strings.Contains(string(s.payload), plain) {
+				t.Errorf("plaintext %q on the wire %s -> %s: %q", plain, s.src, s.dst, s.payload)
+			}
+		}
+		key := [2]netip.AddrPort{s.src, s.dst}
+		if first[key] {
+			continue
+		}
+		first[key] = true
+		if len(s.payload) < 3 || s.payload[0] < 20 || s.payload[0] > 23 || s.payload[1] != 3 {
+			t.Errorf("%s -> %s begins with % x, not a TLS record", s.src, s.dst, s.payload[:min(len(s.payload), 8)])
+			continue
+		}
+		records[map[byte]string{20: "change_cipher_spec", 21: "alert", 22: "handshake", 23: "application_data"}[s.payload[0]]]++
+	}
+	t.Logf("captured %d TCP segments with payload (%d bytes) between the client and web pods: no plaintext; the flows begin with TLS records %v",
+		len(segs), bytes, records)
+	if records["handshake"] == 0 {
+		t.Errorf("no TLS handshake captured between the client and web pods")
+	}
 }

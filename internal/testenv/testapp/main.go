@@ -3,7 +3,9 @@
 // and a tiny application.
 //
 //	testapp serve [addr]  HTTP server (default :8080): GET / answers
-//	                      "hello from <hostname>", /healthz "ok"
+//	                      "hello from <hostname>", then "client id: <id>"
+//	                      when the request carries the mesh proxy's
+//	                      x-meshctl-client-id header; /healthz "ok"
 //	testapp get URL       GET URL and print the body; exit 1 on an error or
 //	                      a status other than 200
 //	testapp sleep         wait for SIGTERM
@@ -58,13 +60,21 @@ func main() {
 	}
 }
 
+// clientIDHeader is where the mesh proxy puts the verified SPIFFE id of a
+// client that came over mesh TLS (and removes it from any other request).
+const clientIDHeader = "x-meshctl-client-id"
+
 func serve(addr string) error {
 	host, _ := os.Hostname()
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Printf("%s %s %s from %s\n", time.Now().Format(time.RFC3339), r.Method, r.URL.Path, r.RemoteAddr)
+		id := r.Header.Get(clientIDHeader)
+		fmt.Printf("%s %s %s from %s (client id %q)\n", time.Now().Format(time.RFC3339), r.Method, r.URL.Path, r.RemoteAddr, id)
 		fmt.Fprintf(w, "hello from %s\n", host)
+		if id != "" {
+			fmt.Fprintf(w, "client id: %s\n", id)
+		}
 	})
 	fmt.Printf("testapp serving on %s (host %s)\n", addr, host)
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
