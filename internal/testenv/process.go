@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -39,7 +40,7 @@ func startProcess(dir, name, bin string, args ...string) (*process, error) {
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := startFromSpawner(cmd); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	p := &process{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
@@ -161,4 +162,33 @@ func startRetrying(ctx context.Context, nports int, timeout time.Duration,
 		}
 	}
 	return nil, nil, errors.Join(errors.New("ports kept being taken"), err)
+}
+
+// The kernel sends Pdeathsig when the thread that forked the child exits,
+// not the process. A Go thread exits when a goroutine ends while locked to
+// it, as netns.Pod.Do's goroutines do after entering a pod's namespace; if
+// the scheduler had forked a component from that thread, the component was
+// killed mid-test (an API server gone after ten seconds, at random).
+// Components are therefore forked from one goroutine locked to its thread
+// for the life of the process.
+type spawnRequest struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+var spawner = make(chan spawnRequest)
+
+func init() {
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread lives as long as the process
+		for r := range spawner {
+			r.done <- r.cmd.Start()
+		}
+	}()
+}
+
+func startFromSpawner(cmd *exec.Cmd) error {
+	done := make(chan error, 1)
+	spawner <- spawnRequest{cmd, done}
+	return <-done
 }

@@ -488,7 +488,7 @@ func (w *meshWorld) eventuallyCall(t *testing.T, kind string, dst netip.AddrPort
 			return out
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s to %s: want %q, last answer %q (%v)\nclient proxy: %s", kind, dst, want, out, err, adminGet(t, w.client, "/discovery"))
+			t.Fatalf("%s to %s: want %q, last answer %q (%v)\nclient proxy: %s\nEndpointSlices: %s", kind, dst, want, out, err, adminGet(t, w.client, "/discovery"), w.slices())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -683,4 +683,34 @@ func proxyRSS(config string) string {
 		}
 	}
 	return "process not found"
+}
+
+// slices describes the EndpointSlices of the test's namespace, for a
+// failure's message.
+func (w *meshWorld) slices() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	list, err := w.env.Clientset().DiscoveryV1().EndpointSlices(appNS).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	pods, _ := w.env.Clientset().CoreV1().Pods(appNS).List(ctx, metav1.ListOptions{})
+	for _, p := range pods.Items {
+		ready := false
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady {
+				ready = c.Status == corev1.ConditionTrue
+			}
+		}
+		fmt.Fprintf(&b, "\npod %s node=%q phase=%s ready=%v ip=%s labels=%v", p.Name, p.Spec.NodeName, p.Status.Phase, ready, p.Status.PodIP, p.Labels)
+	}
+	for _, sl := range list.Items {
+		fmt.Fprintf(&b, "\n%s (rv %s):", sl.Name, sl.ResourceVersion)
+		for _, e := range sl.Endpoints {
+			ready := e.Conditions.Ready != nil && *e.Conditions.Ready
+			fmt.Fprintf(&b, " %v ready=%v", e.Addresses, ready)
+		}
+	}
+	return b.String()
 }
