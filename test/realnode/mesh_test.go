@@ -309,6 +309,21 @@ func TestMeshOnRealNode(t *testing.T) {
 		t.Logf("meshctl check:\n%s", out)
 	}
 
+	// Deleting the controller pod does not stop traffic between meshed
+	// pods: the proxies keep their certificates and tables while the
+	// Deployment replaces it.
+	if b, err := exec.CommandContext(ctx, "kubectl", "--kubeconfig", m.env.KubeconfigPath, "-n", wellknown.DefaultMeshNamespace,
+		"delete", "pod", "-l", wellknown.LabelComponent+"=controller", "--wait=false").CombinedOutput(); err != nil {
+		t.Fatalf("deleting the controller pod: %v\n%s", err, b)
+	}
+	for i := range 3 {
+		out, err := exec.CommandContext(ctx, "kubectl", "--kubeconfig", m.env.KubeconfigPath, "-n", ns,
+			"exec", "client", "-c", "client", "--", "/usr/local/bin/testapp", "get", "http://web/").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "client id: "+clientID) {
+			t.Errorf("request %d while the controller pod is replaced: %v: %q", i, err, out)
+		}
+	}
+
 	// uninstall refuses while pods run the proxy: the application goes first.
 	if err := cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
