@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/meshctl/mesh/internal/podstatus"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
 
@@ -54,7 +55,7 @@ func checkUninjectedPods(ctx context.Context, s *State) error {
 		}
 		for i := range pods.Items {
 			p := &pods.Items[i]
-			if !shouldRunProxy(p) || runsProxy(p) {
+			if !shouldRunProxy(p) || podstatus.RunsProxy(p) {
 				continue
 			}
 			missing = append(missing, p.Namespace+"/"+p.Name)
@@ -110,20 +111,6 @@ func shouldRunProxy(p *corev1.Pod) bool {
 		return false
 	}
 	return true
-}
-
-func runsProxy(p *corev1.Pod) bool {
-	if _, ok := p.Annotations[wellknown.AnnotationInjected]; ok {
-		return true
-	}
-	for _, cs := range [][]corev1.Container{p.Spec.Containers, p.Spec.InitContainers} {
-		for _, c := range cs {
-			if c.Name == wellknown.ProxyContainerName {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // restartCommand is how to recreate p so that the webhook injects it: a

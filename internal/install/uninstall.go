@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/meshctl/mesh/internal/podstatus"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
 
@@ -160,7 +161,7 @@ func (c *Clients) injectedPods(ctx context.Context) ([]Ref, error) {
 			if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 				continue
 			}
-			if _, injected := p.Annotations[wellknown.AnnotationInjected]; injected || hasProxyContainer(p.Spec.Containers) || hasProxyContainer(p.Spec.InitContainers) {
+			if podstatus.RunsProxy(p) {
 				out = append(out, Ref{APIVersion: "v1", Kind: "Pod", Namespace: p.Namespace, Name: p.Name})
 			}
 		}
@@ -169,15 +170,6 @@ func (c *Clients) injectedPods(ctx context.Context) ([]Ref, error) {
 		}
 		opts.Continue = list.Continue
 	}
-}
-
-func hasProxyContainer(cs []corev1.Container) bool {
-	for _, c := range cs {
-		if c.Name == wellknown.ProxyContainerName {
-			return true
-		}
-	}
-	return false
 }
 
 // Uninstall deletes the plan's objects in order, removes the finalizers the

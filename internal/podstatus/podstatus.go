@@ -1,6 +1,7 @@
-// Package podstatus says why a pod is not ready, in the words that both
-// `meshctl install --wait` (on timeout) and `meshctl check` print, and
-// whether waiting longer can help.
+// Package podstatus reads what the mesh needs to know of a pod object: why
+// it is not ready, in the words that both `meshctl install --wait` (on
+// timeout) and `meshctl check` print, and whether waiting longer can help;
+// and whether a proxy serves it.
 package podstatus
 
 import (
@@ -8,6 +9,8 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/meshctl/mesh/internal/wellknown"
 )
 
 // stuckReasons are the waiting reasons that do not clear by waiting a few
@@ -105,4 +108,21 @@ func firstNonEmpty(s ...string) string {
 		}
 	}
 	return ""
+}
+
+// RunsProxy reports whether a proxy serves the pod: it carries the
+// injection's record, or the proxy container (as a classic sidecar or a
+// native one among the init containers).
+func RunsProxy(p *corev1.Pod) bool {
+	if _, ok := p.Annotations[wellknown.AnnotationInjected]; ok {
+		return true
+	}
+	for _, cs := range [][]corev1.Container{p.Spec.Containers, p.Spec.InitContainers} {
+		for _, c := range cs {
+			if c.Name == wellknown.ProxyContainerName {
+				return true
+			}
+		}
+	}
+	return false
 }

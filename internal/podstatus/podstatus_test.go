@@ -5,6 +5,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshctl/mesh/internal/wellknown"
 )
 
 func TestProblem(t *testing.T) {
@@ -88,5 +90,18 @@ func TestProblem(t *testing.T) {
 				t.Errorf("got %q (permanent %v), want %q (permanent %v)", got, permanent, tc.want, tc.permanent)
 			}
 		})
+	}
+}
+
+func TestRunsProxy(t *testing.T) {
+	if RunsProxy(&corev1.Pod{}) {
+		t.Error("a bare pod is meshed")
+	}
+	if !RunsProxy(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{wellknown.AnnotationInjected: "{}"}}}) {
+		t.Error("an injected pod is not meshed")
+	}
+	native := &corev1.Pod{Spec: corev1.PodSpec{InitContainers: []corev1.Container{{Name: wellknown.ProxyContainerName}}}}
+	if !RunsProxy(native) {
+		t.Error("a pod with the proxy as a native sidecar is not meshed")
 	}
 }

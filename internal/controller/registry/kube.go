@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/meshctl/mesh/internal/meshapi"
+	"github.com/meshctl/mesh/internal/podstatus"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
 
@@ -416,7 +417,7 @@ func (v kubeView) endpointsOf(svc *meshapi.Service, slices []*discoveryv1.Endpoi
 				ep.Pod = Key(ref.Namespace, ref.Name)
 				pods = append(pods, ep.Pod)
 				if pod, err := v.pods.Pods(ref.Namespace).Get(ref.Name); err == nil {
-					ep.Meshed = isMeshed(pod)
+					ep.Meshed = podstatus.RunsProxy(pod)
 					sa := pod.Spec.ServiceAccountName
 					if sa == "" {
 						sa = "default"
@@ -461,22 +462,6 @@ func (v kubeView) endpointsOf(svc *meshapi.Service, slices []*discoveryv1.Endpoi
 	}
 	SortEndpoints(eps)
 	return eps, pods, opaque
-}
-
-// isMeshed says whether a proxy serves the pod: injected, or carrying the
-// proxy container (as a sidecar or a native sidecar init container).
-func isMeshed(p *corev1.Pod) bool {
-	if _, ok := p.Annotations[wellknown.AnnotationInjected]; ok {
-		return true
-	}
-	for _, cs := range [][]corev1.Container{p.Spec.Containers, p.Spec.InitContainers} {
-		for _, c := range cs {
-			if c.Name == wellknown.ProxyContainerName {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // opaquePorts parses the pod's opaque-ports annotation: a comma-separated

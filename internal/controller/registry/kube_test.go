@@ -48,16 +48,3 @@ func TestOpaquePorts(t *testing.T) {
 		t.Error("a pod without the annotation has opaque ports")
 	}
 }
-
-func TestIsMeshed(t *testing.T) {
-	if isMeshed(&corev1.Pod{}) {
-		t.Error("a bare pod is meshed")
-	}
-	if !isMeshed(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{wellknown.AnnotationInjected: "{}"}}}) {
-		t.Error("an injected pod is not meshed")
-	}
-	native := &corev1.Pod{Spec: corev1.PodSpec{InitContainers: []corev1.Container{{Name: wellknown.ProxyContainerName}}}}
-	if !isMeshed(native) {
-		t.Error("a pod with the proxy as a native sidecar is not meshed")
-	}
-}
