@@ -4,10 +4,10 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"strconv"
 	"sync/atomic"
 	"time"
 
+	"github.com/meshctl/mesh/internal/controller/admin"
 	"github.com/meshctl/mesh/internal/meshapi"
 )
 
@@ -24,34 +24,23 @@ var reasons = [...]string{
 // latencyBuckets are the upper bounds, in seconds, of the request duration
 // histogram: an issuance is a TokenReview round trip to the API server
 // (about a millisecond on a quiet cluster) and about a millisecond of CPU.
-var latencyBuckets = [...]float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10}
+var latencyBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10}
 
 // Metrics counts certificate requests. The zero value is ready to use and
 // safe for concurrent use.
 type Metrics struct {
-	issued   atomic.Uint64
-	refused  [len(reasons)]atomic.Uint64
-	buckets  [len(latencyBuckets) + 1]atomic.Uint64 // the last is +Inf
-	sumNanos atomic.Int64
+	issued  atomic.Uint64
+	refused [len(reasons)]atomic.Uint64
+	latency admin.Histogram
 
 	// IssuerNotAfter, if set, gives the issuer's expiry for a gauge.
 	IssuerNotAfter func() time.Time
 }
 
-func (m *Metrics) observe(took time.Duration) {
-	secs := took.Seconds()
-	i := 0
-	for i < len(latencyBuckets) && secs > latencyBuckets[i] {
-		i++
-	}
-	m.buckets[i].Add(1)
-	m.sumNanos.Add(int64(took))
-}
-
 // Issued records a certificate issued after took.
 func (m *Metrics) Issued(took time.Duration) {
 	m.issued.Add(1)
-	m.observe(took)
+	m.latency.Observe(latencyBuckets, took)
 }
 
 // Refused records a request refused for reason (a meshapi.Reason*) after
@@ -63,7 +52,7 @@ func (m *Metrics) Refused(reason string, took time.Duration) {
 			break
 		}
 	}
-	m.observe(took)
+	m.latency.Observe(latencyBuckets, took)
 }
 
 // IssuedCount and RefusedCount return the counters, for tests.
@@ -88,19 +77,8 @@ func (m *Metrics) WriteMetrics(w io.Writer) error {
 	for i, r := range reasons {
 		fmt.Fprintf(bw, "meshctl_controller_certificate_requests_refused_total{reason=%q} %d\n", r, m.refused[i].Load())
 	}
-	fmt.Fprintln(bw, "# HELP meshctl_controller_certificate_issuance_duration_seconds Time from receiving a certificate request to answering it, issued or refused; includes the TokenReview.")
-	fmt.Fprintln(bw, "# TYPE meshctl_controller_certificate_issuance_duration_seconds histogram")
-	var cum uint64
-	for i := range m.buckets {
-		cum += m.buckets[i].Load()
-		le := "+Inf"
-		if i < len(latencyBuckets) {
-			le = strconv.FormatFloat(latencyBuckets[i], 'g', -1, 64)
-		}
-		fmt.Fprintf(bw, "meshctl_controller_certificate_issuance_duration_seconds_bucket{le=%q} %d\n", le, cum)
-	}
-	fmt.Fprintf(bw, "meshctl_controller_certificate_issuance_duration_seconds_sum %s\n", strconv.FormatFloat(float64(m.sumNanos.Load())/1e9, 'g', -1, 64))
-	fmt.Fprintf(bw, "meshctl_controller_certificate_issuance_duration_seconds_count %d\n", cum)
+	m.latency.Write(bw, latencyBuckets, "meshctl_controller_certificate_issuance_duration_seconds",
+		"Time from receiving a certificate request to answering it, issued or refused; includes the TokenReview.")
 	if m.IssuerNotAfter != nil {
 		var secs int64
 		if t := m.IssuerNotAfter(); !t.IsZero() {

@@ -257,9 +257,6 @@ func TestKubeDiscovery(t *testing.T) {
 		if len(got) != 1 || got[0].EndpointsDelta == nil || !slices.Equal(got[0].EndpointsDelta.Remove, []string{"10.244.50.2"}) {
 			t.Errorf("got %q, want one delta removing 10.244.50.2", describe(got))
 		}
-		if took > time.Second {
-			t.Errorf("the removal took %s from the status write", took)
-		}
 		t.Logf("not ready -> delta at the proxy: %s", took)
 	})
 
@@ -281,9 +278,6 @@ func TestKubeDiscovery(t *testing.T) {
 				t.Errorf("got the whole set: %q", describe([]*meshapi.ServerMessage{m}))
 			}
 			deltas++
-		}
-		if took > time.Second {
-			t.Errorf("the removal took %s from the deletion", took)
 		}
 		t.Logf("deleted -> delta at the proxy: %s (%d messages)", took, deltas)
 	})

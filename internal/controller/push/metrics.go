@@ -4,10 +4,10 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"strconv"
 	"sync/atomic"
 	"time"
 
+	"github.com/meshctl/mesh/internal/controller/admin"
 	"github.com/meshctl/mesh/internal/meshapi"
 )
 
@@ -34,7 +34,7 @@ func kindLabel(i int) string {
 
 // latencyBuckets are the upper bounds, in seconds, of the push latency:
 // the debounce window alone is 10 to 100 ms.
-var latencyBuckets = [...]float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+var latencyBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
 // Metrics are the push server's series. Safe for concurrent use.
 type Metrics struct {
@@ -46,8 +46,7 @@ type Metrics struct {
 	deltas  atomic.Uint64
 	batches atomic.Uint64
 	changes atomic.Uint64
-	buckets [len(latencyBuckets) + 1]atomic.Uint64
-	sumNano atomic.Int64
+	latency admin.Histogram
 }
 
 func (m *Metrics) sent(k meshapi.Kind, n int, isDelta bool) {
@@ -60,13 +59,7 @@ func (m *Metrics) sent(k meshapi.Kind, n int, isDelta bool) {
 }
 
 func (m *Metrics) observeLatency(d time.Duration) {
-	secs := d.Seconds()
-	i := 0
-	for i < len(latencyBuckets) && secs > latencyBuckets[i] {
-		i++
-	}
-	m.buckets[i].Add(1)
-	m.sumNano.Add(int64(d))
+	m.latency.Observe(latencyBuckets, d)
 }
 
 // Nacks returns the NACKs counted for kind.
@@ -121,17 +114,7 @@ func (m *Metrics) WriteMetrics(w io.Writer) error {
 	fmt.Fprintf(bw, "meshctl_controller_push_debounce_batches_total %d\n", m.batches.Load())
 	head("meshctl_controller_push_debounced_changes_total", "counter", "Registry changes received; divided by the batches, the changes per batch.")
 	fmt.Fprintf(bw, "meshctl_controller_push_debounced_changes_total %d\n", m.changes.Load())
-	head("meshctl_controller_push_latency_seconds", "histogram", "Time from a change reaching the push server to a proxy's ACK of the version that carries it.")
-	var cum uint64
-	for i := range m.buckets {
-		cum += m.buckets[i].Load()
-		le := "+Inf"
-		if i < len(latencyBuckets) {
-			le = strconv.FormatFloat(latencyBuckets[i], 'g', -1, 64)
-		}
-		fmt.Fprintf(bw, "meshctl_controller_push_latency_seconds_bucket{le=%q} %d\n", le, cum)
-	}
-	fmt.Fprintf(bw, "meshctl_controller_push_latency_seconds_sum %g\n", time.Duration(m.sumNano.Load()).Seconds())
-	fmt.Fprintf(bw, "meshctl_controller_push_latency_seconds_count %d\n", cum)
+	m.latency.Write(bw, latencyBuckets, "meshctl_controller_push_latency_seconds",
+		"Time from a change reaching the push server to a proxy's ACK of the version that carries it.")
 	return bw.Flush()
 }

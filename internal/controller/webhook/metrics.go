@@ -4,9 +4,10 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshctl/mesh/internal/controller/admin"
 )
 
 // Result is how the webhook answered one request; it is the label of the
@@ -36,26 +37,19 @@ func (r Result) String() string { return resultNames[r] }
 // latencyBuckets are the upper bounds, in seconds, of the request duration
 // histogram. The API server's webhook timeout is at most 30 s and usually
 // 10 s; an injection takes well under a millisecond of CPU.
-var latencyBuckets = [...]float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10}
+var latencyBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10}
 
 // Metrics counts the webhook's requests by result and their duration. The
 // zero value is ready to use and safe for concurrent use.
 type Metrics struct {
 	requests [numResults]atomic.Uint64
-	buckets  [len(latencyBuckets) + 1]atomic.Uint64 // the last is +Inf
-	sumNanos atomic.Int64
+	latency  admin.Histogram
 }
 
 // Observe records one request.
 func (m *Metrics) Observe(r Result, took time.Duration) {
 	m.requests[r].Add(1)
-	secs := took.Seconds()
-	i := 0
-	for i < len(latencyBuckets) && secs > latencyBuckets[i] {
-		i++
-	}
-	m.buckets[i].Add(1)
-	m.sumNanos.Add(int64(took))
+	m.latency.Observe(latencyBuckets, took)
 }
 
 // Count returns how many requests ended with r.
@@ -69,18 +63,7 @@ func (m *Metrics) WriteMetrics(w io.Writer) error {
 	for r := Result(0); r < numResults; r++ {
 		fmt.Fprintf(bw, "meshctl_controller_webhook_requests_total{result=%q} %d\n", r.String(), m.requests[r].Load())
 	}
-	fmt.Fprintln(bw, "# HELP meshctl_controller_webhook_request_duration_seconds Time from reading an injection webhook request to writing its answer.")
-	fmt.Fprintln(bw, "# TYPE meshctl_controller_webhook_request_duration_seconds histogram")
-	var cum uint64
-	for i := range m.buckets {
-		cum += m.buckets[i].Load()
-		le := "+Inf"
-		if i < len(latencyBuckets) {
-			le = strconv.FormatFloat(latencyBuckets[i], 'g', -1, 64)
-		}
-		fmt.Fprintf(bw, "meshctl_controller_webhook_request_duration_seconds_bucket{le=%q} %d\n", le, cum)
-	}
-	fmt.Fprintf(bw, "meshctl_controller_webhook_request_duration_seconds_sum %s\n", strconv.FormatFloat(float64(m.sumNanos.Load())/1e9, 'g', -1, 64))
-	fmt.Fprintf(bw, "meshctl_controller_webhook_request_duration_seconds_count %d\n", cum)
+	m.latency.Write(bw, latencyBuckets, "meshctl_controller_webhook_request_duration_seconds",
+		"Time from reading an injection webhook request to writing its answer.")
 	return bw.Flush()
 }
