@@ -47,6 +47,8 @@ type Metrics struct {
 	batches atomic.Uint64
 	changes atomic.Uint64
 	latency admin.Histogram
+	// subscriptionsRefused counts subscriptions past a proxy's bound.
+	subscriptionsRefused atomic.Uint64
 }
 
 func (m *Metrics) sent(k meshapi.Kind, n int, isDelta bool) {
@@ -86,6 +88,7 @@ var MetricNames = []string{
 	"meshctl_controller_push_nacks_total",
 	"meshctl_controller_push_invalid_total",
 	"meshctl_controller_push_debounce_batches_total",
+	"meshctl_controller_push_subscriptions_refused_total",
 	"meshctl_controller_push_debounced_changes_total",
 	"meshctl_controller_push_latency_seconds",
 }
@@ -112,6 +115,8 @@ func (m *Metrics) WriteMetrics(w io.Writer) error {
 	perKind("meshctl_controller_push_invalid_total", "Resource versions the controller refused to send because they failed validation, by kind; proxies keep the last good one.", &m.invalid)
 	head("meshctl_controller_push_debounce_batches_total", "counter", "Batches of registry changes applied after the debounce window.")
 	fmt.Fprintf(bw, "meshctl_controller_push_debounce_batches_total %d\n", m.batches.Load())
+	head("meshctl_controller_push_subscriptions_refused_total", "counter", "Subscriptions ignored because the proxy already followed as many resources as one proxy may.")
+	fmt.Fprintf(bw, "meshctl_controller_push_subscriptions_refused_total %d\n", m.subscriptionsRefused.Load())
 	head("meshctl_controller_push_debounced_changes_total", "counter", "Registry changes received; divided by the batches, the changes per batch.")
 	fmt.Fprintf(bw, "meshctl_controller_push_debounced_changes_total %d\n", m.changes.Load())
 	m.latency.Write(bw, latencyBuckets, "meshctl_controller_push_latency_seconds",

@@ -53,7 +53,17 @@ type Options struct {
 	// Now is the clock of latencies and of the debounce window; nil means
 	// time.Now.
 	Now func() time.Time
+	// MaxResourcesPerProxy bounds the resources one proxy may follow;
+	// zero means DefaultMaxResourcesPerProxy.
+	MaxResourcesPerProxy int
 }
+
+// DefaultMaxResourcesPerProxy bounds what one proxy may subscribe to:
+// services by name (with their endpoints) and addresses it asked about.
+// Without it, a proxy that subscribes without end would grow the
+// controller's memory without end. The proxy's own client stops at 10,000
+// addresses, each of which brings at most three resources.
+const DefaultMaxResourcesPerProxy = 32768
 
 // resKey names one resource.
 type resKey struct {
@@ -127,6 +137,9 @@ func New(opts Options) *Server {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.MaxResourcesPerProxy <= 0 {
+		opts.MaxResourcesPerProxy = DefaultMaxResourcesPerProxy
 	}
 	return &Server{
 		opts: opts, log: opts.Logger, now: opts.Now, metrics: &Metrics{}, done: make(chan struct{}),
@@ -434,7 +447,18 @@ func (s *Server) subscribe(sub *subscriber, sn *meshapi.Subscription) {
 	if _, ok := s.subs[sub]; !ok {
 		return // the stream ended while its last message was read
 	}
+	full := func() bool {
+		if sub.following() < s.opts.MaxResourcesPerProxy {
+			return false
+		}
+		s.metrics.subscriptionsRefused.Add(1)
+		sub.log.Warn("ignoring a subscription: the proxy follows as many resources as it may", "max", s.opts.MaxResourcesPerProxy)
+		return true
+	}
 	for _, name := range sn.Services {
+		if full() {
+			return
+		}
 		s.watchLocked(sub, resKey{meshapi.KindService, name}, resKey{meshapi.KindEndpoints, name})
 	}
 	for _, a := range sn.Addresses {
@@ -442,6 +466,9 @@ func (s *Server) subscribe(sub *subscriber, sn *meshapi.Subscription) {
 		if err != nil {
 			sub.log.Warn("ignoring a subscription", "error", err)
 			continue
+		}
+		if full() {
+			return
 		}
 		k, _ := s.resolve(addr, s.now())
 		s.watchLocked(sub, k)

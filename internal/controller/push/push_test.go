@@ -283,3 +283,20 @@ func TestHandlerRefuses(t *testing.T) {
 		t.Errorf("a certificate of another CA got %s", resp.Status)
 	}
 }
+
+// A proxy cannot make the controller follow resources without end: past its
+// bound, subscriptions by name and by address are ignored and counted.
+func TestSubscriptionsAreBoundedPerProxy(t *testing.T) {
+	s := New(Options{Logger: slog.New(slog.DiscardHandler), MaxResourcesPerProxy: 6})
+	sub := newSubscriber("p", s.log)
+	s.connect(sub)
+	s.subscribe(sub, &meshapi.Subscription{Services: []string{"a/1", "a/2"}})
+	s.subscribe(sub, &meshapi.Subscription{Addresses: []string{"10.96.0.1:80", "10.96.0.2:80", "10.96.0.3:80"}})
+	s.subscribe(sub, &meshapi.Subscription{Services: []string{"a/3"}})
+	if n := sub.following(); n > 6 {
+		t.Errorf("the proxy follows %d resources, past its bound of 6", n)
+	}
+	if got := s.metrics.subscriptionsRefused.Load(); got != 2 {
+		t.Errorf("counted %d refused subscriptions, want 2 (the third address and a/3)", got)
+	}
+}

@@ -38,6 +38,13 @@ func newSubscriber(identity string, log *slog.Logger) *subscriber {
 		due: map[resKey]bool{}, state: map[resKey]*resState{}}
 }
 
+// following counts the resources the subscriber follows.
+func (sub *subscriber) following() int {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	return len(sub.state)
+}
+
 // follow starts tracking a resource; mark only marks followed ones.
 func (sub *subscriber) follow(k resKey) {
 	sub.mu.Lock()
