@@ -8,8 +8,10 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/meshctl/mesh/internal/meshapi"
+	"github.com/meshctl/mesh/internal/pki"
 )
 
 // MaxClientMessageBytes bounds one line a proxy sends: subscriptions name
@@ -33,11 +35,7 @@ func PeerIdentity(r *http.Request) (string, error) {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
 		return "", errors.New("no verified client certificate")
 	}
-	leaf := r.TLS.VerifiedChains[0][0]
-	if len(leaf.URIs) != 1 || leaf.URIs[0].Scheme != "spiffe" {
-		return "", errors.New("the client certificate does not carry exactly one SPIFFE id")
-	}
-	return leaf.URIs[0].String(), nil
+	return pki.SPIFFEIDOf(r.TLS.VerifiedChains[0][0])
 }
 
 func writeError(w http.ResponseWriter, status int, reason, msg string) {
@@ -104,6 +102,9 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-sub.wake:
 		}
+		// A proxy that stops reading blocks the write once its window is
+		// full; the deadline ends the stream instead of holding it.
+		rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
 		if err := s.write(w, sub); err != nil {
 			log.Info("writing to the proxy", "error", err)
 			return

@@ -56,7 +56,16 @@ type Options struct {
 	// MaxResourcesPerProxy bounds the resources one proxy may follow;
 	// zero means DefaultMaxResourcesPerProxy.
 	MaxResourcesPerProxy int
+	// WriteTimeout bounds one write to a proxy; zero means
+	// DefaultWriteTimeout.
+	WriteTimeout time.Duration
 }
+
+// DefaultWriteTimeout is how long a write to a proxy may block. A proxy
+// that reads nothing for that long (its stream's flow-control window full)
+// is disconnected, so that it does not hold the stream's goroutines and
+// pending bytes for ever; it reconnects and gets the newest versions.
+const DefaultWriteTimeout = 30 * time.Second
 
 // DefaultMaxResourcesPerProxy bounds what one proxy may subscribe to:
 // services by name (with their endpoints) and addresses it asked about.
@@ -137,6 +146,9 @@ func New(opts Options) *Server {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
 	}
 	if opts.MaxResourcesPerProxy <= 0 {
 		opts.MaxResourcesPerProxy = DefaultMaxResourcesPerProxy

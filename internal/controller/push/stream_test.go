@@ -204,3 +204,43 @@ func TestFileRegistryFeedsTheStream(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A proxy that reads nothing for the write timeout is disconnected rather
+// than holding its stream for ever; the others keep theirs.
+func TestStuckProxyIsDisconnected(t *testing.T) {
+	ca := newTestCA(t)
+	s := startServer(t, ca, Options{WriteTimeout: 300 * time.Millisecond})
+	srv := ca.serve(t, s.Handler())
+	s.UpsertService("shop/web", webSvc)
+	s.UpsertEndpoints("shop/web", manyEndpoints(5000, 0))
+
+	release := make(chan struct{})
+	stuckProxy := ca.connect(t, srv, "stuck", func(p *proxy) { p.Gate.Store(&release) })
+	close(release)
+	stuckProxy.subscribe([]string{"shop/web"}, nil)
+	if err := stuckProxy.wait(10*time.Second, "the first version", hasService("shop/web")); err != nil {
+		t.Fatal(err)
+	}
+	healthy := ca.connect(t, srv, "healthy", nil)
+	healthy.subscribe([]string{"shop/web"}, nil)
+	if err := healthy.wait(10*time.Second, "the first version", hasService("shop/web")); err != nil {
+		t.Fatal(err)
+	}
+	stuck := make(chan struct{})
+	defer close(stuck)
+	stuckProxy.Gate.Store(&stuck)
+	for v := 1; s.Metrics().Proxies() > 1; v++ {
+		if v > 40 {
+			t.Fatalf("the stuck proxy is still connected after %d versions of about 600 KB", v)
+		}
+		s.UpsertEndpoints("shop/web", manyEndpoints(5000, v))
+		time.Sleep(100 * time.Millisecond)
+	}
+	want := "10.101.0.1"
+	if err := healthy.wait(5*time.Second, "a newer version", func(set *meshapi.Set, _ []*meshapi.ServerMessage) bool {
+		st := set.Services["shop/web"]
+		return st != nil && len(st.Endpoints) > 0 && st.Endpoints[0].Address >= want
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
