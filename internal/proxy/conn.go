@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -127,13 +128,7 @@ func (s *session) dispatchInbound(cc *countingConn, table *config.Table) {
 // meshALPN reports whether a client offered one of the mesh's protocols,
 // which only a peer proxy does.
 func meshALPN(protos []string) bool {
-	for _, p := range protos {
-		switch p {
-		case meshapi.ALPNHTTP2, meshapi.ALPNHTTP1, meshapi.ALPNOpaque:
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(protos, func(p string) bool { return slices.Contains(identity.MeshALPN, p) })
 }
 
 // serveMeshTLS terminates mesh TLS from a peer proxy, records the peer's

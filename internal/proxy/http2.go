@@ -53,8 +53,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rt, err := s.route(meshapi.ProtocolHTTP2)
 	defer rt.done()
-	// Streams run concurrently: the series is looked up, not cached.
-	rec.Service, rec.Series = rt.service, nil
+	rec.Service, rec.Series = rt.service, s.seriesOf(rt.service)
 	if err != nil {
 		rec.Fail(metrics.ReasonNoEndpoints)
 		http.Error(sw, "no endpoints", http.StatusServiceUnavailable)

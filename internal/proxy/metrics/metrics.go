@@ -123,6 +123,7 @@ type Registry struct {
 	series     map[seriesKey]*Series
 	detections [2][numDetections]atomic.Uint64
 	peers      map[peerKey]*atomic.Uint64
+	nPeers     [2]int // identities in peers, by direction
 }
 
 type peerKey struct {
@@ -158,21 +159,14 @@ func (r *Registry) MeshTLS(d Direction, identity string) {
 	if c == nil {
 		r.mu.Lock()
 		if c = r.peers[k]; c == nil {
-			n := 0
-			for pk := range r.peers {
-				if pk.dir == d {
-					n++
-				}
-			}
-			if n >= MaxPeerIdentities {
+			if r.nPeers[d] >= MaxPeerIdentities {
 				k.identity = OtherPeers
-				if c = r.peers[k]; c == nil {
-					c = new(atomic.Uint64)
-					r.peers[k] = c
-				}
-			} else {
+				c = r.peers[k]
+			}
+			if c == nil {
 				c = new(atomic.Uint64)
 				r.peers[k] = c
+				r.nPeers[d]++
 			}
 		}
 		r.mu.Unlock()
