@@ -21,11 +21,20 @@ func Load(path string) (*Table, error) {
 }
 
 func load(path string, reg *upstream.Registry) (*Table, error) {
+	c, err := loadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	return Compile(c, c.Set(), path, reg), nil
+}
+
+// loadConfig reads and validates the file at path, with defaults applied.
+func loadConfig(path string) (Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading config: %w", err)
+		return Config{}, fmt.Errorf("reading config: %w", err)
 	}
-	return parse(data, path, reg)
+	return parseConfig(data, path)
 }
 
 // Parse validates and compiles a configuration document, with a registry
@@ -35,15 +44,23 @@ func Parse(data []byte, source string) (*Table, error) {
 }
 
 func parse(data []byte, source string, reg *upstream.Registry) (*Table, error) {
+	c, err := parseConfig(data, source)
+	if err != nil {
+		return nil, err
+	}
+	return Compile(c, c.Set(), source, reg), nil
+}
+
+func parseConfig(data []byte, source string) (Config, error) {
 	var c Config
 	if err := decodeStrict(data, &c); err != nil {
-		return nil, fmt.Errorf("parsing config %s: %w", source, err)
+		return Config{}, fmt.Errorf("parsing config %s: %w", source, err)
 	}
 	c = c.withDefaults()
 	if err := c.validate(); err != nil {
-		return nil, fmt.Errorf("validating config %s: %w", source, err)
+		return Config{}, fmt.Errorf("validating config %s: %w", source, err)
 	}
-	return Compile(c, c.Set(), source, reg), nil
+	return c, nil
 }
 
 func (c *Config) validate() error {

@@ -226,14 +226,13 @@ func (st *Store) Reload(path string) (*Table, error) {
 func (st *Store) ReloadPushed(path string, set *meshapi.Set) (*Table, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	file, err := load(path, st.registry())
+	local, err := loadConfig(path)
 	if err != nil {
 		st.failed.Add(1)
 		return nil, err
 	}
-	local := file.Config
 	local.Services = nil
-	t := Compile(local, set, "controller", file.reg)
+	t := Compile(local, set, "controller", st.registry())
 	st.swapLocked(t)
 	st.reloaded.Add(1)
 	return t, nil

@@ -136,3 +136,34 @@ func TestControllerBootstrap(t *testing.T) {
 }
 
 func quote(s string) string { return `"` + s + `"` }
+
+// With a controller, a reload takes the file's local settings and keeps
+// the pushed services instead of the file's; a bad file changes nothing.
+func TestReloadPushedKeepsThePushedServices(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(path, []byte("version: v1\nservices:\n- {name: file, namespace: x, addresses: [10.96.0.50], ports: [{port: 80}], endpoints: [{address: 10.0.9.9}]}\n"), 0o644)
+	st := &Store{}
+	if _, err := st.Reload(path); err != nil {
+		t.Fatal(err)
+	}
+	pushed := &meshapi.Set{Services: map[string]*meshapi.ServiceState{"default/web": {
+		Service:   &meshapi.Service{Namespace: "default", Name: "web", Addresses: []string{"10.96.0.12"}, Ports: []meshapi.ServicePort{{Port: 80, TargetPort: 8080}}},
+		Endpoints: []meshapi.Endpoint{{Address: "10.0.1.5"}},
+	}}}
+	st.Push(pushed, "controller")
+	os.WriteFile(path, []byte("version: v2\ninbound: {mtls: strict}\nservices:\n- {name: file, namespace: x, addresses: [10.96.0.50], ports: [{port: 80}], endpoints: [{address: 10.0.9.9}]}\n"), 0o644)
+	tb, err := st.ReloadPushed(path, pushed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Load() != tb || tb.Version() != "v2" || tb.InboundMTLS(8080) != meshapi.MTLSStrict {
+		t.Errorf("the file's local settings did not take: version %q, mTLS %q", tb.Version(), tb.InboundMTLS(8080))
+	}
+	if tb.Target(netip.MustParseAddrPort("10.96.0.12:80")) == nil || tb.Target(netip.MustParseAddrPort("10.96.0.50:80")) != nil {
+		t.Error("the reload did not keep the pushed services in place of the file's")
+	}
+	os.WriteFile(path, []byte("version: v3\nbogus: x\n"), 0o644)
+	if _, err := st.ReloadPushed(path, pushed); err == nil || st.Load() != tb {
+		t.Errorf("a bad file was taken, or replaced the table: %v", err)
+	}
+}
