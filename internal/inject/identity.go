@@ -2,13 +2,13 @@ package inject
 
 import (
 	"bytes"
-	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"strconv"
 
 	"github.com/meshctl/mesh/internal/meshapi"
+	"github.com/meshctl/mesh/internal/pki"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
 
@@ -22,27 +22,16 @@ const TrustAnchorsKey = "ca-bundle.crt"
 // parse could never verify the controller, and would fail far from the
 // cause.
 func ParseTrustAnchors(bundle []byte) ([]string, error) {
-	var out []string
-	rest := bundle
-	for {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("reading the trust anchors: a %s block, want only CERTIFICATE blocks", b.Type)
-		}
-		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
-			return nil, fmt.Errorf("reading the trust anchors: certificate %d: %w", len(out)+1, err)
-		}
-		out = append(out, string(pem.EncodeToMemory(&pem.Block{Type: b.Type, Bytes: b.Bytes})))
-	}
-	if len(bytes.TrimSpace(rest)) > 0 && len(out) == 0 {
-		return nil, errors.New("reading the trust anchors: no PEM certificate found")
-	}
-	if len(out) == 0 {
+	if len(bytes.TrimSpace(bundle)) == 0 {
 		return nil, errors.New("reading the trust anchors: the bundle is empty")
+	}
+	certs, err := pki.ParseCertificates(bundle)
+	if err != nil {
+		return nil, fmt.Errorf("reading the trust anchors: %w", err)
+	}
+	out := make([]string, len(certs))
+	for i, c := range certs {
+		out[i] = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
 	}
 	return out, nil
 }
@@ -59,9 +48,13 @@ func (s *Settings) controllerBootstrap() (*meshapi.Bootstrap, error) {
 	case s.MeshNamespace == "":
 		return nil, errors.New("no mesh namespace: the proxy could not find the controller")
 	}
+	server, err := pki.NewWorkloadID(s.TrustDomain, s.MeshNamespace, wellknown.ControllerServiceAccount)
+	if err != nil {
+		return nil, fmt.Errorf("naming the controller's identity: %w", err)
+	}
 	return &meshapi.Bootstrap{
 		Address:        wellknown.ControllerName + "." + s.MeshNamespace + ".svc:" + strconv.Itoa(wellknown.ControllerMeshAPIPort),
-		ServerIdentity: "spiffe://" + s.TrustDomain + "/ns/" + s.MeshNamespace + "/sa/" + wellknown.ControllerServiceAccount,
+		ServerIdentity: server.String(),
 		TrustAnchors:   s.TrustAnchors,
 		TokenFile:      MountPath + "/" + TokenFile,
 	}, nil

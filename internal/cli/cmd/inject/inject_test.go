@@ -284,7 +284,7 @@ func TestOfflineWithoutTrustAnchorsNamesTheFlag(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "ca.crt")
 	write(t, bad, "not a certificate\n", 0o644)
 	out, errOut, code = run(t, pod, nil, "inject", "--ignore-cluster", "--trust-anchors", bad, "-")
-	if code != command.ExitFailure || out != "" || !strings.Contains(errOut, "no PEM certificate") {
+	if code != command.ExitFailure || out != "" || !strings.Contains(errOut, "no PEM-encoded certificate") {
 		t.Errorf("bad anchors: exit %d, stdout %q, stderr %s", code, out, errOut)
 	}
 }
