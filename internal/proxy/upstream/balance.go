@@ -33,8 +33,12 @@ func (b P2C) Pick(eps []Weighted) *Weighted {
 	case 1:
 		return &eps[0]
 	}
-	x := b.draw(eps)
-	y := b.draw(eps)
+	total := 0
+	for i := range eps {
+		total += eps[i].Weight
+	}
+	x := b.draw(eps, total)
+	y := b.draw(eps, total)
 	if x == y {
 		return x
 	}
@@ -45,11 +49,9 @@ func (b P2C) Pick(eps []Weighted) *Weighted {
 	return y
 }
 
-func (b P2C) draw(eps []Weighted) *Weighted {
-	total := 0
-	for i := range eps {
-		total += eps[i].Weight
-	}
+// draw returns an endpoint at random in proportion to its weight; total is
+// the sum of the weights.
+func (b P2C) draw(eps []Weighted, total int) *Weighted {
 	n := b.Rand(total)
 	for i := range eps {
 		if n < eps[i].Weight {
