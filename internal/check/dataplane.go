@@ -3,6 +3,7 @@ package check
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -98,7 +99,7 @@ func checkUninjectedPods(ctx context.Context, s *State) error {
 // skippedNamespace: the webhook's namespaceSelector never sends pods of
 // Kubernetes' own namespaces.
 func skippedNamespace(ns string) bool {
-	return ns == "kube-system" || ns == "kube-public" || ns == "kube-node-lease"
+	return slices.Contains(wellknown.KubernetesNamespaces, ns)
 }
 
 // shouldRunProxy reports whether the webhook would inject p: a pod that is

@@ -2,6 +2,7 @@ package inject
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -31,10 +32,6 @@ var otherMeshSidecars = map[string]string{
 	"linkerd-proxy": "Linkerd",
 	"linkerd-init":  "Linkerd",
 }
-
-// controlPlaneNamespaces are never injected: the cluster's own and the
-// mesh's (added from Settings).
-var controlPlaneNamespaces = []string{"kube-system", "kube-public", "kube-node-lease"}
 
 // workload is one object with a pod template, located in a parsed document.
 type workload struct {
@@ -298,7 +295,7 @@ func skipReason(w *workload, t *podTemplate, s *Settings) string {
 		return "uses the host's network (hostNetwork: true)"
 	}
 	if w.namespace != "" {
-		for _, ns := range append(controlPlaneNamespaces, s.MeshNamespace) {
+		for _, ns := range append(slices.Clone(wellknown.KubernetesNamespaces), s.MeshNamespace) {
 			if w.namespace == ns {
 				return fmt.Sprintf("namespace %s is a control-plane namespace", ns)
 			}

@@ -23,7 +23,7 @@ const LabelNamespaceCreated = wellknown.Domain + "/created-by-install"
 
 // systemNamespaces are the namespaces Kubernetes itself creates and uses;
 // every name starting with "kube-" is reserved for Kubernetes too.
-var systemNamespaces = []string{"default", "kube-system", "kube-public", "kube-node-lease"}
+var systemNamespaces = append([]string{"default"}, wellknown.KubernetesNamespaces...)
 
 // namespaceName is what Kubernetes accepts as a namespace name (an RFC 1123
 // label).

@@ -112,3 +112,9 @@ const (
 
 // ProxyImage is the image of meshproxy unless the chart's values say otherwise.
 const ProxyImage = "ghcr.io/meshctl/meshproxy"
+
+// KubernetesNamespaces are the namespaces Kubernetes creates for its own
+// components. The mesh never injects their pods (the webhook's
+// namespaceSelector in templates/ lists the same names) and never installs
+// into them.
+var KubernetesNamespaces = []string{"kube-system", "kube-public", "kube-node-lease"}
