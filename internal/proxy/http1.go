@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -96,6 +97,22 @@ func (h *h1conn) setReadDeadline(d time.Duration) {
 	h.deadline = d > 0
 }
 
+func (h *h1conn) setReadDeadlineAt(t time.Time) {
+	h.s.client.SetReadDeadline(t)
+	h.deadline = true
+}
+
+// requestLineEnds reports whether the first line of b that is not empty
+// ends within its first limit bytes.
+func requestLineEnds(b []byte, limit int) bool {
+	b = b[:min(len(b), limit)]
+	i := 0
+	for i < len(b) && (b[i] == '\r' || b[i] == '\n') {
+		i++
+	}
+	return bytes.IndexByte(b[i:], '\n') >= 0
+}
+
 // clearReadDeadline lifts the header or idle deadline before the request
 // body or a tunnel is read: their time is the guard's business.
 func (h *h1conn) clearReadDeadline() {
@@ -119,8 +136,18 @@ func (h *h1conn) serveOne(first bool) bool {
 			return false
 		}
 	}
+	// The first request after detection is due by the session's
+	// headDeadline, which counts from the accept.
+	headDeadline := time.Time{}
+	if first {
+		headDeadline = s.headDeadline
+	}
 	if len(h.in.buffered()) == 0 {
-		h.setReadDeadline(s.limits.IdleTimeout.D())
+		if headDeadline.IsZero() {
+			h.setReadDeadline(s.limits.IdleTimeout.D())
+		} else {
+			h.setReadDeadlineAt(headDeadline)
+		}
 		if err := h.in.fill(len(h.in.buf)); err != nil {
 			s.tracked.idle.Store(false)
 			return false
@@ -134,13 +161,20 @@ func (h *h1conn) serveOne(first bool) bool {
 	switch {
 	case n == 0:
 		// The head did not come in one piece: bound the wait for the rest.
-		h.setReadDeadline(s.limits.HeaderReadTimeout.D())
+		if headDeadline.IsZero() {
+			h.setReadDeadline(s.limits.HeaderReadTimeout.D())
+		} else {
+			h.setReadDeadlineAt(headDeadline)
+		}
 		n, err = h.in.head(s.limits.MaxHeaderBytes)
 	case n > s.limits.MaxHeaderBytes:
 		err = errHeadLimit
 	}
 	if err != nil {
 		switch {
+		case err == errHeadLimit && !requestLineEnds(h.in.buffered(), s.limits.MaxHeaderBytes):
+			// The request line alone is over the limit: its target is.
+			h.fail(http.StatusRequestURITooLong, metrics.ReasonHeaderLimit, "request target too long")
 		case err == errHeadLimit:
 			h.fail(http.StatusRequestHeaderFieldsTooLarge, metrics.ReasonHeaderLimit, "request header too large")
 		case errors.Is(err, os.ErrDeadlineExceeded):
