@@ -202,7 +202,38 @@ func (h *h1conn) serveOne(first bool) bool {
 	if s.p.recorder.Logging() {
 		h.rec.Method, h.rec.Authority, h.rec.Path = string(req.method), string(req.host), string(req.target)
 	}
+	if h.isCONNECT && !s.p.cfg.Load().ConnectProxy(s.info.Direction == metrics.Inbound, s.dst.Port()) {
+		return h.refuseConnect()
+	}
 	return h.forward()
+}
+
+// allowedMethods are the methods the proxy forwards to any destination:
+// the Allow field of its 405 to a CONNECT.
+const allowedMethods = "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH"
+
+// refuseConnect answers 405 to a CONNECT for a destination that the
+// configuration does not name as a CONNECT proxy (connectProxyPorts).
+// Forwarding it would let the application's 2xx turn the connection into
+// a raw tunnel while the application, which is no CONNECT proxy, goes on
+// parsing HTTP: whatever the client sends next would reach it unchecked
+// (request smuggling). The request never reaches the upstream. A CONNECT
+// without content leaves the connection at a request boundary, so it
+// stays open for the next request; one with content is closed.
+func (h *h1conn) refuseConnect() bool {
+	req := &h.req
+	keep := !req.close && !h.s.p.draining.Load() && (req.body == bodyNone || req.body == bodyLength && req.length == 0)
+	h.rec.Status, h.rec.Upstream = http.StatusMethodNotAllowed, ""
+	h.record()
+	conn := "close"
+	switch {
+	case keep && req.minor == 0:
+		conn = "keep-alive"
+	case keep:
+		conn = ""
+	}
+	h.writeError(http.StatusMethodNotAllowed, "Allow: "+allowedMethods+"\r\n", "CONNECT is not forwarded here", conn)
+	return keep
 }
 
 // methodClass is metrics.ClassOf for a method in bytes.
@@ -532,6 +563,13 @@ func (h *h1conn) fail(code int, reason metrics.Reason, msg string) {
 	h.rec.Status, h.rec.Upstream, h.rec.BytesReceived, h.rec.BytesSent = code, "", 0, 0
 	h.rec.Fail(reason)
 	h.record()
+	h.writeError(code, "", msg, "close")
+}
+
+// writeError sends the proxy's own short plain-text answer: fields holds
+// extra header lines (each ending in CRLF), conn the Connection field (""
+// for none).
+func (h *h1conn) writeError(code int, fields, msg, conn string) {
 	text := http.StatusText(code)
 	body := text + ": " + msg + "\n"
 	h.wmu.Lock()
@@ -541,9 +579,17 @@ func (h *h1conn) fail(code int, reason metrics.Reason, msg string) {
 	b = strconv.AppendInt(b, int64(code), 10)
 	b = append(b, ' ')
 	b = append(b, text...)
-	b = append(b, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
+	b = append(b, "\r\n"...)
+	b = append(b, fields...)
+	b = append(b, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
 	b = strconv.AppendInt(b, int64(len(body)), 10)
-	b = append(b, "\r\nConnection: close\r\n\r\n"...)
+	b = append(b, "\r\n"...)
+	if conn != "" {
+		b = append(b, "Connection: "...)
+		b = append(b, conn...)
+		b = append(b, "\r\n"...)
+	}
+	b = append(b, "\r\n"...)
 	h.out.buf = append(b, body...)
 	h.out.flush()
 }
