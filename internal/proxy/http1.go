@@ -348,6 +348,7 @@ func (h *h1conn) respond(uc *upstreamConn, streamed bool) bool {
 	h.wmu.Lock()
 	h.responded = true
 	h.wmu.Unlock()
+	sent := h.out.sent
 	h.out.buf = resp.appendResponse(h.out.buf, dst, conn)
 	h.rec.Status = resp.status
 	upstreamClose := resp.close
@@ -382,6 +383,20 @@ func (h *h1conn) respond(uc *upstreamConn, streamed bool) bool {
 			h.rec.Fail(metrics.ReasonClientReset)
 		}
 		keep = false
+		if h.out.sent == sent && rr.writeErr == nil {
+			// Nothing of the response reached the client (its framing
+			// broke within the first buffer): the client gets the
+			// proxy's error instead of a bare close, and the record says
+			// so rather than the status that was never sent.
+			h.out.buf = h.out.buf[:0]
+			code := http.StatusBadGateway
+			if h.rec.Reason == metrics.ReasonTimeout {
+				code = http.StatusGatewayTimeout
+			}
+			h.rec.Status, h.rec.BytesSent = code, 0
+			h.s.p.log.Debug("relaying HTTP/1 response", "upstream", h.rec.Upstream, "reason", h.rec.Reason.String(), "error", rr.readErr)
+			h.writeError(code, "", failureText[h.rec.Reason], "close")
+		}
 	}
 	if ok && !upstreamClose && src != bodyUntilClose && !h.guard.fired() {
 		s.p.h1Pool.put(uc)
