@@ -136,6 +136,10 @@ func isSpace(c byte) bool {
 
 // namesHTTPVersion reports whether b holds "HTTP/", in any case.
 func namesHTTPVersion(b []byte) bool {
+	// The common case first: a line that ends in "HTTP/1.x" and its CR.
+	if len(b) >= 9 && string(b[len(b)-9:len(b)-3]) == "HTTP/1" {
+		return true
+	}
 	for k := 0; k+5 <= len(b); k++ {
 		if (b[k]|0x20) == 'h' && (b[k+1]|0x20) == 't' && (b[k+2]|0x20) == 't' && (b[k+3]|0x20) == 'p' && b[k+4] == '/' {
 			return true
