@@ -1,9 +1,12 @@
 package detect
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/tls"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -195,10 +198,19 @@ func FuzzClassify(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Add(clientHello(f, "a.example"))
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
+	f.Add([]byte("PROPFIND /x HTTP/1.0\r\n\r\n"))
+	f.Add([]byte(strings.Repeat("M", 40) + " /x HTTP/1.0\r\n\r\n")) // a method net/http takes
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, sni, done := Classify(b)
 		if sni != "" && p != TLS {
 			t.Fatalf("sni %q for %v", sni, p)
+		}
+		// What an HTTP server reads as a request is never passed by as
+		// TCP: net/http stands in for the application. (Decisions are
+		// stable, so no prefix of it is TCP either.)
+		if req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(b))); err == nil && req.Method != "PRI" && p != HTTP1 {
+			t.Fatalf("net/http reads %s %q from %q; detection says %v", req.Method, req.RequestURI, b, p)
 		}
 		if done {
 			p2, sni2, done2 := Classify(append(b[:len(b):len(b)], "extra bytes"...))
