@@ -44,6 +44,9 @@ type session struct {
 	// upstreamAddr, formatted once (HTTP/2 streams read it concurrently).
 	passthrough  bool
 	upstreamAddr string
+	// headDeadline, when set, is when the head of the connection's first
+	// HTTP/1 request must have arrived.
+	headDeadline time.Time
 }
 
 // handle owns c until it is closed.
@@ -241,7 +244,7 @@ func (s *session) serveDetected(cc *countingConn, res detect.Result) {
 	p, dir := s.p, s.info.Direction
 	s.info.SNI = res.SNI
 	switch {
-	case res.TimedOut:
+	case res.TimedOut && res.Protocol == detect.TCP:
 		p.metrics.Detected(dir, metrics.DetectTimeout)
 	case res.Protocol == detect.HTTP1:
 		p.metrics.Detected(dir, metrics.DetectHTTP1)
@@ -255,6 +258,12 @@ func (s *session) serveDetected(cc *countingConn, res detect.Result) {
 	s.info.Protocol = res.Protocol.String()
 	switch res.Protocol {
 	case detect.HTTP1:
+		// The first request's head is due headerReadTimeout after the
+		// accept: the time detection took counts, so that a request line
+		// trickled byte by byte is cut then.
+		if d := s.limits.HeaderReadTimeout.D(); d > 0 {
+			s.headDeadline = s.accepted.Add(d)
+		}
 		s.serveHTTP1()
 	case detect.HTTP2:
 		s.serveHTTP2()

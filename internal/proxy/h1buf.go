@@ -161,6 +161,9 @@ type h1out struct {
 	c       net.Conn
 	buf     []byte
 	timeout time.Duration
+	// sent counts the bytes written to c, so that a caller can tell
+	// whether anything reached the peer between two points.
+	sent int64
 }
 
 func newH1Out(c net.Conn, timeout time.Duration) *h1out {
@@ -209,6 +212,7 @@ func (o *h1out) writeNow(p []byte) error {
 	if o.timeout > 0 {
 		o.c.SetWriteDeadline(time.Now().Add(o.timeout))
 	}
-	_, err := o.c.Write(p)
+	n, err := o.c.Write(p)
+	o.sent += int64(n)
 	return err
 }

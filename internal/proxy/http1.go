@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -96,6 +97,22 @@ func (h *h1conn) setReadDeadline(d time.Duration) {
 	h.deadline = d > 0
 }
 
+func (h *h1conn) setReadDeadlineAt(t time.Time) {
+	h.s.client.SetReadDeadline(t)
+	h.deadline = true
+}
+
+// requestLineEnds reports whether the first line of b that is not empty
+// ends within its first limit bytes.
+func requestLineEnds(b []byte, limit int) bool {
+	b = b[:min(len(b), limit)]
+	i := 0
+	for i < len(b) && (b[i] == '\r' || b[i] == '\n') {
+		i++
+	}
+	return bytes.IndexByte(b[i:], '\n') >= 0
+}
+
 // clearReadDeadline lifts the header or idle deadline before the request
 // body or a tunnel is read: their time is the guard's business.
 func (h *h1conn) clearReadDeadline() {
@@ -119,8 +136,18 @@ func (h *h1conn) serveOne(first bool) bool {
 			return false
 		}
 	}
+	// The first request after detection is due by the session's
+	// headDeadline, which counts from the accept.
+	headDeadline := time.Time{}
+	if first {
+		headDeadline = s.headDeadline
+	}
 	if len(h.in.buffered()) == 0 {
-		h.setReadDeadline(s.limits.IdleTimeout.D())
+		if headDeadline.IsZero() {
+			h.setReadDeadline(s.limits.IdleTimeout.D())
+		} else {
+			h.setReadDeadlineAt(headDeadline)
+		}
 		if err := h.in.fill(len(h.in.buf)); err != nil {
 			s.tracked.idle.Store(false)
 			return false
@@ -134,13 +161,20 @@ func (h *h1conn) serveOne(first bool) bool {
 	switch {
 	case n == 0:
 		// The head did not come in one piece: bound the wait for the rest.
-		h.setReadDeadline(s.limits.HeaderReadTimeout.D())
+		if headDeadline.IsZero() {
+			h.setReadDeadline(s.limits.HeaderReadTimeout.D())
+		} else {
+			h.setReadDeadlineAt(headDeadline)
+		}
 		n, err = h.in.head(s.limits.MaxHeaderBytes)
 	case n > s.limits.MaxHeaderBytes:
 		err = errHeadLimit
 	}
 	if err != nil {
 		switch {
+		case err == errHeadLimit && !requestLineEnds(h.in.buffered(), s.limits.MaxHeaderBytes):
+			// The request line alone is over the limit: its target is.
+			h.fail(http.StatusRequestURITooLong, metrics.ReasonHeaderLimit, "request target too long")
 		case err == errHeadLimit:
 			h.fail(http.StatusRequestHeaderFieldsTooLarge, metrics.ReasonHeaderLimit, "request header too large")
 		case errors.Is(err, os.ErrDeadlineExceeded):
@@ -168,7 +202,38 @@ func (h *h1conn) serveOne(first bool) bool {
 	if s.p.recorder.Logging() {
 		h.rec.Method, h.rec.Authority, h.rec.Path = string(req.method), string(req.host), string(req.target)
 	}
+	if h.isCONNECT && !s.p.cfg.Load().ConnectProxy(s.info.Direction == metrics.Inbound, s.dst.Port()) {
+		return h.refuseConnect()
+	}
 	return h.forward()
+}
+
+// allowedMethods are the methods the proxy forwards to any destination:
+// the Allow field of its 405 to a CONNECT.
+const allowedMethods = "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH"
+
+// refuseConnect answers 405 to a CONNECT for a destination that the
+// configuration does not name as a CONNECT proxy (connectProxyPorts).
+// Forwarding it would let the application's 2xx turn the connection into
+// a raw tunnel while the application, which is no CONNECT proxy, goes on
+// parsing HTTP: whatever the client sends next would reach it unchecked
+// (request smuggling). The request never reaches the upstream. A CONNECT
+// without content leaves the connection at a request boundary, so it
+// stays open for the next request; one with content is closed.
+func (h *h1conn) refuseConnect() bool {
+	req := &h.req
+	keep := !req.close && !h.s.p.draining.Load() && (req.body == bodyNone || req.body == bodyLength && req.length == 0)
+	h.rec.Status, h.rec.Upstream = http.StatusMethodNotAllowed, ""
+	h.record()
+	conn := "close"
+	switch {
+	case keep && req.minor == 0:
+		conn = "keep-alive"
+	case keep:
+		conn = ""
+	}
+	h.writeError(http.StatusMethodNotAllowed, "Allow: "+allowedMethods+"\r\n", "CONNECT is not forwarded here", conn)
+	return keep
 }
 
 // methodClass is metrics.ClassOf for a method in bytes.
@@ -283,6 +348,7 @@ func (h *h1conn) respond(uc *upstreamConn, streamed bool) bool {
 	h.wmu.Lock()
 	h.responded = true
 	h.wmu.Unlock()
+	sent := h.out.sent
 	h.out.buf = resp.appendResponse(h.out.buf, dst, conn)
 	h.rec.Status = resp.status
 	upstreamClose := resp.close
@@ -317,6 +383,20 @@ func (h *h1conn) respond(uc *upstreamConn, streamed bool) bool {
 			h.rec.Fail(metrics.ReasonClientReset)
 		}
 		keep = false
+		if h.out.sent == sent && rr.writeErr == nil {
+			// Nothing of the response reached the client (its framing
+			// broke within the first buffer): the client gets the
+			// proxy's error instead of a bare close, and the record says
+			// so rather than the status that was never sent.
+			h.out.buf = h.out.buf[:0]
+			code := http.StatusBadGateway
+			if h.rec.Reason == metrics.ReasonTimeout {
+				code = http.StatusGatewayTimeout
+			}
+			h.rec.Status, h.rec.BytesSent = code, 0
+			h.s.p.log.Debug("relaying HTTP/1 response", "upstream", h.rec.Upstream, "reason", h.rec.Reason.String(), "error", rr.readErr)
+			h.writeError(code, "", failureText[h.rec.Reason], "close")
+		}
 	}
 	if ok && !upstreamClose && src != bodyUntilClose && !h.guard.fired() {
 		s.p.h1Pool.put(uc)
@@ -498,6 +578,13 @@ func (h *h1conn) fail(code int, reason metrics.Reason, msg string) {
 	h.rec.Status, h.rec.Upstream, h.rec.BytesReceived, h.rec.BytesSent = code, "", 0, 0
 	h.rec.Fail(reason)
 	h.record()
+	h.writeError(code, "", msg, "close")
+}
+
+// writeError sends the proxy's own short plain-text answer: fields holds
+// extra header lines (each ending in CRLF), conn the Connection field (""
+// for none).
+func (h *h1conn) writeError(code int, fields, msg, conn string) {
 	text := http.StatusText(code)
 	body := text + ": " + msg + "\n"
 	h.wmu.Lock()
@@ -507,9 +594,17 @@ func (h *h1conn) fail(code int, reason metrics.Reason, msg string) {
 	b = strconv.AppendInt(b, int64(code), 10)
 	b = append(b, ' ')
 	b = append(b, text...)
-	b = append(b, "\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
+	b = append(b, "\r\n"...)
+	b = append(b, fields...)
+	b = append(b, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
 	b = strconv.AppendInt(b, int64(len(body)), 10)
-	b = append(b, "\r\nConnection: close\r\n\r\n"...)
+	b = append(b, "\r\n"...)
+	if conn != "" {
+		b = append(b, "Connection: "...)
+		b = append(b, conn...)
+		b = append(b, "\r\n"...)
+	}
+	b = append(b, "\r\n"...)
 	h.out.buf = append(b, body...)
 	h.out.flush()
 }

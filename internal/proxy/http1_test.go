@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshctl/mesh/internal/proxy/telemetry"
 )
 
 func echoBackend(t testing.TB) string {
@@ -443,7 +446,8 @@ func TestHTTP1Rewrites(t *testing.T) {
 	}
 }
 
-// A CONNECT answered 2xx becomes a tunnel, as an upgrade does.
+// To a port the configuration names as a CONNECT proxy, a CONNECT
+// answered 2xx becomes a tunnel, as an upgrade does.
 func TestHTTP1Connect(t *testing.T) {
 	backend := listenTCP(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
@@ -455,10 +459,16 @@ func TestHTTP1Connect(t *testing.T) {
 		io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
 		io.Copy(c, br)
 	})
-	tp := startProxy(t, withService("", backend), fixedDst(serviceVIP))
+	tp := startProxy(t, withService("outbound: {address: \"127.0.0.1:0\", connectProxyPorts: [80]}\n", backend), fixedDst(serviceVIP))
 	got := exchangeRaw(t, tp.outbound, "CONNECT db.test:5432 HTTP/1.1\r\nHost: db.test:5432\r\n\r\nping")
 	if want := "HTTP/1.1 200 Connection established\r\n\r\nping"; got != want {
-		t.Errorf("got %q, want %q", got, want)
+		t.Errorf("outbound: got %q, want %q", got, want)
+	}
+	_, port, _ := net.SplitHostPort(backend)
+	tp = startProxy(t, "inbound: {address: \"127.0.0.1:0\", connectProxyPorts: ["+port+"]}\n", fixedDst(backend))
+	got = exchangeRaw(t, tp.inbound, "CONNECT db.test:5432 HTTP/1.1\r\nHost: db.test:5432\r\n\r\nping")
+	if want := "HTTP/1.1 200 Connection established\r\n\r\nping"; got != want {
+		t.Errorf("inbound: got %q, want %q", got, want)
 	}
 }
 
@@ -538,6 +548,73 @@ func TestHTTP1UpstreamBytesAfterResponse(t *testing.T) {
 					t.Fatalf("request %d: got %q, want %q", i, got, want)
 				}
 				time.Sleep(2 * tc.delay) // the stray bytes arrive
+			}
+		})
+	}
+}
+
+// A CONNECT to a destination that is not configured as a CONNECT proxy is
+// answered 405 by the proxy and never reaches the application. Forwarded,
+// an application that is no CONNECT proxy (net/http here) answers it 200
+// and goes on parsing HTTP, while the proxy would have turned the
+// connection into a raw tunnel: a request with both Content-Length and
+// Transfer-Encoding sent next would reach the application unchecked.
+// After the 405 the connection is still HTTP, held to the proxy's rules.
+func TestHTTP1ConnectRefusedUnlessConnectProxy(t *testing.T) {
+	seen := make(chan string, 16)
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Method + " " + r.RequestURI
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(app.Close)
+	smuggle := "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+	for _, tc := range []struct {
+		name, cfg string
+		addr      func(*testProxy) string
+		dst       string
+	}{
+		{"outbound", withService("", hostPort(app.URL)), func(tp *testProxy) string { return tp.outbound }, serviceVIP},
+		{"inbound", "", func(tp *testProxy) string { return tp.inbound }, hostPort(app.URL)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var log lockedBuffer
+			tp := startProxy(t, tc.cfg, fixedDst(tc.dst), func(o *Options) { o.AccessLog = &log })
+			c := dialWithDeadline(t, tc.addr(tp))
+			br := bufio.NewReader(c)
+			io.WriteString(c, "CONNECT db.test:5432 HTTP/1.1\r\nHost: db.test:5432\r\n\r\n")
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") == "" || strings.Contains(resp.Header.Get("Allow"), "CONNECT") || resp.Close {
+				t.Fatalf("CONNECT answered %d, Allow %q, close %v", resp.StatusCode, resp.Header.Get("Allow"), resp.Close)
+			}
+			// The connection is still HTTP: an ordinary request is forwarded.
+			io.WriteString(c, "GET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+			if resp, err = http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("request after the 405: %v, %v", resp, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			// And the smuggling attempt meets the proxy's parser.
+			io.WriteString(c, smuggle)
+			if resp, err = http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("smuggling attempt: %v, %v", resp, err)
+			}
+			if got := <-seen; got != "GET /after" {
+				t.Errorf("the application saw %q first, want GET /after", got)
+			}
+			select {
+			case got := <-seen:
+				t.Errorf("the application saw %q", got)
+			case <-time.After(100 * time.Millisecond):
+			}
+			waitFor(t, func() bool { return entries(&log) == 3 })
+			var e telemetry.AccessEntry
+			json.Unmarshal([]byte(log.lines()[0]), &e)
+			if e.Method != "CONNECT" || e.Status != 405 || e.Upstream != "" {
+				t.Errorf("access log %+v", e)
 			}
 		})
 	}

@@ -64,6 +64,10 @@ type Inbound struct {
 	// detection and are forwarded as TCP (server-speaks-first protocols).
 	// Absent: DefaultOpaquePorts; an empty list: none.
 	OpaquePorts []int `json:"opaquePorts"`
+	// ConnectProxyPorts are application ports served by an HTTP CONNECT
+	// proxy: only there does a CONNECT answered 2xx become a tunnel;
+	// elsewhere the proxy answers CONNECT with 405. Default: none.
+	ConnectProxyPorts []int `json:"connectProxyPorts,omitempty"`
 	// MTLS is the inbound mTLS mode of every port: "permissive" accepts
 	// plaintext beside mesh TLS, "strict" refuses it. Empty: the mode the
 	// controller pushes for the mesh, or permissive without a controller.
@@ -94,6 +98,9 @@ type Outbound struct {
 	// every destination, known or not. Absent: DefaultOpaquePorts; an empty
 	// list: none.
 	OpaquePorts []int `json:"opaquePorts"`
+	// ConnectProxyPorts are destination ports of HTTP CONNECT proxies, as
+	// for Inbound. Default: none.
+	ConnectProxyPorts []int `json:"connectProxyPorts,omitempty"`
 }
 
 // DefaultOpaquePorts are the well-known ports of protocols in which the

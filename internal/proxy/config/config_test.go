@@ -73,6 +73,7 @@ func TestValidationNamesFileAndKey(t *testing.T) {
 		{"version: v\nlimits: {idleTimeout: 10}", "want a duration string"},
 		{"version: v\ninbound: {forwardTo: elsewhere}", "inbound.forwardTo: want"},
 		{"version: v\noutbound: {opaquePorts: [0]}", "outbound.opaquePorts[0]: want a port"},
+		{"version: v\ninbound: {connectProxyPorts: [70000]}", "inbound.connectProxyPorts[0]: want a port"},
 		{"version: v\ninbound: {address: nonsense}", "inbound.address: want host:port"},
 		{"version: v\nservices: [{name: a, namespace: b, addresses: [x], ports: [{port: 1}]}]", "services[0].addresses[0]: want an IP address"},
 		{"version: v\nservices: [{name: a, namespace: b, addresses: [10.0.0.1], ports: [{port: 1, targetPort: 70000}]}]", "services[0].ports[0].targetPort: want a port 1-65535, got 70000"},
@@ -139,6 +140,25 @@ func TestOpaquePortDefaults(t *testing.T) {
 	}
 	if s.OutboundOpaque(5432) || s.InboundOpaque(3306) || !s.InboundOpaque(9000) {
 		t.Error("an explicit list must replace the defaults")
+	}
+}
+
+// CONNECT is tunnelled only to the ports listed, by direction; none by
+// default.
+func TestConnectProxyPorts(t *testing.T) {
+	s, err := Parse([]byte("version: v\n"), "c.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ConnectProxy(true, 3128) || s.ConnectProxy(false, 3128) {
+		t.Error("a CONNECT proxy port by default")
+	}
+	s, err = Parse([]byte("version: v\ninbound: {connectProxyPorts: [3128]}\noutbound: {connectProxyPorts: [8080]}\n"), "c.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.ConnectProxy(true, 3128) || s.ConnectProxy(false, 3128) || !s.ConnectProxy(false, 8080) || s.ConnectProxy(true, 8080) {
+		t.Error("connectProxyPorts not applied by direction")
 	}
 }
 

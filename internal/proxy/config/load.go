@@ -100,7 +100,10 @@ func (c *Config) validate() error {
 	for _, list := range []struct {
 		path  string
 		ports []int
-	}{{"inbound.strictMTLSPorts", c.Inbound.StrictMTLSPorts}, {"inbound.permissiveMTLSPorts", c.Inbound.PermissiveMTLSPorts}} {
+	}{
+		{"inbound.strictMTLSPorts", c.Inbound.StrictMTLSPorts}, {"inbound.permissiveMTLSPorts", c.Inbound.PermissiveMTLSPorts},
+		{"inbound.connectProxyPorts", c.Inbound.ConnectProxyPorts}, {"outbound.connectProxyPorts", c.Outbound.ConnectProxyPorts},
+	} {
 		for i, p := range list.ports {
 			if !validPort(p) {
 				return errf(fmt.Sprintf("%s[%d]", list.path, i), "want a port 1-65535, got %d", p)

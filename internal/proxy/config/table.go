@@ -46,6 +46,9 @@ type Table struct {
 	mtls           meshapi.MTLSMode
 	mtlsPorts      map[uint16]meshapi.MTLSMode
 	identityHeader string
+
+	// inConnect and outConnect are the ports of CONNECT proxies.
+	inConnect, outConnect map[uint16]bool
 }
 
 // Target is one port of one service: what an outbound connection to a
@@ -85,6 +88,7 @@ func Compile(c Config, set *meshapi.Set, source string, reg *upstream.Registry) 
 		mtls:      cmp.Or(c.Inbound.MTLS, set.Mesh.InboundMTLS, meshapi.MTLSPermissive),
 		mtlsPorts: map[uint16]meshapi.MTLSMode{},
 	}
+	t.inConnect, t.outConnect = portSet(c.Inbound.ConnectProxyPorts), portSet(c.Outbound.ConnectProxyPorts)
 	for _, p := range c.Inbound.StrictMTLSPorts {
 		t.mtlsPorts[uint16(p)] = meshapi.MTLSStrict
 	}
@@ -180,6 +184,16 @@ func (t *Table) InboundOpaque(port uint16) bool { return t.inOpaque[port] }
 
 // OutboundOpaque reports whether a destination port skips detection.
 func (t *Table) OutboundOpaque(port uint16) bool { return t.outOpaque[port] }
+
+// ConnectProxy reports whether the application port (inbound) or the
+// destination port (outbound) is served by an HTTP CONNECT proxy, where a
+// CONNECT answered 2xx becomes a tunnel.
+func (t *Table) ConnectProxy(inbound bool, port uint16) bool {
+	if inbound {
+		return t.inConnect[port]
+	}
+	return t.outConnect[port]
+}
 
 // Registry returns the registry of endpoint state the table names.
 func (t *Table) Registry() *upstream.Registry { return t.reg }

@@ -39,9 +39,9 @@ func (p Protocol) String() string {
 	}
 }
 
-// MaxPeek is the most bytes detection reads before giving up and calling the
-// connection TCP: a TLS record of the largest size, which holds any ClientHello
-// a client sends in one record, and far more than any HTTP/1 request line.
+// MaxPeek is the most bytes detection reads before it decides with what it
+// has: a TLS record of the largest size, which holds any ClientHello a
+// client sends in one record. A request line longer than that is HTTP/1.
 const MaxPeek = 5 + 16384
 
 // preface is the HTTP/2 client connection preface (RFC 9113 section 3.4).
@@ -51,8 +51,11 @@ const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 const prefaceLine = "PRI * HTTP/2.0\r\n"
 
 // Classify decides what the bytes read so far are. done is false when more
-// bytes are needed to decide; a caller out of bytes or time treats that as
-// TCP. sni is the server name of a TLS ClientHello, when it has one.
+// bytes are needed to decide. An undecided HTTP/1 or HTTP/2 answer means
+// the bytes so far could still start such a request: a caller out of time
+// or buffer serves the connection as that protocol (see Sniff), anything
+// else undecided is TCP. sni is the server name of a TLS ClientHello, when
+// it has one.
 func Classify(b []byte) (p Protocol, sni string, done bool) {
 	if len(b) == 0 {
 		return TCP, "", false
@@ -74,51 +77,75 @@ func Classify(b []byte) (p Protocol, sni string, done bool) {
 	return classifyHTTP1(b)
 }
 
-// classifyHTTP1 accepts a request line "token SP target SP HTTP/1.d CRLF"
-// (RFC 9112 section 3). It waits for the whole line so that a protocol
-// whose first word merely looks like a method (Redis inline commands, say)
-// is not taken for HTTP.
+// classifyHTTP1 decides whether the bytes start an HTTP/1 request. The
+// proxy enforces HTTP's limits (maxHeaderBytes, headerReadTimeout) only on
+// what it serves as HTTP, and an application may read as a request more
+// than RFC 9112's exact grammar (RFC 9112 section 3 lets it take any
+// whitespace as the separator, and lenient parsers take a lower-case
+// version or trailing spaces). So anything that starts like a request, a
+// token (the method) followed by whitespace, is HTTP/1 as soon as its
+// first line names an HTTP version anywhere, or while the line is still
+// incomplete when the caller runs out of time or buffer; the HTTP/1
+// parser then answers 400, 414 or 431, or 408 at headerReadTimeout.
+// Only what no HTTP parser reads as a request stays TCP: a first byte
+// that cannot start a method, a control byte in the first line, or a
+// complete first line that names no HTTP version (an SSH banner, Redis
+// and memcached inline commands).
 func classifyHTTP1(b []byte) (Protocol, string, bool) {
-	const maxMethod = 32 // no method in use is longer
+	// RFC 9112 section 2.2: empty lines before the request line are
+	// ignored by servers.
 	i := 0
-	for ; i < len(b) && i <= maxMethod && isTokenChar(b[i]); i++ {
+	for i < len(b) && (b[i] == '\r' || b[i] == '\n') {
+		i++
 	}
-	if i > maxMethod {
+	line := b[i:]
+	j := 0
+	for j < len(line) && isTokenChar(line[j]) {
+		j++
+	}
+	switch {
+	case j == len(line):
+		// Empty lines, or a method still coming.
+		return HTTP1, "", false
+	case j == 0 || !isSpace(line[j]) && line[j] != '\n':
 		return TCP, "", true
 	}
-	if i == len(b) {
-		return TCP, "", false
-	}
-	if i == 0 || b[i] != ' ' {
-		return TCP, "", true
-	}
-	eol := bytes.IndexByte(b[i+1:], '\n')
+	eol := bytes.IndexByte(line, '\n')
 	if eol < 0 {
-		// The target must be printable ASCII without spaces; one more space
-		// starts the version.
-		for _, c := range b[i+1:] {
-			if c <= ' ' && c != ' ' || c == 0x7f {
-				return TCP, "", true
-			}
-		}
-		return TCP, "", false
+		eol = len(line)
 	}
-	line := b[i+1 : i+1+eol]
-	line = bytes.TrimSuffix(line, []byte("\r"))
-	sp := bytes.LastIndexByte(line, ' ')
-	if sp <= 0 {
-		return TCP, "", true
-	}
-	for _, c := range line[:sp] {
-		if c <= ' ' || c == 0x7f {
+	for _, c := range line[j:eol] {
+		if c < ' ' && !isSpace(c) || c == 0x7f {
 			return TCP, "", true
 		}
 	}
-	v := line[sp+1:]
-	if len(v) == 8 && string(v[:7]) == "HTTP/1." && v[7] >= '0' && v[7] <= '9' {
+	if eol == len(line) {
+		return HTTP1, "", false
+	}
+	if namesHTTPVersion(line[j:eol]) {
 		return HTTP1, "", true
 	}
 	return TCP, "", true
+}
+
+// isSpace reports whether c separates the words of a request line for a
+// lenient parser (RFC 9112 section 3): SP, HTAB, VT, FF or a bare CR.
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\v' || c == '\f' || c == '\r'
+}
+
+// namesHTTPVersion reports whether b holds "HTTP/", in any case.
+func namesHTTPVersion(b []byte) bool {
+	// The common case first: a line that ends in "HTTP/1.x" and its CR.
+	if len(b) >= 9 && string(b[len(b)-9:len(b)-3]) == "HTTP/1" {
+		return true
+	}
+	for k := 0; k+5 <= len(b); k++ {
+		if (b[k]|0x20) == 'h' && (b[k+1]|0x20) == 't' && (b[k+2]|0x20) == 't' && (b[k+3]|0x20) == 'p' && b[k+4] == '/' {
+			return true
+		}
+	}
+	return false
 }
 
 // isTokenChar reports whether c may appear in an HTTP token (RFC 9110
@@ -142,7 +169,9 @@ type Result struct {
 	// ALPN are the application protocols a TLS client offered (at most
 	// eight): the mesh's own names mark mesh TLS from a peer proxy.
 	ALPN []string
-	// TimedOut is true when the client did not send enough bytes in time.
+	// TimedOut is true when the client did not send enough bytes in time
+	// to decide; Protocol is then HTTP1 or HTTP2 for bytes that could
+	// still start such a request, else TCP.
 	TimedOut bool
 	// Conn reads the sniffed bytes first, then the rest of the connection.
 	Conn *Conn
@@ -151,9 +180,13 @@ type Result struct {
 var bufPool = sync.Pool{New: func() any { b := make([]byte, MaxPeek); return &b }}
 
 // Sniff reads from c until Classify decides, c closes, MaxPeek bytes have
-// come, or timeout passes; everything but a decision means TCP. It returns
-// an error only when c failed or closed before sending a byte. It clears
-// the read deadline it sets.
+// come, or timeout passes. Bytes that could still start an HTTP request
+// when the time or the buffer runs out are HTTP (HTTP/1, or HTTP/2 for a
+// part of its preface): a request line trickled or too long for the
+// window is held to HTTP's limits, not forwarded as TCP. A TLS record too
+// large to read whole is still TLS. Everything else undecided is TCP. It
+// returns an error only when c failed or closed before sending a byte. It
+// clears the read deadline it sets.
 func Sniff(c net.Conn, timeout time.Duration) (Result, error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -169,9 +202,7 @@ func Sniff(c net.Conn, timeout time.Duration) (Result, error) {
 		if m > 0 {
 			p, sni, done := Classify(buf[:n])
 			if done || n == len(buf) {
-				// A full buffer undecided is TCP, except a TLS record too
-				// large to read whole, which is still TLS.
-				if !done && p != TLS {
+				if !done && p != TLS && p != HTTP1 && p != HTTP2 {
 					p = TCP
 				}
 				res.Protocol, res.SNI = p, sni
@@ -187,9 +218,14 @@ func Sniff(c net.Conn, timeout time.Duration) (Result, error) {
 				return Result{}, err
 			}
 			res.TimedOut = timedOut
-			// A client that half-closed after a few bytes still gets them
-			// forwarded; the TCP path will see the EOF again.
 			res.Protocol = TCP
+			if p, _, _ := Classify(buf[:n]); timedOut && (p == HTTP1 || p == HTTP2) {
+				// A request still coming: the HTTP server's own deadline
+				// (headerReadTimeout, counted from the accept) bounds it.
+				res.Protocol = p
+			}
+			// Otherwise a client that half-closed after a few bytes still
+			// gets them forwarded; the TCP path will see the EOF again.
 			break
 		}
 	}

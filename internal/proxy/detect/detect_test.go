@@ -1,9 +1,12 @@
 package detect
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/tls"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -21,11 +24,23 @@ func TestClassify(t *testing.T) {
 		{"HTTP/1.0 LF only", "POST /a?b=c HTTP/1.0\n", HTTP1, true},
 		{"extension method", "PROPFIND /dav HTTP/1.1\r\n", HTTP1, true},
 		{"absolute form", "GET http://a.example/x HTTP/1.1\r\n", HTTP1, true},
-		{"partial method", "GE", TCP, false},
-		{"partial line", "GET /long/path", TCP, false},
+		{"partial method", "GE", HTTP1, false},
+		{"partial line", "GET /long/path", HTTP1, false},
+		{"request line longer than the window", "GET /" + strings.Repeat("a", MaxPeek), HTTP1, false},
+		// Not RFC 9112's exact grammar, but what a lenient server reads
+		// as a request: HTTP/1, for the HTTP/1 parser to refuse.
+		{"tab separator", "GET\t/ HTTP/1.1\r\n", HTTP1, true},
+		{"trailing space", "GET / HTTP/1.1 \r\n", HTTP1, true},
+		{"lower-case version", "GET / http/1.1\r\n", HTTP1, true},
+		{"two spaces", "GET  / HTTP/1.1\r\n", HTTP1, true},
+		{"empty line before the request", "\r\nGET / HTTP/1.1\r\n", HTTP1, true},
+		{"only empty lines", "\r\n\r\n", HTTP1, false},
+		{"SSH banner", "SSH-2.0-OpenSSH_9.6 Ubuntu-3\r\n", TCP, true},
+		{"inline command without argument", "PING\r\n", TCP, true},
+		{"token then binary", "AB\x00", TCP, true},
 		{"Redis inline command", "GET key\r\n", TCP, true},
 		{"lowercase memcached", "get key\r\n", TCP, true},
-		{"HTTP/2.0 request line", "GET / HTTP/2.0\r\n", TCP, true},
+		{"HTTP/2.0 request line", "GET / HTTP/2.0\r\n", HTTP1, true},
 		{"control byte in target", "GET /\x01 HTTP/1.1\r\n", TCP, true},
 		{"binary", "\x00\x01\x02", TCP, true},
 		{"RESP", "*1\r\n$4\r\nPING\r\n", TCP, true},
@@ -37,7 +52,7 @@ func TestClassify(t *testing.T) {
 		{"not TLS version", "\x16\x07\x01\x00\x10", TCP, true},
 		{"TLS record not a ClientHello", "\x16\x03\x01\x00\x05\x02\x00\x00\x01\x00", TCP, true},
 		{"TLS ClientHello still coming", "\x16\x03\x01\x00\x40\x01\x00\x00\x3c", TLS, false},
-		{"long token", strings.Repeat("A", 40), TCP, true},
+		{"long token", strings.Repeat("A", 40), HTTP1, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, _, done := Classify([]byte(tc.in))
@@ -111,7 +126,12 @@ func TestSniff(t *testing.T) {
 	}{
 		{"http1", "GET / HTTP/1.1\r\nHost: a\r\n\r\n", false, HTTP1, false},
 		{"silent client", "", false, TCP, true},
-		{"slow partial request", "GET /", false, TCP, true},
+		{"slow partial request", "GET /", false, HTTP1, true},
+		{"slow partial method", "G", false, HTTP1, true},
+		{"slow partial h2 preface", "PRI * HTTP/2", false, HTTP2, true},
+		{"slow partial TLS record", "\x16\x03", false, TCP, true},
+		{"request line longer than the window", "GET /" + strings.Repeat("a", MaxPeek+100), false, HTTP1, false},
+		{"half a request line then close", "GET /", true, TCP, false},
 		{"few bytes then close", "ab", true, TCP, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -178,10 +198,19 @@ func FuzzClassify(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Add(clientHello(f, "a.example"))
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
+	f.Add([]byte("PROPFIND /x HTTP/1.0\r\n\r\n"))
+	f.Add([]byte(strings.Repeat("M", 40) + " /x HTTP/1.0\r\n\r\n")) // a method net/http takes
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, sni, done := Classify(b)
 		if sni != "" && p != TLS {
 			t.Fatalf("sni %q for %v", sni, p)
+		}
+		// What an HTTP server reads as a request is never passed by as
+		// TCP: net/http stands in for the application. (Decisions are
+		// stable, so no prefix of it is TCP either.)
+		if req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(b))); err == nil && req.Method != "PRI" && p != HTTP1 {
+			t.Fatalf("net/http reads %s %q from %q; detection says %v", req.Method, req.RequestURI, b, p)
 		}
 		if done {
 			p2, sni2, done2 := Classify(append(b[:len(b):len(b)], "extra bytes"...))
@@ -224,7 +253,7 @@ func BenchmarkClassifyTLS(b *testing.B) {
 }
 
 func TestClassifyDecisionsAreStable(t *testing.T) {
-	for _, in := range []string{strings.Repeat("A", 40), strings.Repeat("A", 33) + " ", "GET key\r\n"} {
+	for _, in := range []string{"SSH-2.0-x\r\n", "GET / http/1.1\r\n", "GET key\r\n", "A\x01"} {
 		p, _, done := Classify([]byte(in))
 		p2, _, done2 := Classify([]byte(in + " /x HTTP/1.1\r\n"))
 		if !done || !done2 || p != p2 {
