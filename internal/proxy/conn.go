@@ -349,13 +349,37 @@ func (s *session) route(proto meshapi.Protocol) (route, error) {
 		// The service is gone since the connection was accepted.
 		return route{service: metrics.Unknown}, errNoEndpoints
 	}
-	w := s.p.balancer.Pick(tg.Endpoints)
+	return s.pick(tg.Label, tg.Endpoints, proto)
+}
+
+// routeAround routes a request again that the endpoint failed did not
+// process, to any endpoint but that one, with the table in force.
+func (s *session) routeAround(proto meshapi.Protocol, failed *upstream.Endpoint) (route, error) {
+	if s.passthrough || failed == nil {
+		return route{}, errNoEndpoints
+	}
+	tg := s.p.cfg.Load().Target(s.dst)
+	if tg == nil {
+		return route{}, errNoEndpoints
+	}
+	others := make([]upstream.Weighted, 0, len(tg.Endpoints))
+	for _, w := range tg.Endpoints {
+		if w.Endpoint != failed {
+			others = append(others, w)
+		}
+	}
+	return s.pick(tg.Label, others, proto)
+}
+
+// pick balances over eps and takes an in-flight slot of the chosen one.
+func (s *session) pick(service string, eps []upstream.Weighted, proto meshapi.Protocol) (route, error) {
+	w := s.p.balancer.Pick(eps)
 	if w == nil {
-		return route{service: tg.Label}, errNoEndpoints
+		return route{service: service}, errNoEndpoints
 	}
 	w.Acquire()
 	return route{
-		service: tg.Label,
+		service: service,
 		target:  upstream.Target{Addr: w.Address(), Identity: w.Key().Identity, Meshed: w.Meshed, Protocol: proto},
 		ep:      w.Endpoint,
 	}, nil

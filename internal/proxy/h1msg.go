@@ -62,6 +62,10 @@ type h1head struct {
 	// Responses only.
 	status int
 	reason []byte
+	// unprocessed: the response came from a server's proxy that did not
+	// pass the request on (unprocessedHeader), so another endpoint may
+	// take it.
+	unprocessed bool
 }
 
 // h1Error is a request the proxy refuses, with the status it answers.
@@ -362,6 +366,15 @@ func (h *h1head) parseFields(b []byte, maxFields int, request bool) *h1Error {
 		case 16:
 			if asciiEqualFoldBytes(name, "proxy-connection") {
 				f.drop = true
+			}
+		case len(unprocessedHeader):
+			// Only a server's proxy may say that a request was not
+			// processed: an application's field of that name is dropped,
+			// so that it cannot make a client's proxy send its request
+			// again.
+			if !request && asciiEqualFoldBytes(name, unprocessedHeader) {
+				f.drop = true
+				h.unprocessed = true
 			}
 		case 17:
 			if asciiEqualFoldBytes(name, "transfer-encoding") {

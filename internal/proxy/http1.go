@@ -253,7 +253,7 @@ func methodClass(m []byte) metrics.MethodClass {
 func (h *h1conn) forward() bool {
 	s := h.s
 	r, err := s.route(meshapi.ProtocolHTTP1)
-	defer r.done()
+	defer func() { r.done() }()
 	h.rec.Service, h.rec.Series = r.service, s.seriesOf(r.service)
 	if err != nil {
 		h.fail(http.StatusServiceUnavailable, metrics.ReasonNoEndpoints, "no endpoints")
@@ -265,6 +265,21 @@ func (h *h1conn) forward() bool {
 
 	streamed := h.prepareUpstreamHead(r.target.Addr)
 	uc, err := h.exchange(r.target, streamed)
+	for retries := 0; retries < maxUnprocessedRetries && h.unprocessed(r.target, streamed, err); retries++ {
+		other, rerr := s.routeAround(meshapi.ProtocolHTTP1, r.ep)
+		if rerr != nil {
+			break
+		}
+		s.p.log.Debug("retrying an HTTP/1 request its endpoint did not process", "upstream", r.target.Addr, "next", other.target.Addr, "error", err)
+		h.rec.Series.Retry()
+		if uc != nil {
+			h.upstream.Store(nil)
+			uc.discard()
+		}
+		r.done()
+		r = other
+		uc, err = h.exchange(r.target, streamed)
+	}
 	if err != nil {
 		code, reason := http.StatusBadGateway, metrics.ReasonUpstream
 		switch {
@@ -280,7 +295,13 @@ func (h *h1conn) forward() bool {
 		// The client gets a fixed text: the error names addresses of
 		// the mesh that are none of its business. The detail is logged.
 		s.p.log.Debug("forwarding HTTP/1 request", "upstream", r.target.Addr, "reason", reason.String(), "error", err)
-		h.fail(code, reason, failureText[reason])
+		fields := ""
+		if reason == metrics.ReasonConnect && s.info.PeerIdentity != "" {
+			// The client is a mesh proxy: tell it the application never
+			// saw the request, so that it may send it to another endpoint.
+			fields = unprocessedHeader + ": connect\r\n"
+		}
+		h.failWith(code, reason, fields, failureText[reason])
 		return false
 	}
 	h.rec.Upstream = r.target.Addr
@@ -451,6 +472,27 @@ func (h *h1conn) exchange(t upstream.Target, streamed bool) (*upstreamConn, erro
 	}
 }
 
+// unprocessedHeader is the response field with which a server's proxy
+// tells a client's proxy that the application never saw the request (it
+// could not connect to it: the application is gone or not yet listening,
+// as during a rollout), like HTTP/2's REFUSED_STREAM. The client's proxy
+// then sends the request to another endpoint, at most
+// maxUnprocessedRetries times, and never passes the field on.
+const unprocessedHeader = "x-meshctl-unprocessed"
+
+const maxUnprocessedRetries = 2
+
+// unprocessed reports whether the last attempt's endpoint did not process
+// the request, so that another endpoint may be sent it: the proxy could
+// not connect to it (nothing was sent), or its proxy said so and the
+// request can be sent again whole (its body was not streamed).
+func (h *h1conn) unprocessed(t upstream.Target, streamed bool, err error) bool {
+	if err != nil {
+		return upstream.IsDialError(err) && !h.guard.fired()
+	}
+	return t.Meshed && h.resp.unprocessed && !streamed
+}
+
 var (
 	errBadResponse = errors.New("malformed response")
 	errInternal    = errors.New("internal error")
@@ -575,10 +617,15 @@ var failureText = map[metrics.Reason]string{
 }
 
 func (h *h1conn) fail(code int, reason metrics.Reason, msg string) {
+	h.failWith(code, reason, "", msg)
+}
+
+// failWith is fail with extra header lines (each ending in CRLF).
+func (h *h1conn) failWith(code int, reason metrics.Reason, fields, msg string) {
 	h.rec.Status, h.rec.Upstream, h.rec.BytesReceived, h.rec.BytesSent = code, "", 0, 0
 	h.rec.Fail(reason)
 	h.record()
-	h.writeError(code, "", msg, "close")
+	h.writeError(code, fields, msg, "close")
 }
 
 // writeError sends the proxy's own short plain-text answer: fields holds

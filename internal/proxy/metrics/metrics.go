@@ -215,6 +215,7 @@ type Series struct {
 	tcpToServer atomic.Uint64
 	tcpToClient atomic.Uint64
 	errors      [numReasons]atomic.Uint64
+	retries     atomic.Uint64
 }
 
 type requestKey struct {
@@ -269,6 +270,10 @@ func (s *Series) ConnClosed(toServer, toClient int64) {
 
 // Error counts a failure.
 func (s *Series) Error(r Reason) { s.errors[r].Add(1) }
+
+// Retry counts a request sent to another endpoint because the first did
+// not process it.
+func (s *Series) Retry() { s.retries.Add(1) }
 
 // sortedSeries returns the series ordered by direction and service, so that
 // the text output is stable.

@@ -71,6 +71,7 @@ func (r *Registry) WriteText(w io.Writer, gauges []Gauge) error {
 		{"meshproxy_response_bytes_total", "Bytes of HTTP response bodies forwarded.", func(s *Series) uint64 { return s.respBytes.Load() }},
 		{"meshproxy_tcp_connections_opened_total", "Connections accepted.", func(s *Series) uint64 { return s.tcpOpened.Load() }},
 		{"meshproxy_tcp_connections_closed_total", "Connections closed.", func(s *Series) uint64 { return s.tcpClosed.Load() }},
+		{"meshproxy_retries_total", "Requests sent to another endpoint because the first did not process them.", func(s *Series) uint64 { return s.retries.Load() }},
 	}
 	for _, c := range counters {
 		header(bw, c.name, "counter", c.help)
