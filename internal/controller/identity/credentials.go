@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshctl/mesh/internal/mounted"
 	"github.com/meshctl/mesh/internal/pki"
 )
 
@@ -20,9 +21,8 @@ const (
 )
 
 // Credentials holds the issuer and the trust anchors read from two
-// mounted directories, and re-reads them when the files change, as
-// servingcert does: Kubernetes swaps a symlink, so a file's identity, size
-// or modification time changes. A set that fails to load (a new issuer not
+// mounted directories, and re-reads them when package mounted says the
+// files changed. A set that fails to load (a new issuer not
 // yet matched by its key, an issuer that does not chain to the anchors)
 // leaves the previous good set in service and is retried at the next
 // check. It is safe for concurrent use.
@@ -31,8 +31,8 @@ type Credentials struct {
 	clock                 pki.Clock
 
 	mu      sync.Mutex
+	files   *mounted.Files // the paths, in that order
 	bundle  *pki.IdentityBundle
-	seen    [3]os.FileInfo
 	lastErr error
 }
 
@@ -46,6 +46,8 @@ func NewCredentials(issuerDir, anchorsDir string, clock pki.Clock) *Credentials 
 		clock = time.Now
 	}
 	c := &Credentials{issuerDir: issuerDir, anchorsDir: anchorsDir, clock: clock}
+	p := c.paths()
+	c.files = mounted.New(p[:]...)
 	c.Check()
 	return c
 }
@@ -64,19 +66,15 @@ func (c *Credentials) paths() [3]string {
 func (c *Credentials) Check() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	paths := c.paths()
-	var now [3]os.FileInfo
-	for i, p := range paths {
-		fi, err := os.Stat(p)
-		if err != nil {
-			c.lastErr = fmt.Errorf("loading the identity issuer: %w", err)
-			return c.lastErr
-		}
-		now[i] = fi
-	}
-	if c.seen[0] != nil && unchanged(c.seen[0], now[0]) && unchanged(c.seen[1], now[1]) && unchanged(c.seen[2], now[2]) {
+	changed, err := c.files.Changed()
+	if err != nil {
+		c.lastErr = fmt.Errorf("loading the identity issuer: %w", err)
 		return c.lastErr
 	}
+	if !changed {
+		return c.lastErr
+	}
+	paths := c.paths()
 	var data [3][]byte
 	for i, p := range paths {
 		b, err := os.ReadFile(p)
@@ -92,12 +90,9 @@ func (c *Credentials) Check() error {
 		return c.lastErr
 	}
 	b.Source = pki.Source{Clock: c.clock}
-	c.seen, c.bundle, c.lastErr = now, b, nil
+	c.files.Accept()
+	c.bundle, c.lastErr = b, nil
 	return nil
-}
-
-func unchanged(a, b os.FileInfo) bool {
-	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
 }
 
 // Bundle checks the files and returns the set in service. A returned

@@ -2,10 +2,7 @@
 // tls.crt and tls.key, as Kubernetes mounts a Secret of type
 // kubernetes.io/tls, and picks up a new pair when the files change.
 //
-// Kubernetes updates a mounted Secret by writing the new files elsewhere and
-// swapping a symlink, so the files' identity and modification time change
-// together; the pair is re-read when either file's (followed) identity,
-// size or modification time differs from the last read. A pair that fails to
+// The pair is re-read when package mounted says either file changed. A pair that fails to
 // load (say, read between the two writes of a non-atomic update) leaves the
 // previous good pair in service and is retried on the next check.
 package servingcert
@@ -14,10 +11,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/meshctl/mesh/internal/mounted"
 )
 
 // File names in the directory, the keys of a kubernetes.io/tls Secret.
@@ -32,16 +30,16 @@ type Reloader struct {
 	dir string
 
 	mu       sync.Mutex
+	files    *mounted.Files // CertFile and KeyFile
 	cert     *tls.Certificate
 	notAfter time.Time
-	seen     [2]os.FileInfo // of CertFile and KeyFile at the last read
 	lastErr  error
 }
 
 // New returns a Reloader for dir and tries a first load; the error of that
 // load is also what Err reports until a pair loads.
 func New(dir string) *Reloader {
-	r := &Reloader{dir: dir}
+	r := &Reloader{dir: dir, files: mounted.New(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile))}
 	r.Check()
 	return r
 }
@@ -53,20 +51,15 @@ func New(dir string) *Reloader {
 func (r *Reloader) Check() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	certPath, keyPath := filepath.Join(r.dir, CertFile), filepath.Join(r.dir, KeyFile)
-	var now [2]os.FileInfo
-	for i, p := range []string{certPath, keyPath} {
-		fi, err := os.Stat(p)
-		if err != nil {
-			r.lastErr = fmt.Errorf("loading the serving certificate: %w", err)
-			return r.lastErr
-		}
-		now[i] = fi
-	}
-	if r.seen[0] != nil && unchanged(r.seen[0], now[0]) && unchanged(r.seen[1], now[1]) {
+	changed, err := r.files.Changed()
+	if err != nil {
+		r.lastErr = fmt.Errorf("loading the serving certificate: %w", err)
 		return r.lastErr
 	}
-	pair, err := tls.LoadX509KeyPair(certPath, keyPath)
+	if !changed {
+		return r.lastErr
+	}
+	pair, err := tls.LoadX509KeyPair(filepath.Join(r.dir, CertFile), filepath.Join(r.dir, KeyFile))
 	if err != nil {
 		r.lastErr = fmt.Errorf("loading the serving certificate from %s: %w", r.dir, err)
 		return r.lastErr
@@ -78,13 +71,9 @@ func (r *Reloader) Check() error {
 	}
 	pair.Leaf = leaf
 	// Only a good read is remembered, so a failed one is retried.
-	r.seen = now
+	r.files.Accept()
 	r.cert, r.notAfter, r.lastErr = &pair, leaf.NotAfter, nil
 	return nil
-}
-
-func unchanged(a, b os.FileInfo) bool {
-	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
 }
 
 // GetCertificate is a tls.Config.GetCertificate that serves the current
