@@ -1,12 +1,10 @@
 package proxy
 
 import (
-	"errors"
 	"io"
 	"net"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -153,8 +151,9 @@ func (pp *pipePool) stats() (open, idle int) {
 // copyTCP moves at most max bytes from src to dst, through a pipe of pp
 // with splice(2), or through a buffer when pp has none to lend. It holds
 // neither while it waits for src: an idle connection costs its sockets
-// only. The buffers are copyBufs, those of HTTP/2 bodies. It returns io.EOF when src has ended, and the read deadline's
-// error when it passes.
+// only. The buffers are copyBufs, those of HTTP/2 bodies. It returns
+// io.EOF when src has ended, and the read deadline's error when it
+// passes.
 func (pp *pipePool) copyTCP(dst, src *net.TCPConn, max int64) (written int64, err error) {
 	sr, err := src.SyscallConn()
 	if err != nil {
@@ -164,113 +163,125 @@ func (pp *pipePool) copyTCP(dst, src *net.TCPConn, max int64) (written int64, er
 	if err != nil {
 		return 0, err
 	}
-	var p *splicePipe
+	// One state per call, its callbacks bound once: a closure per read
+	// would cost allocations per message.
+	c := &spliceCopy{pp: pp}
+	c.fill, c.drain = c.fillFD, c.drainFD
 	defer func() {
-		if p != nil {
-			pp.put(p)
+		if c.p != nil {
+			pp.put(c.p)
 		}
 	}()
 	for written < max {
-		want := int(min(max-written, pipeSize))
-		var (
-			in   int
-			serr error
-			buf  *[]byte
-		)
-		rerr := sr.Read(func(fd uintptr) bool {
-			if p == nil {
-				p = pp.get()
-			}
-			if p != nil {
-				in, serr = retryEINTR(func() (int, error) {
-					n, err := unix.Splice(int(fd), nil, p.w, nil, want, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-					return int(n), err
-				})
-				if serr == unix.EAGAIN {
-					pp.put(p)
-					p = nil
-					return false
-				}
-				return true
-			}
-			buf = copyBufs.Get().(*[]byte)
-			in, serr = retryEINTR(func() (int, error) { return unix.Read(int(fd), (*buf)[:min(want, len(*buf))]) })
-			if serr == unix.EAGAIN {
-				copyBufs.Put(buf)
-				buf = nil
-				return false
-			}
-			return true
-		})
-		if rerr == nil && serr != nil {
-			rerr = os.NewSyscallError("splice", serr)
+		c.want = int(min(max-written, pipeSize))
+		c.in, c.err = 0, nil
+		rerr := sr.Read(c.fill)
+		if rerr == nil && c.err != nil {
+			rerr = os.NewSyscallError("splice", c.err)
 		}
-		if buf != nil {
+		if buf := c.buf; buf != nil {
+			c.buf = nil
 			var n int
-			if rerr == nil && in > 0 {
-				n, err = dst.Write((*buf)[:in])
+			if rerr == nil && c.in > 0 {
+				n, err = dst.Write((*buf)[:c.in])
 				written += int64(n)
 			}
 			copyBufs.Put(buf)
 			if err != nil {
 				return written, err
 			}
+			if rerr == nil && c.in > 0 {
+				continue
+			}
 		}
 		if rerr != nil {
 			return written, rerr
 		}
-		if in == 0 {
+		if c.in == 0 {
 			return written, io.EOF
 		}
-		if buf != nil {
-			continue
+		c.p.data = c.in
+		before := c.p.data
+		c.err = nil
+		werr := dr.Write(c.drain)
+		written += int64(before - c.p.data)
+		if werr == nil && c.err != nil {
+			werr = os.NewSyscallError("splice", c.err)
 		}
-		p.data = in
-		n, err := pump(dr, p)
-		written += int64(n)
-		if err != nil {
-			return written, err
+		if werr != nil {
+			return written, werr
 		}
 	}
 	return written, nil
 }
 
-// pump moves every byte in p to the socket behind dr.
-func pump(dr syscall.RawConn, p *splicePipe) (int, error) {
-	var written int
-	var serr error
-	err := dr.Write(func(fd uintptr) bool {
-		for p.data > 0 {
-			n, err := retryEINTR(func() (int, error) {
-				n, err := unix.Splice(p.r, nil, int(fd), nil, p.data, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-				return int(n), err
-			})
-			if n > 0 {
-				p.data -= n
-				written += n
+// spliceCopy is the state of one copyTCP, shared with the callbacks of
+// the source's and destination's raw connections.
+type spliceCopy struct {
+	pp          *pipePool
+	p           *splicePipe // lent while bytes move
+	buf         *[]byte     // instead of p when none could be lent
+	want, in    int
+	err         error
+	fill, drain func(fd uintptr) bool
+}
+
+// fillFD moves what the source holds into a pipe, borrowed now, or into
+// a buffer. When the source has nothing, it gives back what it borrowed
+// and asks to be called again once the source is readable.
+func (c *spliceCopy) fillFD(fd uintptr) bool {
+	if c.p == nil {
+		c.p = c.pp.get()
+	}
+	if c.p != nil {
+		for {
+			n, err := unix.Splice(int(fd), nil, c.p.w, nil, c.want, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			if err == unix.EINTR {
 				continue
 			}
 			if err == unix.EAGAIN {
+				c.pp.put(c.p)
+				c.p = nil
 				return false
 			}
-			if err == nil {
-				err = io.ErrUnexpectedEOF // the pipe was empty, which cannot be
-			}
-			serr = os.NewSyscallError("splice", err)
+			c.in, c.err = int(n), err
 			return true
 		}
+	}
+	buf := copyBufs.Get().(*[]byte)
+	for {
+		n, err := unix.Read(int(fd), (*buf)[:min(c.want, len(*buf))])
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			copyBufs.Put(buf)
+			return false
+		}
+		c.buf, c.in, c.err = buf, n, err
 		return true
-	})
-	return written, errors.Join(err, serr)
+	}
 }
 
-func retryEINTR(f func() (int, error)) (int, error) {
-	for {
-		n, err := f()
-		if err != unix.EINTR {
-			return n, err
+// drainFD moves every byte in the pipe to the destination.
+func (c *spliceCopy) drainFD(fd uintptr) bool {
+	for c.p.data > 0 {
+		n, err := unix.Splice(c.p.r, nil, int(fd), nil, c.p.data, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch {
+		case n > 0:
+			c.p.data -= int(n)
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			return false
+		case err == nil:
+			c.err = io.ErrUnexpectedEOF // the pipe was empty, which cannot be
+			return true
+		default:
+			c.err = err
+			return true
 		}
 	}
+	return true
 }
 
 // softNofile is the process's soft RLIMIT_NOFILE: the Go runtime has
