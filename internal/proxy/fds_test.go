@@ -311,3 +311,64 @@ func TestOpaqueCopyWithoutPipes(t *testing.T) {
 		t.Errorf("%d pipes opened beyond the cap", n)
 	}
 }
+
+// The issue's incident, scaled down: a neighbour floods the inbound port
+// with idle connections under a small RLIMIT_NOFILE, and with the budget
+// the proxy derives from it (no fdBudget configured) the flood is cut at
+// the inbound share while the pod's outbound connections still get
+// through. The test process holds the neighbour's and the backend's ends
+// too, so the limit leaves room for them.
+func TestInboundFloodLeavesOutboundServing(t *testing.T) {
+	var saved syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &saved); err != nil {
+		t.Fatal(err)
+	}
+	backend := listenTCP(t, echoPlain)
+	_, port, _ := net.SplitHostPort(backend)
+	cfg := "outbound: {address: \"127.0.0.1:0\", opaquePorts: [" + port + "]}\n" +
+		"inbound: {address: \"127.0.0.1:0\", opaquePorts: [" + port + "]}\n"
+
+	lowered := saved
+	lowered.Cur = uint64(countFDs(t).total) + 1500
+	if lowered.Cur > saved.Cur {
+		t.Skipf("RLIMIT_NOFILE %d is already lower than this test needs", saved.Cur)
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lowered); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Setrlimit(syscall.RLIMIT_NOFILE, &saved)
+	tp := startProxy(t, cfg, fixedDst(backend))
+	plan := planFDs(lowered.Cur)
+	if got := metricValue(t, tp.metricsText(t), `meshproxy_fd_budget{direction="inbound"}`); got != plan.Listener {
+		t.Fatalf("inbound budget %d, want %d for RLIMIT_NOFILE %d", got, plan.Listener, lowered.Cur)
+	}
+
+	share := plan.Listener / fdsPerConn
+	const extra = 40
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range share {
+		held = append(held, openEchoed(t, tp.inbound))
+	}
+	for range extra {
+		c, err := net.Dial("tcp", tp.inbound)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if b, err := io.ReadAll(c); len(b) != 0 || err != nil && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("a connection beyond the inbound share got %q, %v; want it closed at once", b, err)
+		}
+		c.Close()
+	}
+	for range 20 {
+		held = append(held, openEchoed(t, tp.outbound))
+	}
+	if got := metricValue(t, tp.metricsText(t), `meshproxy_fd_budget_refused_total{direction="inbound"}`); got != extra {
+		t.Errorf("%d inbound connections counted as refused, want %d", got, extra)
+	}
+}
