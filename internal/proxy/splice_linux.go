@@ -89,17 +89,17 @@ func (pp *pipePool) get() *splicePipe {
 	return p
 }
 
-// put gives p back; a pipe that still holds bytes is closed.
+// put gives p back; a pipe that still holds bytes, or one beyond max, is
+// closed.
 func (pp *pipePool) put(p *splicePipe) {
-	if p.data != 0 {
-		p.close()
-		pp.mu.Lock()
+	pp.mu.Lock()
+	if p.data != 0 || pp.open > pp.max {
 		pp.open--
 		pp.mu.Unlock()
+		p.close()
 		return
 	}
 	p.used = time.Now()
-	pp.mu.Lock()
 	pp.idle = append(pp.idle, p)
 	if !pp.sweeping {
 		pp.sweeping = true
