@@ -372,3 +372,21 @@ func TestInboundFloodLeavesOutboundServing(t *testing.T) {
 		t.Errorf("%d inbound connections counted as refused, want %d", got, extra)
 	}
 }
+
+// TestGaugesAreDocumented fails when the proxy writes a series without
+// its row in docs/proxy.md, and when the fdBudget key is not there.
+func TestGaugesAreDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/proxy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := startProxy(t, "", fixedDst("127.0.0.1:1"))
+	for _, g := range tp.Gauges() {
+		if !strings.Contains(string(doc), "| `"+g.Name+"` |") {
+			t.Errorf("docs/proxy.md has no row for %s", g.Name)
+		}
+	}
+	if !strings.Contains(string(doc), "  fdBudget: ") {
+		t.Error("docs/proxy.md does not list limits.fdBudget with its default")
+	}
+}
