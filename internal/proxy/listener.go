@@ -42,6 +42,9 @@ type listener struct {
 	ln     net.Listener
 	port   uint16
 	active atomic.Int64
+	// fdRefused counts connections closed at once because the listener's
+	// descriptor budget was spent.
+	fdRefused atomic.Uint64
 }
 
 func newListener(name string, dir metrics.Direction, ln net.Listener) *listener {
@@ -50,8 +53,10 @@ func newListener(name string, dir metrics.Direction, ln net.Listener) *listener 
 }
 
 // acceptLoop accepts until the listener closes, handing each connection to
-// handle in its own goroutine. Connections beyond max are closed at once:
-// refusing is cheaper for everyone than accepting work that cannot be done.
+// handle in its own goroutine. Connections beyond maxConnections, or beyond
+// what the listener's descriptor budget holds, are closed at once: refusing
+// is cheaper for everyone than accepting work that cannot be done, and the
+// other listener keeps its own budget.
 func (p *Proxy) acceptLoop(l *listener) {
 	var backoff time.Duration
 	for {
@@ -72,6 +77,12 @@ func (p *Proxy) acceptLoop(l *listener) {
 		// requests go is not (see session.route).
 		limits := p.cfg.Load().Config.Limits
 		if l.active.Load() >= int64(limits.MaxConnections) {
+			p.metrics.Series(l.dir, metrics.Unknown).Error(metrics.ReasonConnLimit)
+			c.Close()
+			continue
+		}
+		if (l.active.Load()+1)*fdsPerConn > p.fdBudget(limits.FDBudget) {
+			l.fdRefused.Add(1)
 			p.metrics.Series(l.dir, metrics.Unknown).Error(metrics.ReasonConnLimit)
 			c.Close()
 			continue

@@ -110,6 +110,8 @@ type Proxy struct {
 
 	listeners  []*listener
 	listenPort map[uint16]bool
+	// fds shares RLIMIT_NOFILE out, as it was when the proxy was made.
+	fds        fdPlan
 	localAddrs map[netip.Addr]bool
 
 	conns    sync.WaitGroup
@@ -141,6 +143,7 @@ func New(o Options) (*Proxy, error) {
 		abortCh:  make(chan struct{}),
 		stopped:  make(chan struct{}),
 		recorder: telemetry.NewRecorder(o.Metrics, o.AccessLog),
+		fds:      planFDs(softNofile()),
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -211,6 +214,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 	}
 	go p.reapIdle()
 	p.log.Info("proxy started", "outbound", p.listeners[0].ln.Addr().String(), "inbound", p.listeners[1].ln.Addr().String(), "config_version", c.Version)
+	p.log.Info("file descriptors", "rlimit_nofile", p.fds.Limit, "listener_budget", p.fdBudget(c.Limits.FDBudget), "splice_pipes", p.fds.Pipes, "reserve", p.fds.Reserve)
 	return nil
 }
 
@@ -333,6 +337,16 @@ func (p *Proxy) Gauges() []metrics.Gauge {
 	for _, l := range p.listeners {
 		g = append(g, metrics.Gauge{Name: "meshproxy_connections_active", Help: "Connections open, by listener.", Labels: [][2]string{{"direction", l.name}}, Value: float64(l.active.Load())})
 	}
+	limits := p.cfg.Load().Config.Limits
+	for _, l := range p.listeners {
+		g = append(g, metrics.Gauge{Name: "meshproxy_fd_budget", Help: "File descriptors the connections of a listener may hold (two per connection).", Labels: [][2]string{{"direction", l.name}}, Value: float64(p.fdBudget(limits.FDBudget))})
+	}
+	for _, l := range p.listeners {
+		g = append(g, metrics.Gauge{Name: "meshproxy_fd_budget_refused_total", Help: "Connections closed at once because their listener's descriptor budget was spent.", Type: "counter", Labels: [][2]string{{"direction", l.name}}, Value: float64(l.fdRefused.Load())})
+	}
+	open, idle := splicePipes.stats()
+	g = append(g, metrics.Gauge{Name: "meshproxy_splice_pipes", Help: "Splice pipes open (two descriptors each), by state.", Labels: [][2]string{{"state", "in_use"}}, Value: float64(open - idle)},
+		metrics.Gauge{Name: "meshproxy_splice_pipes", Labels: [][2]string{{"state", "idle"}}, Value: float64(idle)})
 	draining := 0.0
 	if p.draining.Load() {
 		draining = 1

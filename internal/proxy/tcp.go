@@ -131,17 +131,10 @@ var errIdle = errors.New("connection idle")
 func pipe(dst, src net.Conn, idle time.Duration, last *atomic.Int64) (int64, error) {
 	var total int64
 	for {
-		var n int64
-		var err error
 		if idle > 0 {
 			src.SetReadDeadline(time.Now().Add(idle))
-			n, err = io.CopyN(dst, src, tcpChunk)
-		} else {
-			n, err = io.Copy(dst, src)
-			if err == nil {
-				err = io.EOF
-			}
 		}
+		n, err := copyChunk(dst, src)
 		total += n
 		if n > 0 {
 			last.Store(time.Now().UnixNano())
@@ -161,6 +154,18 @@ func pipe(dst, src net.Conn, idle time.Duration, last *atomic.Int64) (int64, err
 			return total, err
 		}
 	}
+}
+
+// copyChunk copies at most tcpChunk bytes from src to dst, and returns
+// io.EOF when src has ended. Between two TCP connections it splices with
+// a pipe lent only while bytes move (see copyTCP).
+func copyChunk(dst, src net.Conn) (int64, error) {
+	if d, ok := dst.(*net.TCPConn); ok {
+		if s, ok := src.(*net.TCPConn); ok {
+			return splicePipes.copyTCP(d, s, tcpChunk)
+		}
+	}
+	return io.CopyN(dst, src, tcpChunk)
 }
 
 func closeWrite(c net.Conn) {

@@ -13,9 +13,9 @@ import (
 	"github.com/meshctl/mesh/internal/meshapi"
 )
 
-// metricValue sums the samples whose line starts with prefix and contains
+// sumSamples sums the samples whose line starts with prefix and contains
 // every one of also.
-func metricValue(t *testing.T, text, prefix string, also ...string) float64 {
+func sumSamples(t *testing.T, text, prefix string, also ...string) float64 {
 	t.Helper()
 	sum := 0.0
 lines:
@@ -99,11 +99,11 @@ func TestUnprocessedRequestGoesToAnotherEndpoint(t *testing.T) {
 			t.Fatalf("request %d: the marker reached the client: %q", i, v)
 		}
 	}
-	retries := metricValue(t, client.metricsText(t), `meshproxy_retries_total{direction="outbound",service="web.test"}`)
+	retries := sumSamples(t, client.metricsText(t), `meshproxy_retries_total{direction="outbound",service="web.test"}`)
 	if retries == 0 || retries > n {
 		t.Errorf("retries counted: %v, want between 1 and %d", retries, n)
 	}
-	if got := metricValue(t, gone.metricsText(t), `meshproxy_errors_total{direction="inbound",`, `reason="connect"`); got < retries {
+	if got := sumSamples(t, gone.metricsText(t), `meshproxy_errors_total{direction="inbound",`, `reason="connect"`); got < retries {
 		t.Errorf("the server proxy counted %v connect failures, the client %v retries", got, retries)
 	}
 }
@@ -148,7 +148,7 @@ func TestUnprocessedMarkerOnlyFromTheServerProxy(t *testing.T) {
 	if calls != 1 {
 		t.Errorf("the application was called %d times, want 1", calls)
 	}
-	if got := metricValue(t, client.metricsText(t), `meshproxy_retries_total{direction="outbound",service="web.test"}`); got != 0 {
+	if got := sumSamples(t, client.metricsText(t), `meshproxy_retries_total{direction="outbound",service="web.test"}`); got != 0 {
 		t.Errorf("retries counted: %v, want 0", got)
 	}
 }
@@ -176,7 +176,7 @@ func TestConnectFailureGoesToAnotherEndpoint(t *testing.T) {
 			t.Fatalf("request %d: %d %q", i, resp.StatusCode, b)
 		}
 	}
-	if got := metricValue(t, tp.metricsText(t), `meshproxy_retries_total{direction="outbound",service="web.test"}`); got == 0 {
+	if got := sumSamples(t, tp.metricsText(t), `meshproxy_retries_total{direction="outbound",service="web.test"}`); got == 0 {
 		t.Error("no retry counted")
 	}
 }

@@ -166,6 +166,12 @@ type Limits struct {
 	// MaxConnections caps the connections open on each listener; beyond it
 	// new connections are closed at once. Default 10000.
 	MaxConnections int `json:"maxConnections,omitempty"`
+	// FDBudget is the most file descriptors the connections of each
+	// listener may hold, counting two per connection (its socket and its
+	// upstream's); beyond it new connections are closed at once. Zero: a
+	// share of RLIMIT_NOFILE taken when the proxy starts (see "File
+	// descriptors" in docs/proxy.md).
+	FDBudget uint `json:"fdBudget,omitempty"`
 	// DetectTimeout is how long the proxy waits for the client's first bytes
 	// before treating the connection as opaque TCP. Default 1s.
 	DetectTimeout Duration `json:"detectTimeout,omitempty"`
