@@ -166,6 +166,22 @@ func TestRenewalJitterStaysNearSeventyPercent(t *testing.T) {
 	}
 }
 
+// The controller backdates NotBefore by five minutes (pki), which must not
+// count as lifetime: a one-minute certificate renews after about 42 s, not
+// at once.
+func TestRenewalIgnoresTheBackdate(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		life, want time.Duration
+	}{{time.Minute, 42 * time.Second}, {3 * time.Minute, 126 * time.Second}, {24 * time.Hour, 16*time.Hour + 48*time.Minute}} {
+		leaf := &x509.Certificate{NotBefore: now.Add(-5 * time.Minute), NotAfter: now.Add(tc.life)}
+		i := &Identity{opts: Options{RenewFraction: 0.7}, clock: fixedClock(now), rand: func() float64 { return 0.5 }}
+		if got := i.renewDelay(leaf).Round(time.Millisecond); got != tc.want {
+			t.Errorf("lifetime %s: renewal in %s, want %s", tc.life, got, tc.want)
+		}
+	}
+}
+
 type fixedClock time.Time
 
 func (c fixedClock) Now() time.Time                         { return time.Time(c) }
