@@ -484,6 +484,75 @@ func TestBundleRotationReachesTheConfigsInUse(t *testing.T) {
 	}
 }
 
+// The last step of an anchor rotation removes the old anchor once every
+// proxy holds a certificate of the new issuer. A TLS session from before,
+// resumed now, carries the peers' old certificates, which the new bundle
+// no longer verifies: such a session must not be offered or accepted, or
+// the first connection after the rotation fails. The connection is made
+// afresh instead, with the certificates in force.
+func TestResumptionDoesNotOutliveTheAnchorOfItsCertificates(t *testing.T) {
+	oldCA := newController(t, controllertest.Options{})
+	newCA := newController(t, controllertest.Options{})
+	both := meshapi.Bundle{TrustDomain: td, Anchors: append(oldCA.Bundle().Anchors, newCA.Bundle().Anchors...)}
+	web := issued(t, oldCA, idWeb, "token-web")
+	api := issued(t, oldCA, idAPI, "token-api")
+	for _, i := range []*Identity{web, api} {
+		if err := i.Trust().SetBundle(both, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := web.ClientConfig(idAPI, meshapi.ALPNHTTP2)
+	if _, _, err := handshake(cfg, api.ServerConfig()); err != nil {
+		t.Fatal(err)
+	}
+	if cs, _, err := handshake(cfg, api.ServerConfig()); err != nil || !cs.DidResume {
+		t.Fatalf("a session of the overlap: resumed %v, %v", cs.DidResume, err)
+	}
+
+	// Both renew with the new issuer (its certificates installed as a
+	// renewal installs them), then the old anchor goes.
+	web.cert.Store(issued(t, newCA, idWeb, "token-web").cert.Load())
+	api.cert.Store(issued(t, newCA, idAPI, "token-api").cert.Load())
+	only := meshapi.Bundle{TrustDomain: td, Anchors: newCA.Bundle().Anchors}
+	for _, i := range []*Identity{web, api} {
+		if err := i.Trust().SetBundle(only, 3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cs, ss, err := handshake(cfg, api.ServerConfig())
+	if err != nil {
+		t.Fatalf("first connection after the old anchor went: %v", err)
+	}
+	if cs.DidResume || !cs.PeerCertificates[0].Equal(api.Certificate()) || !ss.PeerCertificates[0].Equal(web.Certificate()) {
+		t.Errorf("resumed %v; the peers did not see each other's new certificates", cs.DidResume)
+	}
+	// Sessions of the new bundle resume again.
+	if cs, _, err := handshake(cfg, api.ServerConfig()); err != nil || !cs.DidResume {
+		t.Errorf("a session of the new bundle: resumed %v, %v", cs.DidResume, err)
+	}
+
+	// A server that a client resumes with an old session (a client of
+	// another implementation, or one that has not yet seen the new
+	// bundle) declines the ticket and makes a full handshake.
+	for _, i := range []*Identity{web, api} {
+		if err := i.Trust().SetBundle(both, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plain := &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true, ClientSessionCache: tls.NewLRUClientSessionCache(1),
+		GetClientCertificate: web.getClientCertificate, NextProtos: []string{meshapi.ALPNHTTP2}}
+	if _, _, err := handshake(plain, api.ServerConfig()); err != nil {
+		t.Fatal(err)
+	}
+	if err := api.Trust().SetBundle(only, 5); err != nil {
+		t.Fatal(err)
+	}
+	web.cert.Store(issued(t, oldCA, idWeb, "token-web").cert.Load()) // then refused in full
+	if cs, _, err := handshake(plain, api.ServerConfig()); err == nil || cs.DidResume {
+		t.Errorf("a session from the previous bundle: resumed %v, %v; want a full handshake that refuses the old certificate", cs.DidResume, err)
+	}
+}
+
 func TestStateAndMetricsCarryNoKey(t *testing.T) {
 	c := newController(t, controllertest.Options{})
 	i := issued(t, c, idWeb, "token-web")
