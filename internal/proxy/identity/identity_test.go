@@ -108,6 +108,14 @@ func TestIssue(t *testing.T) {
 	if s.Trust.TrustDomain != td || len(s.Trust.Anchors) != 1 || s.Trust.Version != 0 {
 		t.Errorf("trust = %+v, want the certificate's bundle", s.Trust)
 	}
+	// The key ids tell issuers and anchors apart during a rotation, where
+	// old and new have the same names.
+	if want := hex.EncodeToString(c.CA.Issuer().SubjectKeyId); want == "" || s.IssuerKeyID != want {
+		t.Errorf("issuerKeyID = %q, want the issuer's subject key id %q", s.IssuerKeyID, want)
+	}
+	if want := hex.EncodeToString(c.CA.TrustAnchors[0].SubjectKeyId); want == "" || len(s.Trust.Anchors) != 1 || s.Trust.Anchors[0].KeyID != want {
+		t.Errorf("anchors = %+v, want the key id %q", s.Trust.Anchors, want)
+	}
 }
 
 func TestIssueOverHTTP1(t *testing.T) {
