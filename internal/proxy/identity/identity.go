@@ -184,7 +184,7 @@ func New(opts Options) (*Identity, error) {
 	i.client = &http.Client{
 		Transport: &http.Transport{
 			DialContext:         dial,
-			TLSClientConfig:     i.ControllerConfig("h2", "http/1.1"),
+			TLSClientConfig:     i.certificateRequestConfig("h2", "http/1.1"),
 			ForceAttemptHTTP2:   true,
 			TLSHandshakeTimeout: 10 * time.Second,
 			MaxIdleConnsPerHost: 1,

@@ -561,6 +561,23 @@ func TestResumptionDoesNotOutliveTheAnchorOfItsCertificates(t *testing.T) {
 	}
 }
 
+// A proxy whose certificate the controller no longer trusts (its anchor
+// was removed before it renewed) still renews with its token: the
+// certificate request offers no client certificate.
+func TestRenewsWhenTheControllerNoLongerTrustsItsCertificate(t *testing.T) {
+	c := newController(t, controllertest.Options{})
+	other := newController(t, controllertest.Options{Tokens: map[string]string{"token-web": idWeb}})
+	web := issued(t, c, idWeb, "token-web")
+	web.cert.Store(issued(t, other, idWeb, "token-web").cert.Load()) // of an anchor c does not trust
+	web.client.CloseIdleConnections()                                // a renewal hours later makes a new connection
+	if err := web.Renew(t.Context()); err != nil {
+		t.Fatalf("renewing while holding a certificate the controller does not trust: %v", err)
+	}
+	if got := web.Certificate(); got.CheckSignatureFrom(c.CA.Issuer()) != nil {
+		t.Error("the certificate held is not the controller's")
+	}
+}
+
 func TestStateAndMetricsCarryNoKey(t *testing.T) {
 	c := newController(t, controllertest.Options{})
 	i := issued(t, c, idWeb, "token-web")

@@ -159,17 +159,27 @@ func generationTag(gen uint64) []byte {
 // "http/1.1"). A new configuration is returned for each call: HTTP
 // transports keep and modify theirs.
 func (id *Identity) ControllerConfig(nextProtos ...string) *tls.Config {
+	c := id.certificateRequestConfig(nextProtos...)
+	c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		if c := id.current(); c != nil {
+			return c, nil
+		}
+		return &tls.Certificate{}, nil // none yet: send no certificate
+	}
+	return c
+}
+
+// certificateRequestConfig is ControllerConfig without a client
+// certificate, for certificate requests, which the token authenticates.
+// Offering the certificate held would make the request fail whenever the
+// controller no longer trusts it: after an anchor rotation that removed
+// its anchor too early, the proxy could then not renew until it expired.
+func (id *Identity) certificateRequestConfig(nextProtos ...string) *tls.Config {
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		InsecureSkipVerify: true, // verification is VerifyConnection's, see above
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			if c := id.current(); c != nil {
-				return c, nil
-			}
-			return &tls.Certificate{}, nil // none yet: send no certificate
-		},
-		VerifyConnection: id.verifyController,
-		NextProtos:       append([]string(nil), nextProtos...),
+		VerifyConnection:   id.verifyController,
+		NextProtos:         append([]string(nil), nextProtos...),
 	}
 }
 
