@@ -18,9 +18,9 @@ import (
 
 	"github.com/meshctl/mesh/internal/adminapi"
 	"github.com/meshctl/mesh/internal/controller/testcert"
-	"github.com/meshctl/mesh/internal/testenv/netns"
 	"github.com/meshctl/mesh/internal/pki"
 	"github.com/meshctl/mesh/internal/testenv"
+	"github.com/meshctl/mesh/internal/testenv/netns"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
 
