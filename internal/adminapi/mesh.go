@@ -15,6 +15,10 @@ type Identity struct {
 	SerialNumber string    `json:"serialNumber,omitempty"`
 	NotBefore    time.Time `json:"notBefore,omitzero"`
 	NotAfter     time.Time `json:"notAfter,omitzero"`
+	// IssuerKeyID is the certificate's authority key id in hex: the
+	// subject key id of the issuer that signed it, which tells an old
+	// issuer from a new one during a rotation (both have the same name).
+	IssuerKeyID string `json:"issuerKeyID,omitempty"`
 	// RenewAt is when the next renewal is planned (or the next retry after
 	// a failure).
 	RenewAt time.Time `json:"renewAt,omitzero"`
@@ -46,6 +50,9 @@ type Trust struct {
 type Anchor struct {
 	Subject  string    `json:"subject"`
 	NotAfter time.Time `json:"notAfter"`
+	// KeyID is the anchor's subject key id in hex (empty when it has
+	// none), which names it during a rotation.
+	KeyID string `json:"keyID,omitempty"`
 }
 
 // Discovery is the proxy's discovery client as GET /discovery returns it.

@@ -155,14 +155,14 @@ func TestNoKubeconfigIsNamed(t *testing.T) {
 // errors: exit 2, nothing printed on stdout.
 func TestInvalidInputExitsTwo(t *testing.T) {
 	values := filepath.Join(t.TempDir(), "values.yaml")
-	if err := os.WriteFile(values, []byte("identity:\n  certificateLifetime: 10m\n"), 0o600); err != nil {
+	if err := os.WriteFile(values, []byte("identity:\n  certificateLifetime: 10s\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"install", "--dry-run", "--set", "identity.certificateLifetime=10m"}, "certificateLifetime"},
+		{[]string{"install", "--dry-run", "--set", "identity.certificateLifetime=10s"}, "certificateLifetime"},
 		{[]string{"install", "--dry-run", "-f", values}, "certificateLifetime"},
 		{[]string{"install", "--dry-run", "--set", "=3"}, `--set "=3": a key is empty`},
 		{[]string{"install", "--dry-run", "--set", "controller..replicas=3"}, `--set "controller..replicas=3"`},

@@ -334,8 +334,8 @@ func TestController(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The CRD's schema accepts 30m; Spec.Validate does not.
-		unstructured.SetNestedField(cur.Object, "30m", "spec", "identity", "certificateLifetime")
+		// The CRD's schema accepts 30s; Spec.Validate does not.
+		unstructured.SetNestedField(cur.Object, "30s", "spec", "identity", "certificateLifetime")
 		unstructured.SetNestedField(cur.Object, badImage, "spec", "proxy", "image")
 		if _, err := dyn.Resource(meshconfig.GroupVersionResource).Namespace(meshNS).Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
@@ -357,7 +357,7 @@ func TestController(t *testing.T) {
 		if img, _ := proxyOf(p); img == badImage || img == "" {
 			t.Errorf("proxy image %q after an invalid update; want the last valid one", img)
 		}
-		if !strings.Contains(logs.String(), "spec.identity.certificateLifetime: 30m0s is shorter than the minimum of 1h") {
+		if !strings.Contains(logs.String(), "spec.identity.certificateLifetime: 30s is shorter than the minimum of 1m0s") {
 			t.Error("no log line names the invalid field")
 		}
 	})

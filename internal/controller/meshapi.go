@@ -71,9 +71,9 @@ func (c *Controller) MeshAPIAddr() net.Addr {
 // feedMeshSettings gives the push server the mesh settings and the trust
 // bundle, and again whenever they change: the MeshConfig's trust domain,
 // and the trust anchors as mounted (an anchor rotation edits the mounted
-// ConfigMap, and proxies get the new bundle within a second). Proxies get
-// permissive inbound mTLS mesh-wide; a workload's own configuration makes
-// ports strict.
+// ConfigMap, and proxies get the new bundle within a second), and the
+// MeshConfig's inbound mTLS mode (spec.mtls.mode), which a workload's own
+// configuration overrides.
 func (c *Controller) feedMeshSettings(ctx context.Context) error {
 	var mesh meshapi.MeshSettings
 	var bundle meshapi.Bundle
@@ -81,7 +81,7 @@ func (c *Controller) feedMeshSettings(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		if spec, err := c.watcher.Current(); err == nil {
-			m := meshapi.MeshSettings{TrustDomain: spec.TrustDomain, InboundMTLS: meshapi.MTLSPermissive}
+			m := meshapi.MeshSettings{TrustDomain: spec.TrustDomain, InboundMTLS: meshapi.MTLSMode(spec.MTLS.InboundMTLS())}
 			if m != mesh && send(ctx, c.meshSettings, m) {
 				mesh = m
 			}

@@ -46,13 +46,47 @@ type Spec struct {
 	// Proxy holds the defaults of injected proxies; pod annotations override
 	// them per workload.
 	Proxy Proxy `json:"proxy"`
+	// MTLS is the mesh-wide inbound mTLS mode, pushed to every proxy.
+	MTLS MTLS `json:"mtls,omitzero"`
+}
+
+// MTLS is the mesh-wide inbound mutual TLS setting.
+type MTLS struct {
+	// Mode is MTLSPermissive (the default when empty: inbound ports accept
+	// plaintext besides mesh TLS, for adoption) or MTLSStrict (they refuse
+	// plaintext). A workload's own proxy configuration (inbound.mtls, and
+	// per port inbound.strictMTLSPorts and inbound.permissiveMTLSPorts)
+	// wins over it.
+	Mode string `json:"mode,omitempty"`
+}
+
+// Modes of MTLS.Mode, the values of meshapi.MTLSMode.
+const (
+	MTLSPermissive = "permissive"
+	MTLSStrict     = "strict"
+)
+
+// InboundMTLS is the mode in force: Mode, or permissive when it is empty.
+func (m MTLS) InboundMTLS() string {
+	if m.Mode == "" {
+		return MTLSPermissive
+	}
+	return m.Mode
 }
 
 // Identity configures workload certificate issuance.
 type Identity struct {
-	// CertificateLifetime is the validity of a proxy's certificate.
+	// CertificateLifetime is the validity of a proxy's certificate, at
+	// least MinCertificateLifetime. Proxies renew at about 70 % of it.
 	CertificateLifetime metav1.Duration `json:"certificateLifetime"`
 }
+
+// MinCertificateLifetime is the shortest certificate lifetime accepted.
+// Lifetimes of minutes are for rotation drills and tests: a proxy that
+// cannot reach the controller for 30 % of the lifetime loses its
+// identity. Istio and linkerd set no minimum; a minute keeps a renewal
+// (about 42 s in) far from the controller's request rate limits.
+const MinCertificateLifetime = time.Minute
 
 // Proxy holds the defaults of every injected proxy.
 type Proxy struct {
@@ -82,6 +116,7 @@ func Default(proxyImage string) Spec {
 	return Spec{
 		TrustDomain: "cluster.local",
 		Identity:    Identity{CertificateLifetime: metav1.Duration{Duration: 24 * time.Hour}},
+		MTLS:        MTLS{Mode: MTLSPermissive},
 		Proxy: Proxy{
 			Image:           proxyImage,
 			ImagePullPolicy: corev1.PullIfNotPresent,
@@ -109,8 +144,8 @@ func (s Spec) Validate() error {
 	switch {
 	case s.TrustDomain == "":
 		return fmt.Errorf("spec.trustDomain: must not be empty")
-	case s.Identity.CertificateLifetime.Duration < time.Hour:
-		return fmt.Errorf("spec.identity.certificateLifetime: %s is shorter than the minimum of 1h", s.Identity.CertificateLifetime.Duration)
+	case s.Identity.CertificateLifetime.Duration < MinCertificateLifetime:
+		return fmt.Errorf("spec.identity.certificateLifetime: %s is shorter than the minimum of %s", s.Identity.CertificateLifetime.Duration, MinCertificateLifetime)
 	case s.Proxy.Image == "":
 		return fmt.Errorf("spec.proxy.image: must not be empty")
 	case s.Proxy.UID <= 0:
@@ -120,6 +155,11 @@ func (s Spec) Validate() error {
 		if p < 1 || p > 65535 {
 			return fmt.Errorf("spec.proxy.%s: %d is not a port number", name, p)
 		}
+	}
+	switch s.MTLS.Mode {
+	case "", MTLSPermissive, MTLSStrict:
+	default:
+		return fmt.Errorf("spec.mtls.mode: %q is not one of %s, %s", s.MTLS.Mode, MTLSPermissive, MTLSStrict)
 	}
 	switch s.Proxy.LogLevel {
 	case "debug", "info", "warn", "error":

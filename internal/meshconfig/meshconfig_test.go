@@ -20,11 +20,12 @@ func TestValidateNamesTheField(t *testing.T) {
 		field  string
 	}{
 		{func(s *Spec) { s.TrustDomain = "" }, "spec.trustDomain"},
-		{func(s *Spec) { s.Identity.CertificateLifetime = metav1.Duration{Duration: time.Minute} }, "spec.identity.certificateLifetime"},
+		{func(s *Spec) { s.Identity.CertificateLifetime = metav1.Duration{Duration: 59 * time.Second} }, "spec.identity.certificateLifetime"},
 		{func(s *Spec) { s.Proxy.Image = "" }, "spec.proxy.image"},
 		{func(s *Spec) { s.Proxy.UID = 0 }, "spec.proxy.uid"},
 		{func(s *Spec) { s.Proxy.AdminPort = 70000 }, "spec.proxy.adminPort"},
 		{func(s *Spec) { s.Proxy.LogLevel = "loud" }, "spec.proxy.logLevel"},
+		{func(s *Spec) { s.MTLS.Mode = "STRICT" }, "spec.mtls.mode"},
 	} {
 		s := Default("example/meshproxy:v1")
 		tc.mutate(&s)

@@ -9,7 +9,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -71,6 +75,12 @@ func runApp(role string, args []string) error {
 			return err
 		}
 		return keepAlive(args[0], d)
+	case "steady":
+		// steady ADDR: traffic until SIGTERM (see steady), then a summary.
+		if len(args) != 1 {
+			return errors.New("steady wants an address")
+		}
+		return steady(args[0])
 	case "http1", "h2c", "tcp", "grpc":
 		if len(args) != 1 {
 			return fmt.Errorf("%s wants one address", role)
@@ -212,3 +222,71 @@ func keepAlive(addr string, d time.Duration) error {
 
 // contains reports whether the app's output has want, for readable checks.
 func contains(out, want string) bool { return strings.Contains(out, want) }
+
+// steady sends requests to addr until SIGTERM, in three loops at once: one
+// kept-alive HTTP/1 connection (every 50 ms), a new HTTP/1 connection per
+// request (every 100 ms) and one h2c connection (every 100 ms). It prints a
+// line per failure ("fail <loop> <time> <error or status>") as it happens
+// and, when stopped, one line per loop: "steady <loop> ok=N failed=M".
+func steady(addr string) error {
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, os.Interrupt)
+	done := make(chan struct{})
+	type loop struct {
+		name       string
+		every      time.Duration
+		client     *http.Client
+		ok, failed atomic.Int64
+	}
+	transport := func(h2c, keepAlive bool) *http.Client {
+		tr := &http.Transport{Protocols: new(http.Protocols), DisableKeepAlives: !keepAlive, MaxConnsPerHost: 1}
+		if h2c {
+			tr.Protocols.SetUnencryptedHTTP2(true)
+		} else {
+			tr.Protocols.SetHTTP1(true)
+		}
+		return &http.Client{Transport: tr, Timeout: appTimeout}
+	}
+	loops := []*loop{
+		{name: "keepalive", every: 50 * time.Millisecond, client: transport(false, true)},
+		{name: "new-connection", every: 100 * time.Millisecond, client: transport(false, false)},
+		{name: "h2c", every: 100 * time.Millisecond, client: transport(true, true)},
+	}
+	var wg sync.WaitGroup
+	for _, l := range loops {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTicker(l.every)
+			defer t.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+				}
+				resp, err := l.client.Get("http://" + addr + "/")
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				if err != nil {
+					l.failed.Add(1)
+					fmt.Printf("fail %s %s %v\n", l.name, time.Now().Format(time.RFC3339Nano), err)
+					continue
+				}
+				l.ok.Add(1)
+			}
+		}()
+	}
+	<-stop
+	close(done)
+	wg.Wait()
+	for _, l := range loops {
+		fmt.Printf("steady %s ok=%d failed=%d\n", l.name, l.ok.Load(), l.failed.Load())
+	}
+	return nil
+}

@@ -40,11 +40,26 @@ import (
 // kubelet: it registers each pod with its address, and kube-controller-
 // manager writes the EndpointSlices that discovery reads.
 
-const (
-	meshNS     = "e2e-mesh-system"
-	appNS      = "e2e-mesh"
-	meshSubnet = "10.236.0.0/24"
-)
+// meshOptions make a world of its own for each test that needs one: its
+// namespaces, its pods' subnet, and what differs.
+type meshOptions struct {
+	meshNS, appNS, subnet string
+	// values are chart values over the defaults, e.g. the MeshConfig's
+	// certificate lifetime.
+	values map[string]any
+	// mtls is the inbound.mtls of a pod's own proxy configuration, by pod
+	// name; absent means the mesh-wide mode decides.
+	mtls map[string]string
+	// impostor makes the impostor pod (see setUpMesh).
+	impostor bool
+}
+
+// endToEnd is the world of TestMeshEndToEnd.
+var endToEnd = meshOptions{
+	meshNS: "e2e-mesh-system", appNS: "e2e-mesh", subnet: "10.236.0.0/24",
+	mtls:     map[string]string{"server-a": "strict", "server-b": "strict"},
+	impostor: true,
+}
 
 func spiffeID(ns, sa string) string { return "spiffe://cluster.local/ns/" + ns + "/sa/" + sa }
 
@@ -53,6 +68,8 @@ func spiffeID(ns, sa string) string { return "spiffe://cluster.local/ns/" + ns +
 // announces, and a pod without a proxy.
 type meshWorld struct {
 	*mesh
+	meshNS     string
+	appNS      string
 	env        *testenv.Env
 	ctlBin     string
 	ctlArgs    []string
@@ -60,12 +77,19 @@ type meshWorld struct {
 	ctlOut     *testenv.Output
 	serverVIP  netip.Addr
 	plainVIP   netip.Addr
+	clientVIP  netip.Addr
 	impostorIP netip.Addr
 	pods       map[string]*netns.Pod
 	anchorsPEM []byte
+	// ident is the identity CA the world started with; dirs are the
+	// controller's mounted credentials ("issuer", "anchors", "webhook"),
+	// which a test may rewrite as the kubelet would.
+	ident    *pki.IdentityBundle
+	dirs     map[string]string
+	ctlAdmin string // the controller's admin address, host:port
 }
 
-func setUpMesh(t *testing.T) *meshWorld {
+func setUpMesh(t *testing.T, o meshOptions) *meshWorld {
 	t.Helper()
 	netns.RequireRoot(t)
 	if _, err := exec.LookPath("iptables-restore"); err != nil {
@@ -90,18 +114,19 @@ func setUpMesh(t *testing.T) *meshWorld {
 	if err := copyFile(os.Args[0], filepath.Join(bin, "app")); err != nil {
 		t.Fatal(err)
 	}
-	w := &meshWorld{mesh: &mesh{bin: bin}, env: env, ctlBin: filepath.Join(bin, "meshcontroller"), pods: map[string]*netns.Pod{}}
+	w := &meshWorld{mesh: &mesh{bin: bin}, meshNS: o.meshNS, appNS: o.appNS, env: env, ctlBin: filepath.Join(bin, "meshcontroller"), pods: map[string]*netns.Pod{}}
 
 	// The control plane's objects, as the chart renders them.
 	ident, err := pki.GenerateIdentity(pki.IdentityOptions{TrustDomain: "cluster.local"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.anchorsPEM = ident.TrustAnchorsPEM
+	w.anchorsPEM, w.ident = ident.TrustAnchorsPEM, ident
 	ca := testcert.NewCA(t)
 	certPEM, keyPEM := ca.Serving(t, 2, time.Now().Add(time.Hour))
 	manifest, err := render.Render(render.Options{
-		Namespace: meshNS,
+		Namespace: o.meshNS,
+		Values:    o.values,
 		Identity:  render.Identity{TrustAnchorsPEM: ident.TrustAnchorsPEM, IssuerCertPEM: ident.IssuerCertPEM, IssuerKeyPEM: ident.IssuerKeyPEM},
 		Webhook:   render.Webhook{CABundlePEM: ca.CertPEM, CertPEM: certPEM, KeyPEM: keyPEM},
 		Version:   "v0.0.0-e2e",
@@ -127,6 +152,7 @@ func setUpMesh(t *testing.T) *meshWorld {
 
 	// The controller's credentials, mounted as the chart mounts them.
 	dirs := map[string]string{}
+	w.dirs = dirs
 	for _, d := range []string{"webhook", "issuer", "anchors"} {
 		dirs[d] = filepath.Join(bin, d)
 		os.Mkdir(dirs[d], 0o700)
@@ -134,9 +160,9 @@ func setUpMesh(t *testing.T) *meshWorld {
 	testcert.WriteSecretDir(t, dirs["webhook"], certPEM, keyPEM)
 	testcert.WriteSecretDir(t, dirs["issuer"], ident.IssuerCertPEM, ident.IssuerKeyPEM)
 	testcert.WriteMountDir(t, dirs["anchors"], map[string][]byte{"ca-bundle.crt": ident.TrustAnchorsPEM})
-	kubeconfig := serviceAccountKubeconfig(t, ctx, env, meshNS, wellknown.ControllerServiceAccount, filepath.Join(bin, "controller.kubeconfig"))
+	kubeconfig := serviceAccountKubeconfig(t, ctx, env, o.meshNS, wellknown.ControllerServiceAccount, filepath.Join(bin, "controller.kubeconfig"))
 
-	n := netns.New(t, meshSubnet)
+	n := netns.New(t, o.subnet)
 	ports := freePorts(t, 3)
 	// The controller runs on the host, where it reaches the API server on
 	// loopback; pods reach it at the address of a "controller" pod, whose
@@ -144,28 +170,29 @@ func setUpMesh(t *testing.T) *meshWorld {
 	ctlPod := n.MustAddPod(t, "controller")
 	meshAPI := netip.AddrPortFrom(ctlPod.Addr, wellknown.ControllerMeshAPIPort)
 	forwardIntoPod(t, ctlPod, meshAPI, fmt.Sprintf("127.0.0.1:%d", ports[0]))
-	w.ctlArgs = []string{"--kubeconfig=" + kubeconfig, "--mesh-namespace=" + meshNS,
+	w.ctlArgs = []string{"--kubeconfig=" + kubeconfig, "--mesh-namespace=" + o.meshNS,
 		"--webhook-port=" + strconv.Itoa(ports[1]), "--admin-port=" + strconv.Itoa(ports[2]), "--meshapi-port=" + strconv.Itoa(ports[0]),
 		"--webhook-tls-dir=" + dirs["webhook"], "--identity-issuer-dir=" + dirs["issuer"], "--trust-anchors-dir=" + dirs["anchors"],
 		"--log-format=text", "--log-level=debug", "--shutdown-delay=0s"}
 	w.startController(t)
 	t.Cleanup(func() { w.stopController(t) })
-	waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/ready", ports[2]), 60*time.Second, w.ctlOut)
+	w.ctlAdmin = fmt.Sprintf("127.0.0.1:%d", ports[2])
+	waitHTTP(t, "http://"+w.ctlAdmin+"/ready", 60*time.Second, w.ctlOut)
 
 	// The application side: ServiceAccounts, Services, Pods.
 	cs := env.Clientset()
 	mustCreate(t, func() error {
-		_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appNS}}, metav1.CreateOptions{})
+		_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: o.appNS}}, metav1.CreateOptions{})
 		return err
 	})
 	for _, sa := range []string{"client", "server", "impostor"} {
 		mustCreate(t, func() error {
-			_, err := cs.CoreV1().ServiceAccounts(appNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{})
+			_, err := cs.CoreV1().ServiceAccounts(o.appNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{})
 			return err
 		})
 	}
-	for _, svc := range []string{"server", "plain"} {
-		s, err := cs.CoreV1().Services(appNS).Create(ctx, &corev1.Service{
+	for _, svc := range []string{"server", "plain", "client"} {
+		s, err := cs.CoreV1().Services(o.appNS).Create(ctx, &corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Name: svc},
 			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": svc}, Ports: []corev1.ServicePort{
 				{Name: "http", Port: 80, TargetPort: intstr.FromInt32(portHTTP)},
@@ -175,10 +202,13 @@ func setUpMesh(t *testing.T) *meshWorld {
 			t.Fatal(err)
 		}
 		vip := netip.MustParseAddr(s.Spec.ClusterIP)
-		if svc == "server" {
+		switch svc {
+		case "server":
 			w.serverVIP = vip
-		} else {
+		case "plain":
 			w.plainVIP = vip
+		case "client":
+			w.clientVIP = vip
 		}
 	}
 
@@ -188,12 +218,12 @@ func setUpMesh(t *testing.T) *meshWorld {
 	// ServiceAccount, which its proxy cannot prove.
 	type podSpec struct {
 		name, app, sa, tokenSA string
-		meshed, strict         bool
+		meshed                 bool
 	}
 	specs := []podSpec{
 		{name: "client", app: "client", sa: "client", tokenSA: "client", meshed: true},
-		{name: "server-a", app: "server", sa: "server", tokenSA: "server", meshed: true, strict: true},
-		{name: "server-b", app: "server", sa: "server", tokenSA: "server", meshed: true, strict: true},
+		{name: "server-a", app: "server", sa: "server", tokenSA: "server", meshed: true},
+		{name: "server-b", app: "server", sa: "server", tokenSA: "server", meshed: true},
 		{name: "plain", app: "plain", sa: "default"},
 	}
 	for _, s := range specs {
@@ -201,20 +231,23 @@ func setUpMesh(t *testing.T) *meshWorld {
 		w.pods[s.name] = p
 		if s.meshed {
 			w.init(t, ctx, p)
-			w.startMeshProxy(t, ctx, p, s.sa, s.tokenSA, meshAPI, s.strict)
+			w.startMeshProxy(t, ctx, p, s.sa, s.tokenSA, meshAPI, o.mtls[s.name])
 		}
 		w.start(t, p, "server", exec.Command(filepath.Join(bin, "app")), true)
 		waitListening(t, p, portHTTP)
 		w.registerPod(t, ctx, s.name, s.app, s.sa, s.meshed, p.Addr)
 	}
 	w.client = w.pods["client"]
+	if !o.impostor {
+		return w
+	}
 	// The impostor serves the "server" Service too once it is registered
 	// (see TestMeshRefusesAnImpostor); it is made here but not registered.
 	imp := n.MustAddPod(t, "impostor")
 	w.pods["impostor"] = imp
 	w.impostorIP = imp.Addr
 	w.init(t, ctx, imp)
-	w.startMeshProxy(t, ctx, imp, "impostor", "impostor", meshAPI, false)
+	w.startMeshProxy(t, ctx, imp, "impostor", "impostor", meshAPI, "")
 	w.start(t, imp, "server", exec.Command(filepath.Join(bin, "app")), true)
 	waitListening(t, imp, portHTTP)
 	return w
@@ -251,10 +284,11 @@ func (w *meshWorld) stopController(t *testing.T) {
 
 // startMeshProxy runs `meshproxy run` with the bootstrap injection writes:
 // the controller's address and identity, the trust anchors, and a token of
-// tokenSA with the mesh's audience.
-func (w *meshWorld) startMeshProxy(t *testing.T, ctx context.Context, p *netns.Pod, podSA, tokenSA string, meshAPI netip.AddrPort, strict bool) {
+// tokenSA with the mesh's audience. mtls, when not empty, is the proxy's
+// own inbound.mtls.
+func (w *meshWorld) startMeshProxy(t *testing.T, ctx context.Context, p *netns.Pod, podSA, tokenSA string, meshAPI netip.AddrPort, mtls string) {
 	t.Helper()
-	token, err := w.env.ServiceAccountToken(ctx, appNS, tokenSA, authenticationv1.TokenRequestSpec{
+	token, err := w.env.ServiceAccountToken(ctx, w.appNS, tokenSA, authenticationv1.TokenRequestSpec{
 		Audiences: []string{wellknown.IdentityTokenAudience}, ExpirationSeconds: ptr(int64(3600))})
 	if err != nil {
 		t.Fatal(err)
@@ -264,16 +298,16 @@ func (w *meshWorld) startMeshProxy(t *testing.T, ctx context.Context, p *netns.P
 		t.Fatal(err)
 	}
 	inbound := map[string]any{"address": fmt.Sprintf(":%d", wellknown.ProxyInboundPort)}
-	if strict {
-		inbound["mtls"] = "strict"
+	if mtls != "" {
+		inbound["mtls"] = mtls
 	}
 	conf := map[string]any{
 		"version":  "bootstrap",
-		"workload": map[string]any{"name": p.Name, "namespace": appNS},
+		"workload": map[string]any{"name": p.Name, "namespace": w.appNS},
 		"inbound":  inbound,
 		"controller": map[string]any{
 			"address":        meshAPI.String(),
-			"serverIdentity": spiffeID(meshNS, wellknown.ControllerServiceAccount),
+			"serverIdentity": spiffeID(w.meshNS, wellknown.ControllerServiceAccount),
 			"trustAnchors":   []string{string(w.anchorsPEM)},
 			"tokenFile":      tokenFile,
 		},
@@ -284,7 +318,7 @@ func (w *meshWorld) startMeshProxy(t *testing.T, ctx context.Context, p *netns.P
 		t.Fatal(err)
 	}
 	cmd := exec.Command(filepath.Join(w.bin, "meshproxy"), "run", "--config", path, "--log-format", "text", "--log-level", "debug")
-	cmd.Env = append(os.Environ(), "POD_NAMESPACE="+appNS, "SERVICE_ACCOUNT="+podSA, "POD_NAME="+p.Name)
+	cmd.Env = append(os.Environ(), "POD_NAMESPACE="+w.appNS, "SERVICE_ACCOUNT="+podSA, "POD_NAME="+p.Name)
 	w.start(t, p, "meshproxy", cmd, false)
 	waitListening(t, p, wellknown.ProxyAdminPort)
 }
@@ -297,14 +331,14 @@ func (w *meshWorld) registerPod(t *testing.T, ctx context.Context, name, app, sa
 	if meshed {
 		containers = append(containers, corev1.Container{Name: wellknown.ProxyContainerName, Image: "meshproxy"})
 	}
-	_, err := w.env.Clientset().CoreV1().Pods(appNS).Create(ctx, &corev1.Pod{
+	_, err := w.env.Clientset().CoreV1().Pods(w.appNS).Create(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": app}},
 		Spec:       corev1.PodSpec{ServiceAccountName: sa, Containers: containers},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.env.SetPodState(ctx, appNS, name, testenv.PodState{Ready: true, IP: ip}); err != nil {
+	if _, err := w.env.SetPodState(ctx, w.appNS, name, testenv.PodState{Ready: true, IP: ip}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -313,13 +347,13 @@ func (w *meshWorld) setReady(t *testing.T, name string, ready bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := w.env.SetPodState(ctx, appNS, name, testenv.PodState{Ready: ready, IP: w.pods[name].Addr}); err != nil {
+	if _, err := w.env.SetPodState(ctx, w.appNS, name, testenv.PodState{Ready: ready, IP: w.pods[name].Addr}); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestMeshEndToEnd(t *testing.T) {
-	w := setUpMesh(t)
+	w := setUpMesh(t, endToEnd)
 	server := netip.AddrPortFrom(w.serverVIP, 80)
 
 	// Every proxy gets a certificate and the controller's configuration.
@@ -328,13 +362,13 @@ func TestMeshEndToEnd(t *testing.T) {
 	}
 
 	t.Run("mTLS by ClusterIP", func(t *testing.T) {
-		out := w.eventuallyCall(t, "http1", server, "client-id="+spiffeID(appNS, "client"))
+		out := w.eventuallyCall(t, "http1", server, "client-id="+spiffeID(w.appNS, "client"))
 		if !strings.Contains(out, "pod=server-") {
 			t.Fatalf("answer %q", out)
 		}
-		out = w.eventuallyCall(t, "h2c", server, "client-id="+spiffeID(appNS, "client"))
+		out = w.eventuallyCall(t, "h2c", server, "client-id="+spiffeID(w.appNS, "client"))
 		for _, name := range []string{"server-a", "server-b"} {
-			if c := scrapeText(t, w.pods[name]); strings.Contains(c, `peer_identity="`+spiffeID(appNS, "client")+`"`) {
+			if c := scrapeText(t, w.pods[name]); strings.Contains(c, `peer_identity="`+spiffeID(w.appNS, "client")+`"`) {
 				return
 			}
 		}
@@ -412,7 +446,7 @@ func TestMeshEndToEnd(t *testing.T) {
 		w.setReady(t, "server-b", false)
 		w.registerPod(t, ctx, "impostor", "server", "server", true, w.impostorIP)
 		defer func() {
-			w.env.Clientset().CoreV1().Pods(appNS).Delete(context.Background(), "impostor", metav1.DeleteOptions{})
+			w.env.Clientset().CoreV1().Pods(w.appNS).Delete(context.Background(), "impostor", metav1.DeleteOptions{})
 			w.setReady(t, "server-a", true)
 			w.setReady(t, "server-b", true)
 		}()
@@ -456,12 +490,18 @@ func TestMeshEndToEnd(t *testing.T) {
 				time.Sleep(200 * time.Millisecond)
 			}
 		}
-		w.eventuallyCall(t, "http1", server, "client-id="+spiffeID(appNS, "client"))
+		w.eventuallyCall(t, "http1", server, "client-id="+spiffeID(w.appNS, "client"))
 	})
 }
 
 // tryCall is call without failing the test.
 func (w *meshWorld) tryCall(kind string, dst netip.AddrPort) (string, error) {
+	return w.tryCallFrom(w.client, kind, dst)
+}
+
+// tryCallFrom makes one call of the given kind from the application of
+// pod p.
+func (w *meshWorld) tryCallFrom(p *netns.Pod, kind string, dst netip.AddrPort) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*appTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(w.bin, "app"), dst.String())
@@ -469,7 +509,7 @@ func (w *meshWorld) tryCall(kind string, dst netip.AddrPort) (string, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: appUID, Gid: appUID}}
 	var out testenv.Output
 	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := w.client.Start(cmd); err != nil {
+	if err := p.Start(cmd); err != nil {
 		return "", err
 	}
 	err := cmd.Wait()
@@ -690,12 +730,12 @@ func proxyRSS(config string) string {
 func (w *meshWorld) slices() string {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	list, err := w.env.Clientset().DiscoveryV1().EndpointSlices(appNS).List(ctx, metav1.ListOptions{})
+	list, err := w.env.Clientset().DiscoveryV1().EndpointSlices(w.appNS).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return err.Error()
 	}
 	var b strings.Builder
-	pods, _ := w.env.Clientset().CoreV1().Pods(appNS).List(ctx, metav1.ListOptions{})
+	pods, _ := w.env.Clientset().CoreV1().Pods(w.appNS).List(ctx, metav1.ListOptions{})
 	for _, p := range pods.Items {
 		ready := false
 		for _, c := range p.Status.Conditions {

@@ -213,10 +213,17 @@ func (s *Server) certificate() (*tls.Certificate, error) {
 		}
 		return nil, err
 	}
+	// The life counts from now, not from NotBefore, which pki backdates
+	// by minutes: with a lifetime of minutes, counting the backdate would
+	// renew at every handshake.
 	leaf := cert.Leaf
-	life := leaf.NotAfter.Sub(leaf.NotBefore)
+	start := leaf.NotBefore
+	if now.After(start) {
+		start = now
+	}
+	life := leaf.NotAfter.Sub(start)
 	s.cert, s.issuedBy, s.lastErr = cert, bundle, nil
-	s.renewAt = leaf.NotBefore.Add(time.Duration(float64(life) * renewAt))
+	s.renewAt = start.Add(time.Duration(float64(life) * renewAt))
 	s.opts.Logger.Info("issued the mesh API certificate", "notAfter", leaf.NotAfter.UTC().Format(time.RFC3339), "renewAt", s.renewAt.UTC().Format(time.RFC3339))
 	return cert, nil
 }

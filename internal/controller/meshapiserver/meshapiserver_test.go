@@ -226,8 +226,7 @@ func TestRenewsAt70Percent(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := s.NotAfter()
-	life := 10*time.Hour + 5*time.Minute // the lifetime plus pki's backdating
-	c.advance(time.Duration(float64(life)*0.7) - 10*time.Minute)
+	c.advance(7*time.Hour - 10*time.Minute)
 	if s.Ready(); !s.NotAfter().Equal(first) {
 		t.Fatalf("renewed before 70%% of the life: %s -> %s", first, s.NotAfter())
 	}
@@ -255,5 +254,29 @@ func TestNotReadyWithoutMeshConfig(t *testing.T) {
 	})
 	if err := s.Ready(); err == nil || !strings.Contains(err.Error(), "no valid MeshConfig") {
 		t.Errorf("Ready = %v, want the MeshConfig's error", err)
+	}
+}
+
+// pki backdates NotBefore by minutes; a lifetime of a minute must still
+// renew at 70 % of that minute, not at every handshake.
+func TestRenewsAt70PercentOfAShortLifetime(t *testing.T) {
+	c := &clock{t: time.Now()}
+	creds := &fakeCreds{b: newBundle(t, c)}
+	s := start(t, creds, c, func() (meshconfig.Spec, error) {
+		spec := meshconfig.Default("img")
+		spec.Identity.CertificateLifetime.Duration = time.Minute
+		return spec, nil
+	})
+	if err := s.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	first := s.NotAfter()
+	c.advance(40 * time.Second)
+	if s.Ready(); !s.NotAfter().Equal(first) {
+		t.Fatalf("renewed after 40 s of a one-minute life: %s -> %s", first, s.NotAfter())
+	}
+	c.advance(5 * time.Second)
+	if s.Ready(); !s.NotAfter().After(first) {
+		t.Fatalf("not renewed after 45 s of a one-minute life: still %s", first)
 	}
 }

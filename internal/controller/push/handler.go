@@ -112,6 +112,9 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) {
 		if err := rc.Flush(); err != nil {
 			return
 		}
+		// HTTP/2 resets the stream when a deadline passes even with no
+		// write pending: the deadline bounds this write only.
+		rc.SetWriteDeadline(time.Time{})
 	}
 }
 

@@ -244,3 +244,31 @@ func TestStuckProxyIsDisconnected(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The write timeout bounds one write, not the stream: a proxy that reads
+// everything keeps its stream through a quiet spell longer than the
+// timeout. (HTTP/2 resets a stream whose write deadline passes, even
+// while its handler waits for something to write.)
+func TestQuietStreamOutlivesTheWriteTimeout(t *testing.T) {
+	ca := newTestCA(t)
+	s := startServer(t, ca, Options{WriteTimeout: 300 * time.Millisecond})
+	srv := ca.serve(t, s.Handler())
+	s.UpsertService("shop/web", webSvc)
+	s.UpsertEndpoints("shop/web", eps("10.244.0.1"))
+	p := ca.connect(t, srv, "quiet", nil)
+	p.subscribe([]string{"shop/web"}, nil)
+	if err := p.wait(5*time.Second, "the first version", hasService("shop/web")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if n := s.Metrics().Proxies(); n != 1 {
+		t.Fatalf("%d proxies connected after a quiet second, want 1", n)
+	}
+	s.UpsertEndpoints("shop/web", eps("10.244.0.2"))
+	if err := p.wait(5*time.Second, "the update after the quiet spell", func(set *meshapi.Set, _ []*meshapi.ServerMessage) bool {
+		st := set.Services["shop/web"]
+		return st != nil && len(st.Endpoints) == 1 && st.Endpoints[0].Address == "10.244.0.2"
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -217,7 +217,7 @@ func (m *Manifest) MeshConfig() (*meshconfig.MeshConfig, error) {
 }
 
 // validateMeshConfig catches values the schema lets through but no proxy
-// could run with (a certificate lifetime under an hour, say).
+// could run with (a certificate lifetime under a minute, say).
 func (m *Manifest) validateMeshConfig() error {
 	mc, err := m.MeshConfig()
 	if err != nil {

@@ -313,8 +313,8 @@ func TestDefaultMeshConfig(t *testing.T) {
 }
 
 func TestInvalidMeshConfigIsRefused(t *testing.T) {
-	_, err := Render(testOptions(t, map[string]any{"identity": map[string]any{"certificateLifetime": "30m"}}))
-	if err == nil || !strings.Contains(err.Error(), "spec.identity.certificateLifetime: 30m0s is shorter than the minimum of 1h") {
+	_, err := Render(testOptions(t, map[string]any{"identity": map[string]any{"certificateLifetime": "30s"}}))
+	if err == nil || !strings.Contains(err.Error(), "spec.identity.certificateLifetime: 30s is shorter than the minimum of 1m0s") {
 		t.Errorf("error %v, want the MeshConfig's validation error", err)
 	}
 }

@@ -118,7 +118,7 @@ func TestValidateValues(t *testing.T) {
 			"unknown value key controller.replica: allowed keys under controller are highAvailability, logLevel, nodeSelector, podDisruptionBudget, priorityClassName, replicas, resources, tolerations",
 		}},
 		{"unknown top-level key", `{"contoller":{}}`, []string{
-			"unknown value key contoller: allowed keys at the top level are controller, identity, image, proxy, trustDomain, webhook",
+			"unknown value key contoller: allowed keys at the top level are controller, identity, image, mtls, proxy, trustDomain, webhook",
 		}},
 		{"unknown nested key", `{"identity":{"issuer":{"cert":"x"}}}`, []string{
 			"unknown value key identity.issuer.cert: allowed keys under identity.issuer are certPEM, keyPEM",
@@ -138,10 +138,10 @@ func TestValidateValues(t *testing.T) {
 		{"map value", `{"controller":{"nodeSelector":{"kubernetes.io/os":1}}}`, []string{`controller.nodeSelector["kubernetes.io/os"]: want string, got integer 1`}},
 		{"quantity", `{"proxy":{"resources":{"limits":{"memory":"lots"}}}}`, []string{`proxy.resources.limits.memory: "lots" does not match`}},
 		{"all problems, sorted by key", `{"webhook":{"timeoutSeconds":"x"},"controller":{"replicas":-1},"zzz":1,"aaa":2}`, []string{
-			"unknown value key aaa: allowed keys at the top level are controller, identity, image, proxy, trustDomain, webhook",
+			"unknown value key aaa: allowed keys at the top level are controller, identity, image, mtls, proxy, trustDomain, webhook",
 			"controller.replicas: -1 is less than the minimum 1",
 			`webhook.timeoutSeconds: want integer, got string "x"`,
-			"unknown value key zzz: allowed keys at the top level are controller, identity, image, proxy, trustDomain, webhook",
+			"unknown value key zzz: allowed keys at the top level are controller, identity, image, mtls, proxy, trustDomain, webhook",
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

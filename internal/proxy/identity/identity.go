@@ -184,7 +184,7 @@ func New(opts Options) (*Identity, error) {
 	i.client = &http.Client{
 		Transport: &http.Transport{
 			DialContext:         dial,
-			TLSClientConfig:     i.ControllerConfig("h2", "http/1.1"),
+			TLSClientConfig:     i.certificateRequestConfig("h2", "http/1.1"),
 			ForceAttemptHTTP2:   true,
 			TLSHandshakeTimeout: 10 * time.Second,
 			MaxIdleConnsPerHost: 1,
@@ -245,12 +245,19 @@ func (id *Identity) Run(ctx context.Context) error {
 	}
 }
 
-// renewDelay is how long from now until the certificate's renewal:
-// RenewFraction of its lifetime from NotBefore, jittered.
+// renewDelay is how long from now until the renewal of a certificate just
+// obtained: RenewFraction of its lifetime, jittered. The lifetime counts
+// from now, not from NotBefore, which the controller backdates by a few
+// minutes for clocks that lag: with a lifetime of minutes, counting the
+// backdate would renew at once and forever.
 func (id *Identity) renewDelay(leaf *x509.Certificate) time.Duration {
-	life := leaf.NotAfter.Sub(leaf.NotBefore)
+	start := leaf.NotBefore
+	if now := id.now(); now.After(start) {
+		start = now
+	}
+	life := leaf.NotAfter.Sub(start)
 	f := id.opts.RenewFraction + renewJitter*(id.rand()-0.5)
-	return max(leaf.NotBefore.Add(time.Duration(float64(life)*f)).Sub(id.now()), 0)
+	return max(start.Add(time.Duration(float64(life)*f)).Sub(id.now()), 0)
 }
 
 // backoff is the wait after the n-th consecutive failure: MinBackoff

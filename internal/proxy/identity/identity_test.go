@@ -108,6 +108,14 @@ func TestIssue(t *testing.T) {
 	if s.Trust.TrustDomain != td || len(s.Trust.Anchors) != 1 || s.Trust.Version != 0 {
 		t.Errorf("trust = %+v, want the certificate's bundle", s.Trust)
 	}
+	// The key ids tell issuers and anchors apart during a rotation, where
+	// old and new have the same names.
+	if want := hex.EncodeToString(c.CA.Issuer().SubjectKeyId); want == "" || s.IssuerKeyID != want {
+		t.Errorf("issuerKeyID = %q, want the issuer's subject key id %q", s.IssuerKeyID, want)
+	}
+	if want := hex.EncodeToString(c.CA.TrustAnchors[0].SubjectKeyId); want == "" || len(s.Trust.Anchors) != 1 || s.Trust.Anchors[0].KeyID != want {
+		t.Errorf("anchors = %+v, want the key id %q", s.Trust.Anchors, want)
+	}
 }
 
 func TestIssueOverHTTP1(t *testing.T) {
@@ -162,6 +170,22 @@ func TestRenewalJitterStaysNearSeventyPercent(t *testing.T) {
 		i := &Identity{opts: Options{RenewFraction: 0.7}, clock: fixedClock(now), rand: func() float64 { return tc.r }}
 		if got := i.renewDelay(leaf); got.Round(time.Minute) != tc.want {
 			t.Errorf("rand %v: renewal in %s, want %s", tc.r, got, tc.want)
+		}
+	}
+}
+
+// The controller backdates NotBefore by five minutes (pki), which must not
+// count as lifetime: a one-minute certificate renews after about 42 s, not
+// at once.
+func TestRenewalIgnoresTheBackdate(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		life, want time.Duration
+	}{{time.Minute, 42 * time.Second}, {3 * time.Minute, 126 * time.Second}, {24 * time.Hour, 16*time.Hour + 48*time.Minute}} {
+		leaf := &x509.Certificate{NotBefore: now.Add(-5 * time.Minute), NotAfter: now.Add(tc.life)}
+		i := &Identity{opts: Options{RenewFraction: 0.7}, clock: fixedClock(now), rand: func() float64 { return 0.5 }}
+		if got := i.renewDelay(leaf).Round(time.Millisecond); got != tc.want {
+			t.Errorf("lifetime %s: renewal in %s, want %s", tc.life, got, tc.want)
 		}
 	}
 }
@@ -465,6 +489,92 @@ func TestBundleRotationReachesTheConfigsInUse(t *testing.T) {
 	}
 	if _, v := web.Trust().Bundle(); v != 7 {
 		t.Errorf("bundle version %d after a junk bundle, want 7", v)
+	}
+}
+
+// The last step of an anchor rotation removes the old anchor once every
+// proxy holds a certificate of the new issuer. A TLS session from before,
+// resumed now, carries the peers' old certificates, which the new bundle
+// no longer verifies: such a session must not be offered or accepted, or
+// the first connection after the rotation fails. The connection is made
+// afresh instead, with the certificates in force.
+func TestResumptionDoesNotOutliveTheAnchorOfItsCertificates(t *testing.T) {
+	oldCA := newController(t, controllertest.Options{})
+	newCA := newController(t, controllertest.Options{})
+	both := meshapi.Bundle{TrustDomain: td, Anchors: append(oldCA.Bundle().Anchors, newCA.Bundle().Anchors...)}
+	web := issued(t, oldCA, idWeb, "token-web")
+	api := issued(t, oldCA, idAPI, "token-api")
+	for _, i := range []*Identity{web, api} {
+		if err := i.Trust().SetBundle(both, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := web.ClientConfig(idAPI, meshapi.ALPNHTTP2)
+	if _, _, err := handshake(cfg, api.ServerConfig()); err != nil {
+		t.Fatal(err)
+	}
+	if cs, _, err := handshake(cfg, api.ServerConfig()); err != nil || !cs.DidResume {
+		t.Fatalf("a session of the overlap: resumed %v, %v", cs.DidResume, err)
+	}
+
+	// Both renew with the new issuer (its certificates installed as a
+	// renewal installs them), then the old anchor goes.
+	web.cert.Store(issued(t, newCA, idWeb, "token-web").cert.Load())
+	api.cert.Store(issued(t, newCA, idAPI, "token-api").cert.Load())
+	only := meshapi.Bundle{TrustDomain: td, Anchors: newCA.Bundle().Anchors}
+	for _, i := range []*Identity{web, api} {
+		if err := i.Trust().SetBundle(only, 3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cs, ss, err := handshake(cfg, api.ServerConfig())
+	if err != nil {
+		t.Fatalf("first connection after the old anchor went: %v", err)
+	}
+	if cs.DidResume || !cs.PeerCertificates[0].Equal(api.Certificate()) || !ss.PeerCertificates[0].Equal(web.Certificate()) {
+		t.Errorf("resumed %v; the peers did not see each other's new certificates", cs.DidResume)
+	}
+	// Sessions of the new bundle resume again.
+	if cs, _, err := handshake(cfg, api.ServerConfig()); err != nil || !cs.DidResume {
+		t.Errorf("a session of the new bundle: resumed %v, %v", cs.DidResume, err)
+	}
+
+	// A server that a client resumes with an old session (a client of
+	// another implementation, or one that has not yet seen the new
+	// bundle) declines the ticket and makes a full handshake.
+	for _, i := range []*Identity{web, api} {
+		if err := i.Trust().SetBundle(both, 4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plain := &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true, ClientSessionCache: tls.NewLRUClientSessionCache(1),
+		GetClientCertificate: web.getClientCertificate, NextProtos: []string{meshapi.ALPNHTTP2}}
+	if _, _, err := handshake(plain, api.ServerConfig()); err != nil {
+		t.Fatal(err)
+	}
+	if err := api.Trust().SetBundle(only, 5); err != nil {
+		t.Fatal(err)
+	}
+	web.cert.Store(issued(t, oldCA, idWeb, "token-web").cert.Load()) // then refused in full
+	if cs, _, err := handshake(plain, api.ServerConfig()); err == nil || cs.DidResume {
+		t.Errorf("a session from the previous bundle: resumed %v, %v; want a full handshake that refuses the old certificate", cs.DidResume, err)
+	}
+}
+
+// A proxy whose certificate the controller no longer trusts (its anchor
+// was removed before it renewed) still renews with its token: the
+// certificate request offers no client certificate.
+func TestRenewsWhenTheControllerNoLongerTrustsItsCertificate(t *testing.T) {
+	c := newController(t, controllertest.Options{})
+	other := newController(t, controllertest.Options{Tokens: map[string]string{"token-web": idWeb}})
+	web := issued(t, c, idWeb, "token-web")
+	web.cert.Store(issued(t, other, idWeb, "token-web").cert.Load()) // of an anchor c does not trust
+	web.client.CloseIdleConnections()                                // a renewal hours later makes a new connection
+	if err := web.Renew(t.Context()); err != nil {
+		t.Fatalf("renewing while holding a certificate the controller does not trust: %v", err)
+	}
+	if got := web.Certificate(); got.CheckSignatureFrom(c.CA.Issuer()) != nil {
+		t.Error("the certificate held is not the controller's")
 	}
 }
 

@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"encoding/hex"
 	"maps"
 	"time"
 
@@ -16,6 +17,7 @@ func (id *Identity) State() adminapi.Identity {
 	if c := id.cert.Load(); c != nil {
 		s.SerialNumber = c.Leaf.SerialNumber.Text(16)
 		s.NotBefore, s.NotAfter = c.Leaf.NotBefore.UTC(), c.Leaf.NotAfter.UTC()
+		s.IssuerKeyID = hex.EncodeToString(c.Leaf.AuthorityKeyId)
 		s.Ready = id.current() != nil
 	}
 	id.mu.Lock()
@@ -31,7 +33,7 @@ func (id *Identity) State() adminapi.Identity {
 	t := id.trust.load()
 	s.Trust = adminapi.Trust{TrustDomain: t.bundle.TrustDomain, Version: t.version, Anchors: []adminapi.Anchor{}}
 	for _, a := range t.anchors {
-		s.Trust.Anchors = append(s.Trust.Anchors, adminapi.Anchor{Subject: a.Subject.String(), NotAfter: a.NotAfter.UTC()})
+		s.Trust.Anchors = append(s.Trust.Anchors, adminapi.Anchor{Subject: a.Subject.String(), NotAfter: a.NotAfter.UTC(), KeyID: hex.EncodeToString(a.SubjectKeyId)})
 	}
 	return s
 }

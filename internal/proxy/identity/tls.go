@@ -1,10 +1,13 @@
 package identity
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -69,7 +72,7 @@ func (id *Identity) newClientConfig(expectedIdentity, alpn string) *tls.Config {
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			return id.verifyPeer(cs, expectedIdentity, x509.ExtKeyUsageServerAuth)
 		},
-		ClientSessionCache: tls.NewLRUClientSessionCache(sessionCacheSize),
+		ClientSessionCache: &sessionCache{lru: tls.NewLRUClientSessionCache(sessionCacheSize), trust: id.trust},
 	}
 	if alpn != "" {
 		c.NextProtos = []string{alpn}
@@ -87,7 +90,7 @@ func (id *Identity) ServerConfig() *tls.Config {
 }
 
 func (id *Identity) newServerConfig() *tls.Config {
-	return &tls.Config{
+	c := &tls.Config{
 		MinVersion:     tls.VersionTLS13,
 		GetCertificate: id.getCertificate,
 		// RequireAnyClientCert asks for and requires a certificate;
@@ -98,6 +101,54 @@ func (id *Identity) newServerConfig() *tls.Config {
 		},
 		NextProtos: MeshALPN,
 	}
+	// Tickets carry the anchors' generation they were issued under, and
+	// one of another generation is declined (a full handshake follows):
+	// see sessionCache.
+	c.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+		ss.Extra = append(ss.Extra, generationTag(id.trust.load().gen))
+		return c.EncryptTicket(cs, ss)
+	}
+	c.UnwrapSession = func(ticket []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+		ss, err := c.DecryptTicket(ticket, cs)
+		if ss == nil || err != nil {
+			return ss, err
+		}
+		tag := generationTag(id.trust.load().gen)
+		if !slices.ContainsFunc(ss.Extra, func(e []byte) bool { return bytes.Equal(e, tag) }) {
+			return nil, nil
+		}
+		return ss, nil
+	}
+	return c
+}
+
+// sessionCache is a client session cache bound to the trust anchors: a
+// session resumed carries the certificates of its first handshake, and
+// VerifyConnection checks those against the bundle in force. After an
+// anchor rotation removed the anchor they chain to, resuming would fail
+// the connection though both peers hold certificates of the new anchor;
+// so a session is only offered under the anchors' generation it was made
+// in, and the server side declines tickets of another generation.
+//
+// A ticket that arrives just as the anchors change may be filed under
+// the new generation; the peer's check of its own ticket then catches
+// it, unless both sides changed in the same instant.
+type sessionCache struct {
+	lru   tls.ClientSessionCache
+	trust *Trust
+}
+
+func (c *sessionCache) key(k string) string {
+	return strconv.FormatUint(c.trust.load().gen, 10) + "/" + k
+}
+
+func (c *sessionCache) Get(k string) (*tls.ClientSessionState, bool) { return c.lru.Get(c.key(k)) }
+func (c *sessionCache) Put(k string, cs *tls.ClientSessionState)     { c.lru.Put(c.key(k), cs) }
+
+// generationTag is the tls.SessionState.Extra entry of a generation,
+// prefixed as that field's contract asks.
+func generationTag(gen uint64) []byte {
+	return strconv.AppendUint([]byte("meshctl.dev/anchors-generation="), gen, 10)
 }
 
 // ControllerConfig returns a configuration to reach the controller: the
@@ -108,17 +159,27 @@ func (id *Identity) newServerConfig() *tls.Config {
 // "http/1.1"). A new configuration is returned for each call: HTTP
 // transports keep and modify theirs.
 func (id *Identity) ControllerConfig(nextProtos ...string) *tls.Config {
+	c := id.certificateRequestConfig(nextProtos...)
+	c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		if c := id.current(); c != nil {
+			return c, nil
+		}
+		return &tls.Certificate{}, nil // none yet: send no certificate
+	}
+	return c
+}
+
+// certificateRequestConfig is ControllerConfig without a client
+// certificate, for certificate requests, which the token authenticates.
+// Offering the certificate held would make the request fail whenever the
+// controller no longer trusts it: after an anchor rotation that removed
+// its anchor too early, the proxy could then not renew until it expired.
+func (id *Identity) certificateRequestConfig(nextProtos ...string) *tls.Config {
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		InsecureSkipVerify: true, // verification is VerifyConnection's, see above
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			if c := id.current(); c != nil {
-				return c, nil
-			}
-			return &tls.Certificate{}, nil // none yet: send no certificate
-		},
-		VerifyConnection: id.verifyController,
-		NextProtos:       append([]string(nil), nextProtos...),
+		VerifyConnection:   id.verifyController,
+		NextProtos:         append([]string(nil), nextProtos...),
 	}
 }
 

@@ -22,6 +22,7 @@ type Trust struct {
 	mu        sync.Mutex // serialises writers; readers only load cur
 	bootstrap []*x509.Certificate
 	cur       atomic.Pointer[trustState]
+	gens      uint64 // generations built, under mu
 }
 
 // trustState is one version of the bundle; never changed once stored.
@@ -30,6 +31,9 @@ type trustState struct {
 	// version is the Bundle resource's version from discovery, zero for a
 	// bundle that came with a certificate.
 	version uint64
+	// gen changes with the anchors (not with a version alone): TLS
+	// sessions are bound to the generation they were made under.
+	gen     uint64
 	anchors []*x509.Certificate
 	// peers verifies workload certificates: the bundle's anchors.
 	peers *x509.CertPool
@@ -71,7 +75,8 @@ func (t *Trust) build(b meshapi.Bundle, version uint64, anchors []*x509.Certific
 	for _, c := range t.bootstrap {
 		controller.AddCert(c) // AddCert ignores duplicates
 	}
-	return &trustState{bundle: b, version: version, anchors: anchors, peers: peers, controller: controller}
+	t.gens++
+	return &trustState{bundle: b, version: version, gen: t.gens, anchors: anchors, peers: peers, controller: controller}
 }
 
 // SetBundle installs a Bundle resource of the given version from discovery.
@@ -106,7 +111,7 @@ func (t *Trust) set(b meshapi.Bundle, version uint64, fromDiscovery bool) error 
 		}
 		// Same anchors under a new version: keep the pools, record the
 		// version.
-		t.cur.Store(&trustState{bundle: old.bundle, version: version, anchors: old.anchors, peers: old.peers, controller: old.controller})
+		t.cur.Store(&trustState{bundle: old.bundle, version: version, gen: old.gen, anchors: old.anchors, peers: old.peers, controller: old.controller})
 		return nil
 	}
 	b.Anchors = slices.Clone(b.Anchors)
