@@ -75,15 +75,17 @@ func TestRunRetriesUntilTheDeadline(t *testing.T) {
 	c := Check{Description: "never", Retry: true, Run: func(context.Context, *State) error { attempts++; return errors.New("not yet") }}
 	start := time.Now()
 	sum := Run(context.Background(), NewState(Config{}), []Category{{ID: "a", Checks: []Check{c}}},
-		Options{Wait: 50 * time.Millisecond, RetryInterval: 10 * time.Millisecond}, nil)
+		Options{Wait: 100 * time.Millisecond, RetryInterval: 10 * time.Millisecond}, nil)
 	if sum.Success || !sum.TimedOut || !sum.Results[0].TimedOut {
 		t.Errorf("Success %v, TimedOut %v, want false, true", sum.Success, sum.TimedOut)
 	}
-	if attempts < 3 {
-		t.Errorf("%d attempts in 50 ms at a 10 ms interval", attempts)
+	// At least one retry; how many fit in the wait depends on the
+	// machine's load, which a unit test does not assert.
+	if attempts < 2 {
+		t.Errorf("%d attempts in 100 ms at a 10 ms interval", attempts)
 	}
-	if d := time.Since(start); d < 50*time.Millisecond || d > 2*time.Second {
-		t.Errorf("the run took %s with a wait of 50ms", d)
+	if d := time.Since(start); d < 100*time.Millisecond || d > 10*time.Second {
+		t.Errorf("the run took %s with a wait of 100ms", d)
 	}
 }
 
