@@ -241,6 +241,9 @@ func valueMessage(err error, t reflect.Type, v any) string {
 	if errors.As(err, &te) || !decodesItself(t) {
 		return "want " + kindWord(t) + ", got " + describe(v)
 	}
+	if str, ok := v.(string); ok && strings.Contains(err.Error(), strconv.Quote(str)) {
+		return err.Error() // it names the value already (time.ParseDuration does)
+	}
 	return err.Error() + ", got " + describe(v)
 }
 
