@@ -78,9 +78,9 @@ func (l *locator) hasPrefix(s string) bool {
 	return len(l.src)-l.i >= len(s) && string(l.src[l.i:l.i+len(s)]) == s
 }
 
-// isBlankAt: end of input, a space, a tab or a line break at i.
+// isBlankAt: outside the input, a space, a tab or a line break at i.
 func (l *locator) isBlankAt(i int) bool {
-	return i >= len(l.src) || l.src[i] == ' ' || l.src[i] == '\t' || l.src[i] == '\n' || l.src[i] == '\r'
+	return i < 0 || i >= len(l.src) || l.src[i] == ' ' || l.src[i] == '\t' || l.src[i] == '\n' || l.src[i] == '\r'
 }
 
 func (l *locator) advance(n int) {
