@@ -34,6 +34,7 @@ import (
 	"github.com/meshctl/mesh/internal/controller/servingcert"
 	"github.com/meshctl/mesh/internal/controller/webhook"
 	"github.com/meshctl/mesh/internal/meshapi"
+	"github.com/meshctl/mesh/internal/promtext"
 	"github.com/meshctl/mesh/internal/version"
 )
 
@@ -304,8 +305,10 @@ type buildInfo struct{}
 
 func (buildInfo) WriteMetrics(w io.Writer) error {
 	v := version.Get()
-	_, err := fmt.Fprintf(w, "# HELP meshctl_controller_build_info The controller's build; always 1.\n# TYPE meshctl_controller_build_info gauge\nmeshctl_controller_build_info{version=%q,commit=%q,go_version=%q} 1\n", v.Version, v.Commit, v.GoVersion)
-	return err
+	pw := promtext.NewWriter(w)
+	pw.Header("meshctl_controller_build_info", promtext.Gauge, "The controller's build; always 1.")
+	pw.SampleInt("meshctl_controller_build_info", 1, "version", v.Version, "commit", v.Commit, "go_version", v.GoVersion)
+	return pw.Flush()
 }
 
 type certificateExpiry struct{ r *servingcert.Reloader }
@@ -315,6 +318,8 @@ func (c certificateExpiry) WriteMetrics(w io.Writer) error {
 	if t := c.r.NotAfter(); !t.IsZero() {
 		secs = t.Unix()
 	}
-	_, err := fmt.Fprintf(w, "# HELP meshctl_controller_webhook_certificate_expiry_timestamp_seconds Expiry of the webhook's serving certificate in service (Unix time); 0 when none is loaded.\n# TYPE meshctl_controller_webhook_certificate_expiry_timestamp_seconds gauge\nmeshctl_controller_webhook_certificate_expiry_timestamp_seconds %d\n", secs)
-	return err
+	pw := promtext.NewWriter(w)
+	pw.Header("meshctl_controller_webhook_certificate_expiry_timestamp_seconds", promtext.Gauge, "Expiry of the webhook's serving certificate in service (Unix time); 0 when none is loaded.")
+	pw.SampleInt("meshctl_controller_webhook_certificate_expiry_timestamp_seconds", secs)
+	return pw.Flush()
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/meshctl/mesh/internal/controller/webhook"
 	"github.com/meshctl/mesh/internal/install/render"
 	"github.com/meshctl/mesh/internal/meshconfig"
+	"github.com/meshctl/mesh/internal/promtext/promtexttest"
 	"github.com/meshctl/mesh/internal/testenv"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
@@ -366,6 +367,7 @@ func TestController(t *testing.T) {
 		if err != nil || code != 200 {
 			t.Fatalf("/metrics: %d %v", code, err)
 		}
+		promtexttest.Parse(t, body)
 		for _, want := range []string{
 			`meshctl_controller_webhook_requests_total{result="skipped"} 1`,
 			`meshctl_controller_webhook_requests_total{result="error"} 0`,

@@ -33,6 +33,7 @@ import (
 	"github.com/meshctl/mesh/internal/install/render"
 	"github.com/meshctl/mesh/internal/meshapi"
 	"github.com/meshctl/mesh/internal/pki"
+	"github.com/meshctl/mesh/internal/promtext/promtexttest"
 	"github.com/meshctl/mesh/internal/testenv"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
@@ -197,6 +198,7 @@ func TestControllerIssuesCertificates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	promtexttest.Parse(t, metrics)
 	for _, want := range []string{
 		"meshctl_controller_certificates_issued_total 1\n",
 		fmt.Sprintf("meshctl_controller_identity_issuer_expiry_timestamp_seconds %d\n", ident.Issuer().NotAfter.Unix()),

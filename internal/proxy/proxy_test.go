@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshctl/mesh/internal/promtext/promtexttest"
 	"github.com/meshctl/mesh/internal/proxy/config"
 	"github.com/meshctl/mesh/internal/proxy/metrics"
 )
@@ -100,6 +101,7 @@ func (tp *testProxy) metricsText(t testing.TB) string {
 	if err := tp.metrics.WriteText(&b, tp.Gauges()); err != nil {
 		t.Fatal(err)
 	}
+	promtexttest.Parse(t, b.String())
 	return b.String()
 }
 

@@ -1,11 +1,10 @@
 package admin
 
 import (
-	"fmt"
-	"io"
-	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshctl/mesh/internal/promtext"
 )
 
 // MaxHistogramBounds is the most upper bounds a Histogram takes.
@@ -32,18 +31,12 @@ func (h *Histogram) Observe(bounds []float64, d time.Duration) {
 	h.sumNanos.Add(int64(d))
 }
 
-// Write writes the histogram's HELP, TYPE and samples as series name.
-func (h *Histogram) Write(w io.Writer, bounds []float64, name, help string) {
-	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name)
-	var cum uint64
+// Write writes the histogram as the family name: HELP, TYPE and samples.
+func (h *Histogram) Write(w *promtext.Writer, bounds []float64, name, help string) {
+	var counts [MaxHistogramBounds + 1]uint64
 	for i := 0; i <= len(bounds); i++ {
-		cum += h.counts[i].Load()
-		le := "+Inf"
-		if i < len(bounds) {
-			le = strconv.FormatFloat(bounds[i], 'g', -1, 64)
-		}
-		fmt.Fprintf(w, "%s_bucket{le=%q} %d\n", name, le, cum)
+		counts[i] = h.counts[i].Load()
 	}
-	fmt.Fprintf(w, "%s_sum %s\n", name, strconv.FormatFloat(float64(h.sumNanos.Load())/1e9, 'g', -1, 64))
-	fmt.Fprintf(w, "%s_count %d\n", name, cum)
+	w.Header(name, promtext.Histogram, help)
+	w.Histogram(name, bounds, counts[:len(bounds)+1], float64(h.sumNanos.Load())/1e9)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/meshctl/mesh/internal/controller/meshapiserver"
 	"github.com/meshctl/mesh/internal/meshapi"
 	"github.com/meshctl/mesh/internal/meshconfig"
+	"github.com/meshctl/mesh/internal/promtext/promtexttest"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
 
@@ -41,6 +42,7 @@ func TestDocsListMetricsReasonsAndPort(t *testing.T) {
 	var out bytes.Buffer
 	(&identity.Metrics{IssuerNotAfter: func() time.Time { return time.Time{} }}).WriteMetrics(&out)
 	srv.WriteMetrics(&out)
+	promtexttest.Parse(t, out.String())
 	var names []string
 	for line := range strings.Lines(out.String()) {
 		if f := strings.Fields(line); len(f) == 4 && f[1] == "TYPE" {

@@ -21,6 +21,7 @@ import (
 	"github.com/meshctl/mesh/internal/controller/testcert"
 	"github.com/meshctl/mesh/internal/meshapi"
 	"github.com/meshctl/mesh/internal/pki"
+	"github.com/meshctl/mesh/internal/promtext/promtexttest"
 	"github.com/meshctl/mesh/internal/testenv"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
@@ -112,6 +113,7 @@ func TestIssuance(t *testing.T) {
 	}
 	var m bytes.Buffer
 	f.metrics.WriteMetrics(&m)
+	promtexttest.Parse(t, m.String())
 	for _, line := range []string{
 		"meshctl_controller_certificates_issued_total 1",
 		fmt.Sprintf(`meshctl_controller_certificate_requests_refused_total{reason="wrong-identity"} %d`, want[meshapi.ReasonWrongIdentity]),

@@ -1,14 +1,13 @@
 package identity
 
 import (
-	"bufio"
-	"fmt"
 	"io"
 	"sync/atomic"
 	"time"
 
 	"github.com/meshctl/mesh/internal/controller/admin"
 	"github.com/meshctl/mesh/internal/meshapi"
+	"github.com/meshctl/mesh/internal/promtext"
 )
 
 // reasons are the label values of the refusals counter, in the order they
@@ -68,25 +67,22 @@ func (m *Metrics) RefusedCount(reason string) uint64 {
 
 // WriteMetrics writes the series in the Prometheus text format.
 func (m *Metrics) WriteMetrics(w io.Writer) error {
-	bw := bufio.NewWriter(w)
-	fmt.Fprintln(bw, "# HELP meshctl_controller_certificates_issued_total Workload certificates issued to proxies.")
-	fmt.Fprintln(bw, "# TYPE meshctl_controller_certificates_issued_total counter")
-	fmt.Fprintf(bw, "meshctl_controller_certificates_issued_total %d\n", m.issued.Load())
-	fmt.Fprintln(bw, "# HELP meshctl_controller_certificate_requests_refused_total Certificate requests refused, by reason: unauthenticated, wrong-audience, bad-request, wrong-identity, internal.")
-	fmt.Fprintln(bw, "# TYPE meshctl_controller_certificate_requests_refused_total counter")
+	pw := promtext.NewWriter(w)
+	pw.Header("meshctl_controller_certificates_issued_total", promtext.Counter, "Workload certificates issued to proxies.")
+	pw.SampleUint("meshctl_controller_certificates_issued_total", m.issued.Load())
+	pw.Header("meshctl_controller_certificate_requests_refused_total", promtext.Counter, "Certificate requests refused, by reason: unauthenticated, wrong-audience, bad-request, wrong-identity, internal.")
 	for i, r := range reasons {
-		fmt.Fprintf(bw, "meshctl_controller_certificate_requests_refused_total{reason=%q} %d\n", r, m.refused[i].Load())
+		pw.SampleUint("meshctl_controller_certificate_requests_refused_total", m.refused[i].Load(), "reason", r)
 	}
-	m.latency.Write(bw, latencyBuckets, "meshctl_controller_certificate_issuance_duration_seconds",
+	m.latency.Write(pw, latencyBuckets, "meshctl_controller_certificate_issuance_duration_seconds",
 		"Time from receiving a certificate request to answering it, issued or refused; includes the TokenReview.")
 	if m.IssuerNotAfter != nil {
 		var secs int64
 		if t := m.IssuerNotAfter(); !t.IsZero() {
 			secs = t.Unix()
 		}
-		fmt.Fprintln(bw, "# HELP meshctl_controller_identity_issuer_expiry_timestamp_seconds Expiry of the identity issuer in service (Unix time); 0 when none is loaded.")
-		fmt.Fprintln(bw, "# TYPE meshctl_controller_identity_issuer_expiry_timestamp_seconds gauge")
-		fmt.Fprintf(bw, "meshctl_controller_identity_issuer_expiry_timestamp_seconds %d\n", secs)
+		pw.Header("meshctl_controller_identity_issuer_expiry_timestamp_seconds", promtext.Gauge, "Expiry of the identity issuer in service (Unix time); 0 when none is loaded.")
+		pw.SampleInt("meshctl_controller_identity_issuer_expiry_timestamp_seconds", secs)
 	}
-	return bw.Flush()
+	return pw.Flush()
 }

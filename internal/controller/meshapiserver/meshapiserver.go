@@ -32,6 +32,7 @@ import (
 
 	"github.com/meshctl/mesh/internal/meshconfig"
 	"github.com/meshctl/mesh/internal/pki"
+	"github.com/meshctl/mesh/internal/promtext"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
 
@@ -298,6 +299,8 @@ func (s *Server) WriteMetrics(w io.Writer) error {
 	if t := s.NotAfter(); !t.IsZero() {
 		secs = t.Unix()
 	}
-	_, err := fmt.Fprintf(w, "# HELP meshctl_controller_meshapi_certificate_expiry_timestamp_seconds Expiry of the mesh API's serving certificate in service (Unix time); 0 when none is.\n# TYPE meshctl_controller_meshapi_certificate_expiry_timestamp_seconds gauge\nmeshctl_controller_meshapi_certificate_expiry_timestamp_seconds %d\n", secs)
-	return err
+	pw := promtext.NewWriter(w)
+	pw.Header("meshctl_controller_meshapi_certificate_expiry_timestamp_seconds", promtext.Gauge, "Expiry of the mesh API's serving certificate in service (Unix time); 0 when none is.")
+	pw.SampleInt("meshctl_controller_meshapi_certificate_expiry_timestamp_seconds", secs)
+	return pw.Flush()
 }

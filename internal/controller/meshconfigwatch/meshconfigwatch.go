@@ -9,7 +9,6 @@
 package meshconfigwatch
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -26,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/meshctl/mesh/internal/meshconfig"
+	"github.com/meshctl/mesh/internal/promtext"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
 
@@ -180,20 +180,17 @@ func (w *Watcher) WriteMetrics(out io.Writer) error {
 	w.mu.RLock()
 	loaded, invalid, rejects := w.current != nil, w.rejected != nil, w.rejects
 	w.mu.RUnlock()
-	bw := bufio.NewWriter(out)
-	fmt.Fprintln(bw, "# HELP meshctl_controller_meshconfig_loaded 1 when a valid MeshConfig is in use.")
-	fmt.Fprintln(bw, "# TYPE meshctl_controller_meshconfig_loaded gauge")
-	fmt.Fprintf(bw, "meshctl_controller_meshconfig_loaded %d\n", b2i(loaded))
-	fmt.Fprintln(bw, "# HELP meshctl_controller_meshconfig_invalid 1 when the newest MeshConfig seen failed validation and an older one (or none) is in use.")
-	fmt.Fprintln(bw, "# TYPE meshctl_controller_meshconfig_invalid gauge")
-	fmt.Fprintf(bw, "meshctl_controller_meshconfig_invalid %d\n", b2i(invalid))
-	fmt.Fprintln(bw, "# HELP meshctl_controller_meshconfig_rejected_total MeshConfig versions that failed validation.")
-	fmt.Fprintln(bw, "# TYPE meshctl_controller_meshconfig_rejected_total counter")
-	fmt.Fprintf(bw, "meshctl_controller_meshconfig_rejected_total %d\n", rejects)
-	return bw.Flush()
+	pw := promtext.NewWriter(out)
+	pw.Header("meshctl_controller_meshconfig_loaded", promtext.Gauge, "1 when a valid MeshConfig is in use.")
+	pw.SampleInt("meshctl_controller_meshconfig_loaded", b2i(loaded))
+	pw.Header("meshctl_controller_meshconfig_invalid", promtext.Gauge, "1 when the newest MeshConfig seen failed validation and an older one (or none) is in use.")
+	pw.SampleInt("meshctl_controller_meshconfig_invalid", b2i(invalid))
+	pw.Header("meshctl_controller_meshconfig_rejected_total", promtext.Counter, "MeshConfig versions that failed validation.")
+	pw.SampleUint("meshctl_controller_meshconfig_rejected_total", rejects)
+	return pw.Flush()
 }
 
-func b2i(b bool) int {
+func b2i(b bool) int64 {
 	if b {
 		return 1
 	}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/meshctl/mesh/internal/promtext/promtexttest"
 )
 
 // Every series the push server writes is documented, in the controller's
@@ -16,6 +18,7 @@ func TestMetricsAreDocumented(t *testing.T) {
 	if err := (&Metrics{}).WriteMetrics(&b); err != nil {
 		t.Fatal(err)
 	}
+	promtexttest.Parse(t, b.String())
 	var written []string
 	for _, m := range regexp.MustCompile(`(?m)^# TYPE (\S+) `).FindAllStringSubmatch(b.String(), -1) {
 		written = append(written, m[1])

@@ -1,14 +1,13 @@
 package push
 
 import (
-	"bufio"
-	"fmt"
 	"io"
 	"sync/atomic"
 	"time"
 
 	"github.com/meshctl/mesh/internal/controller/admin"
 	"github.com/meshctl/mesh/internal/meshapi"
+	"github.com/meshctl/mesh/internal/promtext"
 )
 
 // kinds are the label values of the per-kind series, in output order.
@@ -95,31 +94,28 @@ var MetricNames = []string{
 
 // WriteMetrics writes the series in the Prometheus text format.
 func (m *Metrics) WriteMetrics(w io.Writer) error {
-	bw := bufio.NewWriter(w)
-	head := func(name, typ, help string) {
-		fmt.Fprintf(bw, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
-	}
+	pw := promtext.NewWriter(w)
 	perKind := func(name, help string, vals *[len(kinds) + 1]atomic.Uint64) {
-		head(name, "counter", help)
+		pw.Header(name, promtext.Counter, help)
 		for i := range vals {
-			fmt.Fprintf(bw, "%s{kind=%q} %d\n", name, kindLabel(i), vals[i].Load())
+			pw.SampleUint(name, vals[i].Load(), "kind", kindLabel(i))
 		}
 	}
-	head("meshctl_controller_push_proxies", "gauge", "Proxies connected to the discovery stream.")
-	fmt.Fprintf(bw, "meshctl_controller_push_proxies %d\n", m.proxies.Load())
+	counter := func(name, help string, v uint64) {
+		pw.Header(name, promtext.Counter, help)
+		pw.SampleUint(name, v)
+	}
+	pw.Header("meshctl_controller_push_proxies", promtext.Gauge, "Proxies connected to the discovery stream.")
+	pw.SampleInt("meshctl_controller_push_proxies", m.proxies.Load())
 	perKind("meshctl_controller_push_messages_total", "Resource versions written to proxies, by kind (endpoint deltas count as Endpoints).", &m.pushes)
 	perKind("meshctl_controller_push_bytes_total", "Bytes of resource versions written to proxies, by kind.", &m.bytes)
-	head("meshctl_controller_push_endpoint_deltas_total", "counter", "Endpoints versions written as a delta from the proxy's version instead of the whole set.")
-	fmt.Fprintf(bw, "meshctl_controller_push_endpoint_deltas_total %d\n", m.deltas.Load())
+	counter("meshctl_controller_push_endpoint_deltas_total", "Endpoints versions written as a delta from the proxy's version instead of the whole set.", m.deltas.Load())
 	perKind("meshctl_controller_push_nacks_total", "Resource versions proxies refused (NACK), by kind.", &m.nacks)
 	perKind("meshctl_controller_push_invalid_total", "Resource versions the controller refused to send because they failed validation, by kind; proxies keep the last good one.", &m.invalid)
-	head("meshctl_controller_push_debounce_batches_total", "counter", "Batches of registry changes applied after the debounce window.")
-	fmt.Fprintf(bw, "meshctl_controller_push_debounce_batches_total %d\n", m.batches.Load())
-	head("meshctl_controller_push_subscriptions_refused_total", "counter", "Subscriptions ignored because the proxy already followed as many resources as one proxy may.")
-	fmt.Fprintf(bw, "meshctl_controller_push_subscriptions_refused_total %d\n", m.subscriptionsRefused.Load())
-	head("meshctl_controller_push_debounced_changes_total", "counter", "Registry changes received; divided by the batches, the changes per batch.")
-	fmt.Fprintf(bw, "meshctl_controller_push_debounced_changes_total %d\n", m.changes.Load())
-	m.latency.Write(bw, latencyBuckets, "meshctl_controller_push_latency_seconds",
+	counter("meshctl_controller_push_debounce_batches_total", "Batches of registry changes applied after the debounce window.", m.batches.Load())
+	counter("meshctl_controller_push_subscriptions_refused_total", "Subscriptions ignored because the proxy already followed as many resources as one proxy may.", m.subscriptionsRefused.Load())
+	counter("meshctl_controller_push_debounced_changes_total", "Registry changes received; divided by the batches, the changes per batch.", m.changes.Load())
+	m.latency.Write(pw, latencyBuckets, "meshctl_controller_push_latency_seconds",
 		"Time from a change reaching the push server to a proxy's ACK of the version that carries it.")
-	return bw.Flush()
+	return pw.Flush()
 }

@@ -1,13 +1,12 @@
 package webhook
 
 import (
-	"bufio"
-	"fmt"
 	"io"
 	"sync/atomic"
 	"time"
 
 	"github.com/meshctl/mesh/internal/controller/admin"
+	"github.com/meshctl/mesh/internal/promtext"
 )
 
 // Result is how the webhook answered one request; it is the label of the
@@ -57,13 +56,12 @@ func (m *Metrics) Count(r Result) uint64 { return m.requests[r].Load() }
 
 // WriteMetrics writes the webhook's series in the Prometheus text format.
 func (m *Metrics) WriteMetrics(w io.Writer) error {
-	bw := bufio.NewWriter(w)
-	fmt.Fprintln(bw, "# HELP meshctl_controller_webhook_requests_total Injection webhook requests by result: injected, skipped, error (allowed unchanged because of the mesh's own trouble) or invalid (refused with an HTTP error).")
-	fmt.Fprintln(bw, "# TYPE meshctl_controller_webhook_requests_total counter")
+	pw := promtext.NewWriter(w)
+	pw.Header("meshctl_controller_webhook_requests_total", promtext.Counter, "Injection webhook requests by result: injected, skipped, error (allowed unchanged because of the mesh's own trouble) or invalid (refused with an HTTP error).")
 	for r := Result(0); r < numResults; r++ {
-		fmt.Fprintf(bw, "meshctl_controller_webhook_requests_total{result=%q} %d\n", r.String(), m.requests[r].Load())
+		pw.SampleUint("meshctl_controller_webhook_requests_total", m.requests[r].Load(), "result", r.String())
 	}
-	m.latency.Write(bw, latencyBuckets, "meshctl_controller_webhook_request_duration_seconds",
+	m.latency.Write(pw, latencyBuckets, "meshctl_controller_webhook_request_duration_seconds",
 		"Time from reading an injection webhook request to writing its answer.")
-	return bw.Flush()
+	return pw.Flush()
 }

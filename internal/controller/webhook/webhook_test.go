@@ -23,6 +23,7 @@ import (
 
 	"github.com/meshctl/mesh/internal/inject"
 	"github.com/meshctl/mesh/internal/meshconfig"
+	"github.com/meshctl/mesh/internal/promtext/promtexttest"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
 
@@ -273,6 +274,7 @@ func TestMetricsText(t *testing.T) {
 			t.Errorf("metrics lack %q:\n%s", want, b.String())
 		}
 	}
+	promtexttest.Parse(t, b.String())
 }
 
 // TestHandlerWithInjection runs the handler with the real injection: the

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meshctl/mesh/internal/adminapi"
+	"github.com/meshctl/mesh/internal/promtext/promtexttest"
 	"github.com/meshctl/mesh/internal/proxy/config"
 	"github.com/meshctl/mesh/internal/proxy/metrics"
 )
@@ -66,6 +67,29 @@ const (
 	loopback = "127.0.0.1:5555"
 	remote   = "10.0.0.9:5555"
 )
+
+// The proxy's whole /metrics reads back with Prometheus' parser, even
+// with a configuration version holding a tab and a quote (Go quoting wrote
+// "\t", which the parser refuses, so the whole scrape was lost).
+func TestMetricsReadBackWithPrometheus(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(path, []byte("version: \"v\\t1 \\\"x\\\"\"\n"), 0o644)
+	st := &config.Store{}
+	if _, err := st.Reload(path); err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandler(Options{Proxy: &fakeProxy{}, Config: st, Metrics: metrics.New(), Level: new(slog.LevelVar),
+		Reload: func() (*config.Table, error) { return st.Reload(path) }, Log: slog.New(slog.DiscardHandler)})
+	do(h, "POST", "/reload", loopback)
+	w := do(h, "GET", "/metrics", remote)
+	families := promtexttest.Parse(t, w.Body.String())
+	if v, ok := promtexttest.Value(families, "meshproxy_config_info", "version", "v\t1 \"x\""); !ok || v != 1 {
+		t.Errorf("config_info read back as %v (found %v):\n%s", v, ok, w.Body.String())
+	}
+	if v, ok := promtexttest.Value(families, "meshproxy_config_reloads_total", "result", "ok"); !ok || v < 1 {
+		t.Errorf("reloads read back as %v (found %v):\n%s", v, ok, w.Body.String())
+	}
+}
 
 func TestReadEndpoints(t *testing.T) {
 	h, fp, _, _ := setup(t)

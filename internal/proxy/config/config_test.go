@@ -67,7 +67,7 @@ func TestParseAppliesDefaultsAndIndexes(t *testing.T) {
 func TestValidationNamesFileAndKey(t *testing.T) {
 	for _, tc := range []struct{ doc, want string }{
 		{`services: []`, "version: required"},
-		{"version: v\nbogus: 1", `unknown field "bogus"`},
+		{"version: v\nbogus: 1", "proxy.yaml:2:1: bogus: unknown key"},
 		{"version: v\nlimits: {maxHeaderBytes: 10}", "limits.maxHeaderBytes: must be at least 1024"},
 		{"version: v\nlimits: {detectTimeout: -1s}", "limits.detectTimeout: must be positive"},
 		{"version: v\nlimits: {idleTimeout: 10}", "want a duration string"},

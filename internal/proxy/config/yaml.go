@@ -22,24 +22,34 @@ import (
 )
 
 // decodeStrict decodes the YAML or JSON document data into out, a pointer.
-// Its errors are yaml.v2's and encoding/json's, unwrapped: Parse names the
-// file.
+// Its error is problems: yaml.v2's syntax errors with their lines, or every
+// unknown key and every value that does not decode, each with its key
+// path (encoding/json would stop at the first, without a path). Parse
+// names the file and finds the positions.
 func decodeStrict(data []byte, out any) error {
 	var doc any
 	if err := yaml.UnmarshalStrict(data, &doc); err != nil {
-		return err
+		return syntaxProblems(err)
 	}
 	j, err := jsonable(doc, reflect.TypeOf(out))
 	if err != nil {
-		return err
+		return problems{{msg: err.Error()}}
+	}
+	var ps problems
+	check(j, reflect.TypeOf(out), "", &ps)
+	if len(ps) > 0 {
+		return ps
 	}
 	b, err := json.Marshal(j)
 	if err != nil {
-		return err
+		return problems{{msg: err.Error()}}
 	}
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.DisallowUnknownFields()
-	return d.Decode(out)
+	if err := d.Decode(out); err != nil {
+		return problems{{msg: err.Error()}} // what check missed: a bug, but still refused
+	}
+	return nil
 }
 
 var (

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/meshctl/mesh/internal/meshapi"
+	"github.com/meshctl/mesh/internal/promtext/promtexttest"
+	"github.com/meshctl/mesh/internal/proxy/metrics"
 )
 
 // TestMetricsAreDocumented fails when a series is added without its row
@@ -23,4 +25,9 @@ func TestMetricsAreDocumented(t *testing.T) {
 			t.Errorf("docs/proxy.md does not describe %s", g.Name)
 		}
 	}
+	var b strings.Builder
+	if err := metrics.New().WriteText(&b, c.Gauges()); err != nil {
+		t.Fatal(err)
+	}
+	promtexttest.Parse(t, b.String())
 }

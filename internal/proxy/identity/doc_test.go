@@ -4,6 +4,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/meshctl/mesh/internal/promtext/promtexttest"
+	"github.com/meshctl/mesh/internal/proxy/metrics"
 )
 
 // TestMetricsAreDocumented fails when a series or a reason is added
@@ -20,6 +23,11 @@ func TestMetricsAreDocumented(t *testing.T) {
 			t.Errorf("docs/proxy.md does not describe %s", g.Name)
 		}
 	}
+	var b strings.Builder
+	if err := metrics.New().WriteText(&b, i.Gauges()); err != nil {
+		t.Fatal(err)
+	}
+	promtexttest.Parse(t, b.String())
 	for _, r := range FailureReasons {
 		if !strings.Contains(string(doc), "`"+r+"`") {
 			t.Errorf("docs/proxy.md does not describe the failure reason %s", r)

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"fmt"
+	"io"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -9,10 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"github.com/meshctl/mesh/internal/golden"
+	"github.com/meshctl/mesh/internal/promtext/promtexttest"
 )
 
 func TestTextGolden(t *testing.T) {
@@ -42,10 +41,10 @@ func TestTextGolden(t *testing.T) {
 
 // Every exposition must read back with Prometheus' own parser, whatever
 // the label values hold (a service or identity with a tab, quotes or
-// non-ASCII characters).
+// non-ASCII characters, or bytes that are not UTF-8).
 func TestTextParsesWithPrometheus(t *testing.T) {
 	r := New()
-	for _, v := range []string{"plain.default", "tab\there", `quote"and\backslash`, "line\nfeed", "ünïcode"} {
+	for _, v := range []string{"plain.default", "tab\there", `quote"and\backslash`, "line\nfeed", "ünïcode", "invalid\xffutf8"} {
 		r.Series(Outbound, v).Request(200, MethodRead, time.Millisecond, 1, 1)
 		r.MeshTLS(Inbound, "spiffe://td/ns/x/sa/"+v)
 	}
@@ -53,11 +52,7 @@ func TestTextParsesWithPrometheus(t *testing.T) {
 	if err := r.WriteText(&b, []Gauge{{Name: "meshproxy_config_info", Help: "h", Labels: [][2]string{{"version", "v\t1"}}, Value: 1}}); err != nil {
 		t.Fatal(err)
 	}
-	parser := expfmt.NewTextParser(model.LegacyValidation)
-	families, err := parser.TextToMetricFamilies(strings.NewReader(b.String()))
-	if err != nil {
-		t.Fatalf("Prometheus' parser refused the exposition: %v\n%s", err, b.String())
-	}
+	families := promtexttest.Parse(t, b.String())
 	var ids []string
 	for _, m := range families["meshproxy_mtls_connections_total"].GetMetric() {
 		for _, l := range m.GetLabel() {
@@ -66,8 +61,30 @@ func TestTextParsesWithPrometheus(t *testing.T) {
 			}
 		}
 	}
-	if len(ids) != 5 || !slices.Contains(ids, "spiffe://td/ns/x/sa/tab\there") || !slices.Contains(ids, `spiffe://td/ns/x/sa/quote"and\backslash`) {
+	if len(ids) != 6 || !slices.Contains(ids, "spiffe://td/ns/x/sa/tab\there") || !slices.Contains(ids, `spiffe://td/ns/x/sa/quote"and\backslash`) {
 		t.Fatalf("label values did not read back as written: %q", ids)
+	}
+}
+
+// Gauges of one name that other gauges separate in the list (a reload
+// counter and a link's gauges appended by different owners) are still one
+// family: a second HELP line makes Prometheus refuse the whole scrape.
+func TestGaugesOfOneNameAreOneFamily(t *testing.T) {
+	var b strings.Builder
+	err := New().WriteText(&b, []Gauge{
+		{Name: "meshproxy_config_reloads_total", Help: "Reloads.", Type: "counter", Labels: [][2]string{{"result", "ok"}}, Value: 2},
+		{Name: "meshproxy_draining", Help: "1 while the proxy drains.", Value: 0},
+		{Name: "meshproxy_config_reloads_total", Type: "counter", Labels: [][2]string{{"result", "failed"}}, Value: 1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	families := promtexttest.Parse(t, b.String())
+	if v, ok := promtexttest.Value(families, "meshproxy_config_reloads_total", "result", "failed"); !ok || v != 1 {
+		t.Errorf("failed reloads read back as %v, %v\n%s", v, ok, b.String())
+	}
+	if families["meshproxy_config_reloads_total"].GetHelp() != "Reloads." {
+		t.Errorf("help of the family is %q, want the first gauge's", families["meshproxy_config_reloads_total"].GetHelp())
 	}
 }
 
@@ -115,4 +132,25 @@ func BenchmarkRequest(b *testing.B) {
 			s.Request(200, MethodRead, time.Millisecond, 100, 1000)
 		}
 	})
+}
+
+// BenchmarkWriteText is one scrape of a proxy with 50 services each way.
+func BenchmarkWriteText(b *testing.B) {
+	r := New()
+	for i := range 50 {
+		for _, d := range []Direction{Inbound, Outbound} {
+			s := r.Series(d, fmt.Sprintf("svc-%d.default", i))
+			s.Request(200, MethodRead, time.Millisecond, 10, 100)
+			s.Request(503, MethodWrite, time.Second, 10, 100)
+			s.Error(ReasonConnect)
+		}
+		r.MeshTLS(Inbound, fmt.Sprintf("spiffe://td/ns/n/sa/%d", i))
+	}
+	gauges := []Gauge{{Name: "meshproxy_draining", Help: "1 while the proxy drains.", Value: 0}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := r.WriteText(io.Discard, gauges); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -1,11 +1,11 @@
 package metrics
 
 import (
-	"bufio"
 	"io"
 	"sort"
 	"strconv"
-	"strings"
+
+	"github.com/meshctl/mesh/internal/promtext"
 )
 
 // Gauge is a value the registry does not own but writes with its series,
@@ -20,12 +20,14 @@ type Gauge struct {
 }
 
 // WriteText writes every series in the Prometheus text exposition format
-// (version 0.0.4), followed by gauges.
+// (version 0.0.4), followed by gauges. Gauges of one name are written as
+// one family, under the Help and Type of the first, wherever they stand in
+// the list.
 func (r *Registry) WriteText(w io.Writer, gauges []Gauge) error {
-	bw := bufio.NewWriter(w)
+	pw := promtext.NewWriter(w)
 	all := r.sortedSeries()
 
-	header(bw, "meshproxy_requests_total", "counter", "HTTP requests (HTTP/2 streams) finished, by status code and method class; code 0 means no response was sent.")
+	pw.Header("meshproxy_requests_total", promtext.Counter, "HTTP requests (HTTP/2 streams) finished, by status code and method class; code 0 means no response was sent.")
 	for _, s := range all {
 		s.mu.RLock()
 		keys := make([]requestKey, 0, len(s.requests))
@@ -43,24 +45,21 @@ func (r *Registry) WriteText(w io.Writer, gauges []Gauge) error {
 			vals[i] = s.requests[k].Load()
 		}
 		s.mu.RUnlock()
+		dir := s.key.dir.String()
 		for i, k := range keys {
-			sample(bw, "meshproxy_requests_total", s.key, "code", strconv.Itoa(int(k.code)), "method_class", methodClassNames[k.class], float64(vals[i]))
+			pw.SampleUint("meshproxy_requests_total", vals[i], "direction", dir, "service", s.key.service,
+				"code", strconv.Itoa(int(k.code)), "method_class", methodClassNames[k.class])
 		}
 	}
 
-	header(bw, "meshproxy_request_duration_seconds", "histogram", "Time from the first byte of a request to the end of its response.")
+	pw.Header("meshproxy_request_duration_seconds", promtext.Histogram, "Time from the first byte of a request to the end of its response.")
+	var counts [len(latencyBuckets) + 1]uint64
 	for _, s := range all {
-		var cum uint64
 		for i := range s.latency {
-			cum += s.latency[i].Load()
-			le := "+Inf"
-			if i < len(latencyBuckets) {
-				le = strconv.FormatFloat(latencyBuckets[i], 'g', -1, 64)
-			}
-			sample(bw, "meshproxy_request_duration_seconds_bucket", s.key, "le", le, "", "", float64(cum))
+			counts[i] = s.latency[i].Load()
 		}
-		sample(bw, "meshproxy_request_duration_seconds_sum", s.key, "", "", "", "", float64(s.latencySumNs.Load())/1e9)
-		sample(bw, "meshproxy_request_duration_seconds_count", s.key, "", "", "", "", float64(cum))
+		pw.Histogram("meshproxy_request_duration_seconds", latencyBuckets[:], counts[:], float64(s.latencySumNs.Load())/1e9,
+			"direction", s.key.dir.String(), "service", s.key.service)
 	}
 
 	counters := []struct {
@@ -74,96 +73,74 @@ func (r *Registry) WriteText(w io.Writer, gauges []Gauge) error {
 		{"meshproxy_retries_total", "Requests sent to another endpoint because the first did not process them.", func(s *Series) uint64 { return s.retries.Load() }},
 	}
 	for _, c := range counters {
-		header(bw, c.name, "counter", c.help)
+		pw.Header(c.name, promtext.Counter, c.help)
 		for _, s := range all {
-			sample(bw, c.name, s.key, "", "", "", "", float64(c.get(s)))
+			pw.SampleUint(c.name, c.get(s), "direction", s.key.dir.String(), "service", s.key.service)
 		}
 	}
-	header(bw, "meshproxy_tcp_bytes_total", "counter", "Bytes carried by closed connections, by flow: to_server (from the client) and to_client.")
+	pw.Header("meshproxy_tcp_bytes_total", promtext.Counter, "Bytes carried by closed connections, by flow: to_server (from the client) and to_client.")
 	for _, s := range all {
-		sample(bw, "meshproxy_tcp_bytes_total", s.key, "flow", "to_server", "", "", float64(s.tcpToServer.Load()))
-		sample(bw, "meshproxy_tcp_bytes_total", s.key, "flow", "to_client", "", "", float64(s.tcpToClient.Load()))
+		dir := s.key.dir.String()
+		pw.SampleUint("meshproxy_tcp_bytes_total", s.tcpToServer.Load(), "direction", dir, "service", s.key.service, "flow", "to_server")
+		pw.SampleUint("meshproxy_tcp_bytes_total", s.tcpToClient.Load(), "direction", dir, "service", s.key.service, "flow", "to_client")
 	}
-	header(bw, "meshproxy_errors_total", "counter", "Requests and connections the proxy failed, by reason.")
+	pw.Header("meshproxy_errors_total", promtext.Counter, "Requests and connections the proxy failed, by reason.")
 	for _, s := range all {
 		for i := range s.errors {
 			if v := s.errors[i].Load(); v > 0 {
-				sample(bw, "meshproxy_errors_total", s.key, "reason", reasonNames[i], "", "", float64(v))
+				pw.SampleUint("meshproxy_errors_total", v, "direction", s.key.dir.String(), "service", s.key.service, "reason", reasonNames[i])
 			}
 		}
 	}
-	header(bw, "meshproxy_detections_total", "counter", "Protocol detection outcomes of accepted connections.")
+	pw.Header("meshproxy_detections_total", promtext.Counter, "Protocol detection outcomes of accepted connections.")
 	for d := range r.detections {
 		for i := range r.detections[d] {
-			bw.WriteString("meshproxy_detections_total{direction=\"" + Direction(d).String() + "\",protocol=\"" + detectionNames[i] + "\"} ")
-			bw.WriteString(strconv.FormatUint(r.detections[d][i].Load(), 10))
-			bw.WriteByte('\n')
+			pw.SampleUint("meshproxy_detections_total", r.detections[d][i].Load(), "direction", Direction(d).String(), "protocol", detectionNames[i])
 		}
 	}
-	header(bw, "meshproxy_mtls_connections_total", "counter", "Mesh TLS connections with a peer proxy, by direction and the peer's verified SPIFFE id.")
+	pw.Header("meshproxy_mtls_connections_total", promtext.Counter, "Mesh TLS connections with a peer proxy, by direction and the peer's verified SPIFFE id.")
 	for _, pc := range r.sortedPeers() {
-		bw.WriteString("meshproxy_mtls_connections_total{direction=\"" + pc.key.dir.String() + "\",peer_identity=" + quoteLabel(pc.key.identity) + "} ")
-		bw.WriteString(strconv.FormatUint(pc.n, 10))
-		bw.WriteByte('\n')
+		pw.SampleUint("meshproxy_mtls_connections_total", pc.n, "direction", pc.key.dir.String(), "peer_identity", pc.key.identity)
 	}
-	lastName := ""
+	writeGauges(pw, gauges)
+	return pw.Flush()
+}
+
+// writeGauges writes gauges grouped by name in the order their names first
+// appear: the format wants each family's lines together, under one HELP
+// and TYPE.
+func writeGauges(pw *promtext.Writer, gauges []Gauge) {
+	var labels []string
+	for i, g := range gauges {
+		if seenBefore(gauges[:i], g.Name) {
+			continue
+		}
+		typ := g.Type
+		if typ == "" {
+			typ = promtext.Gauge
+		}
+		pw.Header(g.Name, typ, g.Help)
+		for _, m := range gauges[i:] {
+			if m.Name != g.Name {
+				continue
+			}
+			labels = labels[:0]
+			for _, l := range m.Labels {
+				labels = append(labels, l[0], l[1])
+			}
+			pw.Sample(m.Name, m.Value, labels...)
+		}
+	}
+}
+
+func seenBefore(gauges []Gauge, name string) bool {
 	for _, g := range gauges {
-		if g.Name != lastName {
-			typ := g.Type
-			if typ == "" {
-				typ = "gauge"
-			}
-			header(bw, g.Name, typ, g.Help)
-			lastName = g.Name
+		if g.Name == name {
+			return true
 		}
-		bw.WriteString(g.Name)
-		if len(g.Labels) > 0 {
-			bw.WriteByte('{')
-			for i, l := range g.Labels {
-				if i > 0 {
-					bw.WriteByte(',')
-				}
-				bw.WriteString(l[0] + "=" + quoteLabel(l[1]))
-			}
-			bw.WriteByte('}')
-		}
-		bw.WriteByte(' ')
-		bw.WriteString(strconv.FormatFloat(g.Value, 'g', -1, 64))
-		bw.WriteByte('\n')
 	}
-	return bw.Flush()
+	return false
 }
-
-func header(w *bufio.Writer, name, typ, help string) {
-	w.WriteString("# HELP " + name + " " + help + "\n# TYPE " + name + " " + typ + "\n")
-}
-
-// sample writes one line with the series' labels and up to two more.
-func sample(w *bufio.Writer, name string, k seriesKey, l1, v1, l2, v2 string, v float64) {
-	w.WriteString(name)
-	w.WriteString("{direction=\"")
-	w.WriteString(k.dir.String())
-	w.WriteString("\",service=")
-	w.WriteString(quoteLabel(k.service))
-	if l1 != "" {
-		w.WriteString("," + l1 + "=" + quoteLabel(v1))
-	}
-	if l2 != "" {
-		w.WriteString("," + l2 + "=" + quoteLabel(v2))
-	}
-	w.WriteString("} ")
-	w.WriteString(strconv.FormatFloat(v, 'g', -1, 64))
-	w.WriteByte('\n')
-}
-
-// quoteLabel quotes a label value as the text format wants it: only
-// backslash, double quote and line feed are escaped (Go's quoting would
-// also escape tabs and non-ASCII, which Prometheus' parser refuses).
-func quoteLabel(v string) string {
-	return `"` + labelEscaper.Replace(v) + `"`
-}
-
-var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
 
 type peerCount struct {
 	key peerKey
