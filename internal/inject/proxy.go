@@ -181,12 +181,17 @@ func (p proxyConfig) bootstrapConfig() string {
 	in := object{{"address", fmt.Sprintf(":%d", p.inbound)}}
 	out := object{{"address", fmt.Sprintf(":%d", p.outbound)}}
 	if len(p.opaque) > 0 {
-		ports := make(list, len(p.opaque))
-		for i, n := range p.opaque {
-			ports[i] = n
-		}
-		in = append(in, field{"opaquePorts", ports})
-		out = append(out, field{"opaquePorts", ports})
+		in = append(in, field{"opaquePorts", portsList(p.opaque)})
+		out = append(out, field{"opaquePorts", portsList(p.opaque)})
+	}
+	if p.mtls != "" {
+		in = append(in, field{"mtls", p.mtls})
+	}
+	if len(p.strictMTLS) > 0 {
+		in = append(in, field{"strictMTLSPorts", portsList(p.strictMTLS)})
+	}
+	if len(p.permissiveMTLS) > 0 {
+		in = append(in, field{"permissiveMTLSPorts", portsList(p.permissiveMTLS)})
 	}
 	return flowText(object{
 		{"version", "bootstrap"},
@@ -194,6 +199,14 @@ func (p proxyConfig) bootstrapConfig() string {
 		{"outbound", out},
 		{"controller", bootstrapObject(p.controller)},
 	})
+}
+
+func portsList(ports []int) list {
+	l := make(list, len(ports))
+	for i, n := range ports {
+		l[i] = n
+	}
+	return l
 }
 
 func (p proxyConfig) probe(path string, period, failures int) object {

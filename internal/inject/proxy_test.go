@@ -3,6 +3,7 @@ package inject
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -21,6 +22,8 @@ func TestBootstrapConfigLoads(t *testing.T) {
 	for _, ann := range []map[string]string{
 		{},
 		{wellknown.AnnotationOpaquePorts: "3306, 6379,8000-8002"},
+		{wellknown.AnnotationMTLSMode: "strict", wellknown.AnnotationPermissiveMTLSPorts: "9090-9091"},
+		{wellknown.AnnotationMTLSMode: "permissive", wellknown.AnnotationStrictMTLSPorts: "8443"},
 	} {
 		p, err := s.configure(ann)
 		if err != nil {
@@ -45,16 +48,25 @@ func TestBootstrapConfigLoads(t *testing.T) {
 		if !reflect.DeepEqual(b, want) {
 			t.Errorf("controller = %+v, want %+v", b, want)
 		}
-		// meshproxy's loader does not know "controller" yet (the proxy's
-		// identity work adds it); the rest must load as it is.
+		// The rest, without the controller object checked above, must
+		// load as it is.
 		delete(doc, "controller")
 		rest, _ := json.Marshal(doc)
 		path := filepath.Join(t.TempDir(), ConfigFile)
 		if err := os.WriteFile(path, rest, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := config.Load(path); err != nil {
-			t.Errorf("annotations %v: meshproxy would refuse its configuration: %v\n%s", ann, err, p.bootstrapConfig())
+		tbl, err := config.Load(path)
+		if err != nil {
+			t.Fatalf("annotations %v: meshproxy would refuse its configuration: %v\n%s", ann, err, p.bootstrapConfig())
+		}
+		in := tbl.Config.Inbound
+		if got := string(in.MTLS); got != ann[wellknown.AnnotationMTLSMode] {
+			t.Errorf("annotations %v: inbound.mtls %q", ann, got)
+		}
+		if got := fmt.Sprint(in.StrictMTLSPorts, in.PermissiveMTLSPorts); ann[wellknown.AnnotationMTLSMode] == "strict" && got != "[] [9090 9091]" ||
+			ann[wellknown.AnnotationMTLSMode] == "permissive" && got != "[8443] []" {
+			t.Errorf("annotations %v: strict and permissive ports %s", ann, got)
 		}
 	}
 }
@@ -105,6 +117,9 @@ func TestInvalidAnnotationsAreErrors(t *testing.T) {
 		{wellknown.AnnotationSkipInboundPorts: "80,,81"},
 		{wellknown.AnnotationSkipOutboundCIDRs: "10.0.0.0/33"},
 		{wellknown.AnnotationOpaquePorts: "1-65535"},
+		{wellknown.AnnotationMTLSMode: "STRICT"},
+		{wellknown.AnnotationStrictMTLSPorts: "http"},
+		{wellknown.AnnotationStrictMTLSPorts: "80-90", wellknown.AnnotationPermissiveMTLSPorts: "90"},
 		{wellknown.AnnotationProxyImage: " "},
 	} {
 		if _, err := s.configure(ann); err == nil {

@@ -2,6 +2,7 @@ package inject
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -79,9 +80,11 @@ type proxyConfig struct {
 	skipInboundPorts  string
 	skipOutboundPorts string
 	skipOutboundCIDRs string
-	// opaque lists the opaque ports one by one, as the proxy's
-	// configuration wants them.
-	opaque []int
+	// opaque, strictMTLS and permissiveMTLS list ports one by one, as the
+	// proxy's configuration wants them.
+	opaque, strictMTLS, permissiveMTLS []int
+	// mtls is the workload's inbound mTLS mode; empty: the mesh's.
+	mtls string
 	native bool
 	// terminationGrace is the pod's terminationGracePeriodSeconds, -1 when
 	// unset.
@@ -187,26 +190,60 @@ func (s *Settings) configure(ann map[string]string) (proxyConfig, error) {
 		}
 		*o.into = v
 	}
-	if v, ok := ann[wellknown.AnnotationOpaquePorts]; ok && strings.TrimSpace(v) != "" {
-		ranges, err := proxyinit.ParsePorts([]string{v})
+	for _, o := range []struct {
+		annotation string
+		into       *[]int
+	}{
+		{wellknown.AnnotationOpaquePorts, &p.opaque},
+		{wellknown.AnnotationStrictMTLSPorts, &p.strictMTLS},
+		{wellknown.AnnotationPermissiveMTLSPorts, &p.permissiveMTLS},
+	} {
+		ports, err := portList(ann, o.annotation)
 		if err != nil {
-			return p, fmt.Errorf("%s: %w", wellknown.AnnotationOpaquePorts, err)
+			return p, err
 		}
-		for _, r := range ranges {
-			if len(p.opaque)+int(r.Last-r.First) >= maxOpaquePorts {
-				return p, fmt.Errorf("%s: more than %d ports", wellknown.AnnotationOpaquePorts, maxOpaquePorts)
-			}
-			for n := int(r.First); n <= int(r.Last); n++ {
-				p.opaque = append(p.opaque, n)
-			}
+		*o.into = ports
+	}
+	for _, n := range p.strictMTLS {
+		if slices.Contains(p.permissiveMTLS, n) {
+			return p, fmt.Errorf("%s and %s both list port %d", wellknown.AnnotationStrictMTLSPorts, wellknown.AnnotationPermissiveMTLSPorts, n)
 		}
+	}
+	switch v := strings.TrimSpace(ann[wellknown.AnnotationMTLSMode]); v {
+	case "", "permissive", "strict":
+		p.mtls = v
+	default:
+		return p, fmt.Errorf("%s: %q is neither permissive nor strict", wellknown.AnnotationMTLSMode, v)
 	}
 	return p, nil
 }
 
-// maxOpaquePorts bounds the opaque ports of one pod: the proxy's
+// maxListedPorts bounds each list of ports of one pod: the proxy's
 // configuration lists them one by one, and it travels in an annotation.
-const maxOpaquePorts = 1024
+const maxListedPorts = 1024
+
+// portList reads an annotation of ports and ranges into the ports one by
+// one; none when the annotation is absent or blank.
+func portList(ann map[string]string, annotation string) ([]int, error) {
+	v, ok := ann[annotation]
+	if !ok || strings.TrimSpace(v) == "" {
+		return nil, nil
+	}
+	ranges, err := proxyinit.ParsePorts([]string{v})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", annotation, err)
+	}
+	var ports []int
+	for _, r := range ranges {
+		if len(ports)+int(r.Last-r.First) >= maxListedPorts {
+			return nil, fmt.Errorf("%s: more than %d ports", annotation, maxListedPorts)
+		}
+		for n := int(r.First); n <= int(r.Last); n++ {
+			ports = append(ports, n)
+		}
+	}
+	return ports, nil
+}
 
 func parsePorts(v []string) error { _, err := proxyinit.ParsePorts(v); return err }
 func parseCIDRs(v []string) error { _, err := proxyinit.ParseCIDRs(v); return err }

@@ -17,6 +17,7 @@ func TestKeysAreQualifiedNamesUnderTheDomain(t *testing.T) {
 		AnnotationProxyCPURequest, AnnotationProxyCPULimit, AnnotationProxyMemoryRequest,
 		AnnotationProxyMemoryLimit, AnnotationProxyLogLevel, AnnotationSkipInboundPorts,
 		AnnotationSkipOutboundPorts, AnnotationSkipOutboundCIDRs, AnnotationOpaquePorts,
+		AnnotationMTLSMode, AnnotationStrictMTLSPorts, AnnotationPermissiveMTLSPorts,
 	}
 	for _, k := range keys {
 		if errs := validation.IsQualifiedName(k); len(errs) > 0 {

@@ -62,6 +62,12 @@ const (
 	AnnotationSkipOutboundPorts  = Domain + "/skip-outbound-ports"
 	AnnotationSkipOutboundCIDRs  = Domain + "/skip-outbound-cidrs"
 	AnnotationOpaquePorts        = Domain + "/opaque-ports"
+	// AnnotationMTLSMode (permissive or strict) is the workload's inbound
+	// mTLS mode, over the MeshConfig's; the port lists override it per
+	// port.
+	AnnotationMTLSMode            = Domain + "/mtls-mode"
+	AnnotationStrictMTLSPorts     = Domain + "/strict-mtls-ports"
+	AnnotationPermissiveMTLSPorts = Domain + "/permissive-mtls-ports"
 )
 
 // Ports of the proxy and the controller. The proxy's are container ports in
