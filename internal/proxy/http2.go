@@ -13,6 +13,7 @@ import (
 	"github.com/meshctl/mesh/internal/meshapi"
 	"github.com/meshctl/mesh/internal/proxy/metrics"
 	"github.com/meshctl/mesh/internal/proxy/telemetry"
+	"github.com/meshctl/mesh/internal/proxy/upstream"
 )
 
 // serveHTTP2 serves an h2c connection with the Go HTTP/2 server and
@@ -52,7 +53,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt, err := s.route(meshapi.ProtocolHTTP2)
-	defer rt.done()
+	defer func() { rt.done() }()
 	rec.Service, rec.Series = rt.service, s.seriesOf(rt.service)
 	if err != nil {
 		rec.Fail(metrics.ReasonNoEndpoints)
@@ -89,7 +90,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		},
-		Transport: s.p.h2Transport,
+		Transport: &h2Retry{s: s, rt: &rt, rec: rec},
 		// A response of unknown length (every gRPC response) is flushed
 		// as it comes; ReverseProxy decides that from ContentLength.
 		ModifyResponse: keepTrailersOnly,
@@ -104,7 +105,12 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				code, reason = 499, metrics.ReasonClientReset
 			}
 			rec.Fail(reason)
-			s.p.log.Debug("forwarding HTTP/2 request", "upstream", addr, "error", err)
+			s.p.log.Debug("forwarding HTTP/2 request", "upstream", rt.target.Addr, "error", err)
+			if upstream.IsDialError(err) && s.info.PeerIdentity != "" {
+				// As HTTP/1 does: the client is a mesh proxy, and the
+				// application never saw the stream.
+				w.Header().Set(unprocessedHeader, "connect")
+			}
 			w.WriteHeader(code)
 		},
 	}
@@ -134,6 +140,9 @@ func (h *h2Handler) withinHeaderLimits(r *http.Request) bool {
 // early flush off, and the server sends HEADERS with END_STREAM when the
 // handler returns.
 func keepTrailersOnly(res *http.Response) error {
+	// Only a server's proxy says a stream was not processed, and only to
+	// a client's proxy, which keeps the field to itself (h2Retry).
+	res.Header.Del(unprocessedHeader)
 	if res.ContentLength == -1 && res.Header.Get("Grpc-Status") != "" {
 		res.ContentLength = 0
 	}

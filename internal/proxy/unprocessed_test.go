@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/meshctl/mesh/internal/meshapi"
@@ -78,30 +79,35 @@ func TestUnprocessedRequestGoesToAnotherEndpoint(t *testing.T) {
 	}
 
 	const n = 40
-	c := proxyClient(client.outbound)
-	for i := range n {
-		var body io.Reader
-		method := http.MethodGet
-		if i%2 == 1 {
-			method, body = http.MethodPost, strings.NewReader(fmt.Sprintf("request %d", i))
-		}
-		req, _ := http.NewRequest(method, "http://web/", body)
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || string(b) != "served" {
-			t.Fatalf("request %d: %d %q", i, resp.StatusCode, b)
-		}
-		if v := resp.Header.Get(unprocessedHeader); v != "" {
-			t.Fatalf("request %d: the marker reached the client: %q", i, v)
+	for _, tc := range []struct {
+		name   string
+		c      *http.Client
+		bodies bool // requests with a body are sent again (HTTP/1 only)
+	}{{"HTTP/1", proxyClient(client.outbound), true}, {"HTTP/2", h2cClient(client.outbound), false}} {
+		for i := range n {
+			var body io.Reader
+			method := http.MethodGet
+			if tc.bodies && i%2 == 1 {
+				method, body = http.MethodPost, strings.NewReader(fmt.Sprintf("request %d", i))
+			}
+			req, _ := http.NewRequest(method, "http://web/", body)
+			resp, err := tc.c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(b) != "served" {
+				t.Fatalf("%s request %d: %d %q", tc.name, i, resp.StatusCode, b)
+			}
+			if v := resp.Header.Get(unprocessedHeader); v != "" {
+				t.Fatalf("%s request %d: the marker reached the client: %q", tc.name, i, v)
+			}
 		}
 	}
 	retries := sumSamples(t, client.metricsText(t), `meshproxy_retries_total{direction="outbound",service="web.test"}`)
-	if retries == 0 || retries > n {
-		t.Errorf("retries counted: %v, want between 1 and %d", retries, n)
+	if retries < 2 || retries > 2*n {
+		t.Errorf("retries counted: %v, want between 2 and %d", retries, 2*n)
 	}
 	if got := sumSamples(t, gone.metricsText(t), `meshproxy_errors_total{direction="inbound",`, `reason="connect"`); got < retries {
 		t.Errorf("the server proxy counted %v connect failures, the client %v retries", got, retries)
@@ -115,9 +121,9 @@ func TestUnprocessedRequestGoesToAnotherEndpoint(t *testing.T) {
 func TestUnprocessedMarkerOnlyFromTheServerProxy(t *testing.T) {
 	pki := newTestPKI(t, serverID)
 	serverSide := func(o *Options) { o.ServerTLS = pki.serverTLS() }
-	var calls int
+	var calls atomic.Int64
 	forger := dualBackend(t, "127.0.0.1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		calls++
+		calls.Add(1)
 		w.Header().Set(unprocessedHeader, "connect")
 		w.WriteHeader(http.StatusBadGateway)
 	}))
@@ -133,20 +139,20 @@ func TestUnprocessedMarkerOnlyFromTheServerProxy(t *testing.T) {
 		name   string
 		server *testProxy
 	}{{"forged by the application", forging}, {"no other endpoint", gone}} {
-		t.Run(tc.name, func(t *testing.T) {
-			client.store.Push(webSet(ep(tc.server)), "test")
-			resp, err := proxyClient(client.outbound).Get("http://web/")
+		client.store.Push(webSet(ep(tc.server)), "test")
+		for proto, c := range map[string]*http.Client{"HTTP/1": proxyClient(client.outbound), "HTTP/2": h2cClient(client.outbound)} {
+			resp, err := c.Get("http://web/")
 			if err != nil {
 				t.Fatal(err)
 			}
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusBadGateway || resp.Header.Get(unprocessedHeader) != "" {
-				t.Errorf("%d, marker %q; want 502 without the marker", resp.StatusCode, resp.Header.Get(unprocessedHeader))
+				t.Errorf("%s, %s: %d, marker %q; want 502 without the marker", tc.name, proto, resp.StatusCode, resp.Header.Get(unprocessedHeader))
 			}
-		})
+		}
 	}
-	if calls != 1 {
-		t.Errorf("the application was called %d times, want 1", calls)
+	if calls.Load() != 2 {
+		t.Errorf("the application was called %d times, want 2 (once per protocol)", calls.Load())
 	}
 	if got := sumSamples(t, client.metricsText(t), `meshproxy_retries_total{direction="outbound",service="web.test"}`); got != 0 {
 		t.Errorf("retries counted: %v, want 0", got)
@@ -164,16 +170,17 @@ func TestConnectFailureGoesToAnotherEndpoint(t *testing.T) {
 		meshapi.Endpoint{Address: "127.0.0.1", Ports: map[string]uint16{"http": app}},
 		meshapi.Endpoint{Address: "127.0.0.1", Ports: map[string]uint16{"http": closedPort(t)}},
 	), "test")
-	c := proxyClient(tp.outbound)
-	for i := range 20 {
-		resp, err := c.Get("http://web/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("request %d: %d %q", i, resp.StatusCode, b)
+	for proto, c := range map[string]*http.Client{"HTTP/1": proxyClient(tp.outbound), "HTTP/2": h2cClient(tp.outbound)} {
+		for i := range 20 {
+			resp, err := c.Get("http://web/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("%s request %d: %d %q", proto, i, resp.StatusCode, b)
+			}
 		}
 	}
 	if got := sumSamples(t, tp.metricsText(t), `meshproxy_retries_total{direction="outbound",service="web.test"}`); got == 0 {
