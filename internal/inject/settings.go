@@ -84,7 +84,7 @@ type proxyConfig struct {
 	// proxy's configuration wants them.
 	opaque, strictMTLS, permissiveMTLS []int
 	// mtls is the workload's inbound mTLS mode; empty: the mesh's.
-	mtls string
+	mtls   string
 	native bool
 	// terminationGrace is the pod's terminationGracePeriodSeconds, -1 when
 	// unset.
