@@ -32,6 +32,12 @@ var otherMeshSidecars = map[string]string{
 	"linkerd-init":  "Linkerd",
 }
 
+// OtherMesh names the mesh whose sidecar or init container is called
+// container ("Istio" for istio-proxy), or returns "" for any other name.
+// Injection leaves the pods of another mesh alone, and so does
+// `meshctl check` when it looks for pods the injector missed.
+func OtherMesh(container string) string { return otherMeshSidecars[container] }
+
 // controlPlaneNamespaces are never injected: the cluster's own and the
 // mesh's (added from Settings).
 var controlPlaneNamespaces = []string{"kube-system", "kube-public", "kube-node-lease"}
