@@ -328,7 +328,7 @@ func TestMeshOnRealNode(t *testing.T) {
 	if !strings.Contains(out, "√ "+uninjectedCheck) {
 		t.Errorf("meshctl check does not pass %q with every pod injected:\n%s", uninjectedCheck, out)
 	}
-	m.checkUninjectedPodReported(t, ctx, ns)
+	m.checkUninjectedPodReported(t, ctx, ns, webhook)
 
 	// Deleting the controller pod does not stop traffic between meshed
 	// pods: the proxies keep their certificates and tables while the

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -431,10 +432,10 @@ func (m *mesh) checkJobsComplete(t *testing.T, ctx context.Context, ns string, j
 const uninjectedCheck = "pods in injection-enabled namespaces run the proxy"
 
 // checkUninjectedPodReported creates a pod while the controller, and so
-// the webhook, is scaled to 0: the API server creates it without the
+// the webhook (at address webhook), is scaled to 0: the API server creates it without the
 // proxy (failure policy Ignore), and once the controller is back `meshctl
 // check` names it instead of passing.
-func (m *mesh) checkUninjectedPodReported(t *testing.T, ctx context.Context, ns string) {
+func (m *mesh) checkUninjectedPodReported(t *testing.T, ctx context.Context, ns, webhook string) {
 	t.Helper()
 	began := time.Now()
 	cs := m.env.Clientset()
@@ -444,11 +445,35 @@ func (m *mesh) checkUninjectedPodReported(t *testing.T, ctx context.Context, ns 
 			t.Fatalf("scaling the controller to %d: %v\n%s", n, err, out)
 		}
 	}
+	ctrl, err := cs.CoreV1().Pods(wellknown.DefaultMeshNamespace).List(ctx, metav1.ListOptions{LabelSelector: wellknown.LabelComponent + "=controller"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	scale(0)
-	poll(t, ctx, 2*time.Minute, "no controller pod", func(ctx context.Context) (bool, error) {
-		l, err := cs.CoreV1().Pods(wellknown.DefaultMeshNamespace).List(ctx, metav1.ListOptions{LabelSelector: wellknown.LabelComponent + "=controller"})
-		return err == nil && len(l.Items) == 0, nil
-	})
+	// Scaled down, the controller pod took about 30 s (its grace period)
+	// to go; what matters here is only that nothing serves the webhook:
+	// neither its ClusterIP nor the old pods, to which the API server may
+	// keep a connection open.
+	if out, err := exec.CommandContext(ctx, "kubectl", "--kubeconfig", m.env.KubeconfigPath, "-n", wellknown.DefaultMeshNamespace,
+		"delete", "pod", "-l", wellknown.LabelComponent+"=controller", "--grace-period=0", "--force").CombinedOutput(); err != nil {
+		t.Fatalf("deleting the controller pods: %v\n%s", err, out)
+	}
+	addrs := []string{webhook}
+	for _, p := range ctrl.Items {
+		if p.Status.PodIP != "" {
+			addrs = append(addrs, net.JoinHostPort(p.Status.PodIP, fmt.Sprint(wellknown.ControllerWebhookPort)))
+		}
+	}
+	for _, addr := range addrs {
+		poll(t, ctx, 2*time.Minute, "the webhook unreachable at "+addr, func(ctx context.Context) (bool, error) {
+			c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return true, nil
+			}
+			c.Close()
+			return false, nil
+		})
+	}
 	late := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "late"},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{
