@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/meshctl/mesh/internal/inject"
 	"github.com/meshctl/mesh/internal/podstatus"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
@@ -103,13 +104,21 @@ func skippedNamespace(ns string) bool {
 }
 
 // shouldRunProxy reports whether the webhook would inject p: a pod that is
-// not finished, not opted out, and not on the host's network.
+// not finished, not opted out, not on the host's network, and not in
+// another mesh (the injector leaves those alone on purpose).
 func shouldRunProxy(p *corev1.Pod) bool {
 	if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 		return false
 	}
 	if p.Spec.HostNetwork || p.Annotations[wellknown.AnnotationInject] == wellknown.InjectDisabled {
 		return false
+	}
+	for _, cs := range [][]corev1.Container{p.Spec.Containers, p.Spec.InitContainers} {
+		for _, c := range cs {
+			if inject.OtherMesh(c.Name) != "" {
+				return false
+			}
+		}
 	}
 	return true
 }

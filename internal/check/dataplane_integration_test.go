@@ -16,7 +16,7 @@ import (
 
 // A pod that started without the proxy in an injection-enabled namespace is
 // named with the command that recreates it; opted-out, host-network and
-// finished pods, and pods elsewhere, are not.
+// finished pods, pods of another mesh, and pods elsewhere, are not.
 func TestUninjectedPodsAreNamed(t *testing.T) {
 	env := testenv.Shared(t)
 	ctx := context.Background()
@@ -84,6 +84,14 @@ func TestUninjectedPodsAreNamed(t *testing.T) {
 		p.Annotations = map[string]string{wellknown.AnnotationInject: wellknown.InjectDisabled}
 	})
 	pod(meshed, "host", func(p *corev1.Pod) { p.Spec.HostNetwork = true })
+	// Pods of another mesh, which the webhook leaves alone on purpose.
+	pod(meshed, "istio", func(p *corev1.Pod) {
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "istio-proxy", Image: "proxyv2"})
+	})
+	pod(meshed, "linkerd", func(p *corev1.Pod) {
+		p.Spec.InitContainers = []corev1.Container{{Name: "linkerd-init", Image: "proxy-init"}}
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "linkerd-proxy", Image: "proxy"})
+	})
 	pod(meshed, "job-done", func(p *corev1.Pod) {
 		p.Spec.RestartPolicy = corev1.RestartPolicyNever
 		p.Status.Phase = corev1.PodSucceeded
@@ -107,7 +115,7 @@ func TestUninjectedPodsAreNamed(t *testing.T) {
 			t.Errorf("the warning lacks %q:\n%s", want, msg)
 		}
 	}
-	for _, unwanted := range []string{"injected", "opted-out", "host", "job-done", "elsewhere"} {
+	for _, unwanted := range []string{"injected", "opted-out", "host", "istio", "linkerd", "job-done", "elsewhere"} {
 		if strings.Contains(msg, "/"+unwanted) {
 			t.Errorf("the warning names pod %s:\n%s", unwanted, msg)
 		}

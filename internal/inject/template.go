@@ -33,6 +33,12 @@ var otherMeshSidecars = map[string]string{
 	"linkerd-init":  "Linkerd",
 }
 
+// OtherMesh names the mesh whose sidecar or init container is called
+// container ("Istio" for istio-proxy), or returns "" for any other name.
+// Injection leaves the pods of another mesh alone, and so does
+// `meshctl check` when it looks for pods the injector missed.
+func OtherMesh(container string) string { return otherMeshSidecars[container] }
+
 // workload is one object with a pod template, located in a parsed document.
 type workload struct {
 	kind, name, namespace string

@@ -194,6 +194,12 @@ func TestMeshOnRealNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The third workload, injected by meshctl rather than the webhook,
+	// starts beside the first.
+	apiBegan := time.Now()
+	if report := m.injectAndApply(t, ctx, ns, apiManifest); !strings.Contains(report, "Deployment api injected") {
+		t.Errorf("meshctl inject of the api manifest: report %q", report)
+	}
 
 	// Injected by the webhook, and Ready with every container ready.
 	var pod corev1.Pod
@@ -302,12 +308,27 @@ func TestMeshOnRealNode(t *testing.T) {
 	}
 	m.checkWireIsTLS(t, ctx, ns, wire, clientID)
 
+	// Jobs, injected by the webhook and by meshctl, run to completion: the
+	// proxy is a native sidecar. Their namespace stays until after
+	// uninstall, which must not count their finished pods.
+	const jobsNS = "realnode-jobs"
+	jobsBegan := time.Now()
+	jobs := m.startJobs(t, ctx, jobsNS, "http://web."+ns+"/")
+	defer cs.CoreV1().Namespaces().Delete(context.Background(), jobsNS, metav1.DeleteOptions{})
+	m.checkInjectedByMeshctl(t, ctx, ns, apiBegan)
+	m.checkJobsComplete(t, ctx, jobsNS, jobs, jobsBegan)
+	m.checkLiveInjection(t, ctx, ns, "web", clientID)
+
 	out, err = m.run(ctx, "check", "--wait=2m")
 	if err != nil {
 		t.Errorf("meshctl check: %v\n%s", err, out)
 	} else {
 		t.Logf("meshctl check:\n%s", out)
 	}
+	if !strings.Contains(out, "√ "+uninjectedCheck) {
+		t.Errorf("meshctl check does not pass %q with every pod injected:\n%s", uninjectedCheck, out)
+	}
+	m.checkUninjectedPodReported(t, ctx, ns, webhook)
 
 	// Deleting the controller pod does not stop traffic between meshed
 	// pods: the proxies keep their certificates and tables while the
@@ -332,6 +353,12 @@ func TestMeshOnRealNode(t *testing.T) {
 		_, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 		return apierrors.IsNotFound(err), nil
 	})
+	// The Jobs' Completed pods still carry the proxy in their spec, but run
+	// nothing: uninstall goes ahead without --force.
+	done, err := cs.CoreV1().Pods(jobsNS).List(ctx, metav1.ListOptions{})
+	if err != nil || len(done.Items) < len(jobs) {
+		t.Errorf("the Jobs' finished pods are gone before uninstall: %v", err)
+	}
 	began = time.Now()
 	if out, err := m.run(ctx, "uninstall", "--wait=3m"); err != nil {
 		t.Fatalf("meshctl uninstall: %v\n%s", err, out)
