@@ -231,8 +231,9 @@ func (c *Controller) Ready() error { return c.admin.Ready() }
 // Run serves until ctx is done or a component fails, then shuts down in
 // order: readiness fails at once; after ShutdownDelay the webhook stops
 // accepting and finishes in-flight requests (up to ShutdownTimeout); then
-// the watchers stop and the admin endpoint closes last, so probes are
-// answered throughout. It returns nil after a requested shutdown.
+// the watchers and the push server stop, which ends the discovery
+// streams, the mesh API finishes its certificate requests, and the admin
+// endpoint closes last, so probes are answered throughout. It returns nil after a requested shutdown.
 func (c *Controller) Run(ctx context.Context) error {
 	c.log.Info("starting the controller", "version", version.Get().Version, "meshNamespace", c.opts.MeshNamespace,
 		"webhookAddress", c.WebhookAddr().String(), "adminAddress", c.AdminAddr().String(), "webhookTLSDir", c.opts.WebhookTLSDir)
@@ -277,14 +278,16 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.log.Warn("in-flight webhook requests did not finish in time", "error", err)
 		c.webhook.Close()
 	}
+	// Discovery streams never finish by themselves: stopping the push
+	// server ends them, so that proxies reconnect to another replica at
+	// once and the mesh API's shutdown waits only for certificate
+	// requests in flight.
+	stopWatching()
 	if c.meshAPI != nil {
-		// Discovery streams never finish by themselves: they are cut when
-		// the timeout passes, and proxies reconnect to another replica.
 		if err := c.meshAPI.Shutdown(shutdownCtx); err != nil {
-			c.log.Info("closed the mesh API's remaining streams", "error", err)
+			c.log.Warn("mesh API requests did not finish in time", "error", err)
 		}
 	}
-	stopWatching()
 	if err := c.adminSrv.Shutdown(shutdownCtx); err != nil {
 		c.adminSrv.Close()
 	}

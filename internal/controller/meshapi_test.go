@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -122,6 +123,9 @@ func TestControllerIssuesCertificates(t *testing.T) {
 		MeshAPIAddress: "127.0.0.1:0", IdentityIssuerDir: issuerDir, TrustAnchorsDir: anchorsDir,
 		Kube: asController, Inject: webhook.NewInjector(meshNS, "v0.0.0-test", webhook.Static{}),
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		// Longer than the test waits below: a discovery stream must not
+		// hold the shutdown until this timeout.
+		ShutdownTimeout: 2 * time.Minute,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -209,13 +213,53 @@ func TestControllerIssuesCertificates(t *testing.T) {
 		}
 	}
 
+	// A proxy's discovery stream, with the certificate it got.
+	cert, err := tls.X509KeyPair([]byte(resp.CertificateChain), pemKey(t, key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsConfig := client.Transport.(*http.Transport).TLSClientConfig.Clone()
+	tlsConfig.Certificates = []tls.Certificate{cert}
+	client = &http.Client{Transport: &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: tlsConfig}}
+	hello, _ := json.Marshal(meshapi.ClientMessage{Hello: &meshapi.Hello{APIVersion: meshapi.APIVersion, ProxyVersion: "test"}})
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go pw.Write(append(hello, '\n'))
+	stream, err := client.Post("https://"+c.MeshAPIAddr().String()+meshapi.PathDiscovery, meshapi.ContentType, pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+	if stream.StatusCode != 200 {
+		b, _ := io.ReadAll(stream.Body)
+		t.Fatalf("discovery stream: %d %s", stream.StatusCode, b)
+	}
+	streamEnded := make(chan struct{})
+	go func() { io.Copy(io.Discard, stream.Body); close(streamEnded) }()
+
+	// Shutting down ends the stream (the proxy reconnects to another
+	// replica) rather than waiting for it until ShutdownTimeout.
 	stop()
 	select {
 	case err := <-runErr:
 		if err != nil {
 			t.Errorf("Run: %v", err)
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Run did not return after the context ended")
+	case <-time.After(time.Minute):
+		t.Fatal("Run did not return within a minute after the context ended: the open discovery stream held it")
 	}
+	select {
+	case <-streamEnded:
+	case <-time.After(10 * time.Second):
+		t.Error("the discovery stream is still open after Run returned")
+	}
+}
+
+func pemKey(t *testing.T, key *ecdsa.PrivateKey) []byte {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }
