@@ -23,10 +23,7 @@ import (
 // reason; docs/proxy.md lists the same. Any other failure fails the test,
 // and so does a listed case that starts passing (update the list and the
 // docs then).
-var h2specKnownFailures = map[string]string{
-	"http2/8.1.2.2: Sends a HEADERS frame that contains the connection-specific header field":                       "the Go HTTP/2 server answers 400 to connection-specific fields before the proxy's handler runs, where RFC 9113 asks for RST_STREAM(PROTOCOL_ERROR); the request is refused either way",
-	"http2/8.1.2.2: Sends a HEADERS frame that contains the TE header field with any value other than \"trailers\"": "as above, for TE other than \"trailers\"",
-}
+var h2specKnownFailures = map[string]string{}
 
 // TestH2Spec runs the h2spec HTTP/2 conformance suite through one proxy
 // (its inbound listener) and through two (a client pod's outbound proxy,

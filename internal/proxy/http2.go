@@ -20,7 +20,11 @@ import (
 // h2c connections to the upstream. Trailers, streaming in both directions
 // and cancellation (RST_STREAM both ways) are the standard library's.
 func (s *session) serveHTTP2() {
-	s.p.h2Server.ServeConn(newSettingsDedup(s.client), &http2.ServeConnOpts{
+	// The limit the server decodes header strings to (x/net adds 320
+	// bytes to MaxHeaderBytes for its per-field overhead).
+	maxString := uint32(s.p.h2Base.MaxHeaderBytes + 320)
+	malformed := func() { s.series.Error(metrics.ReasonBadRequest) }
+	s.p.h2Server.ServeConn(newSettingsDedup(s.client, maxString, malformed), &http2.ServeConnOpts{
 		Context:    context.Background(),
 		Handler:    &h2Handler{s: s},
 		BaseConfig: s.p.h2Base,
