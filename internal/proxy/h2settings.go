@@ -58,6 +58,10 @@ func newSettingsDedup(c net.Conn, maxString uint32, onMalformed func()) *setting
 	return &settingsDedup{Conn: c, preface: 24, headers: headerCheck{maxString: maxString, onMalformed: onMalformed}}
 }
 
+// onTooLarge sets what is called for each request header block the
+// server refuses for its size.
+func (d *settingsDedup) onTooLarge(f func()) { d.headers.onTooLarge = f }
+
 func (d *settingsDedup) Read(p []byte) (int, error) {
 	for len(d.out) == 0 {
 		n, err := d.Conn.Read(d.raw[:])
