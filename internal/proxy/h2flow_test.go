@@ -6,8 +6,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -89,6 +91,20 @@ func liveBytes() uint64 {
 	return m.HeapAlloc + m.StackInuse
 }
 
+// rss is the process's resident set (Linux), for the log: it includes
+// the test's own clients and backend, and memory the runtime has not
+// returned yet.
+func rss() int64 {
+	b, _ := os.ReadFile("/proc/self/status")
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
 // waitStill waits until v stops growing (no change for 500 ms) and
 // returns its value.
 func waitStill(t testing.TB, v *atomic.Int64, limit time.Duration) int64 {
@@ -132,15 +148,15 @@ func TestHTTP2StalledClientsAreBounded(t *testing.T) {
 	if err := download(); err != nil {
 		t.Fatal(err)
 	}
-	before := liveBytes()
+	before, rssBefore := liveBytes(), rss()
 	for range 2 {
 		stalledClient(t, tp.inbound, 100)
 	}
 	pushed := waitStill(t, written, 20*time.Second)
 	held := liveBytes()
 	growth := int64(held) - int64(before)
-	t.Logf("200 stalled streams: the backend wrote %d MB in all; the process holds %d MB more (%d KiB a stream)",
-		pushed>>20, growth>>20, growth/200>>10)
+	t.Logf("200 stalled streams: the backend wrote %d MB in all; the process holds %d MB more (%d KiB a stream); RSS %d MB -> %d MB",
+		pushed>>20, growth>>20, growth/200>>10, rssBefore>>20, rss()>>20)
 	if growth >= 64<<20 {
 		t.Errorf("200 stalled streams hold %d MB (limit 64 MB)", growth>>20)
 	}
