@@ -31,7 +31,7 @@ type h2Account struct {
 
 	counted  atomic.Bool // a connection-level reason was counted
 	goAway   atomic.Bool // the server wrote a GOAWAY (any code)
-	peerGone atomic.Bool // a read failed before the server closed
+	peerGone atomic.Bool // a read or write failed before the server closed
 	closed   atomic.Bool // the server closed the connection
 
 	// Frame boundaries of what the server writes.
@@ -80,7 +80,7 @@ func (a *h2Account) Read(p []byte) (int, error) {
 func (a *h2Account) Write(p []byte) (int, error) {
 	a.track(p)
 	n, err := a.Conn.Write(p)
-	if err != nil {
+	if err != nil && !a.closed.Load() {
 		a.peerGone.Store(true)
 	}
 	return n, err

@@ -34,8 +34,9 @@ type settingsDedup struct {
 	setting []byte // payload of the SETTINGS or header frame being collected
 	setLen  int    // its declared length
 
-	raw [16 << 10]byte
-	out []byte // processed bytes not yet returned
+	hbuf []byte // reused for header frames, which are copied to out
+	raw  [16 << 10]byte
+	out  []byte // processed bytes not yet returned
 }
 
 const (
@@ -125,7 +126,10 @@ func (d *settingsDedup) process(b []byte) {
 					d.headers.stop()
 				} else {
 					d.setLen = length
-					d.setting = make([]byte, 0, length)
+					if cap(d.hbuf) < length {
+						d.hbuf = make([]byte, 0, length)
+					}
+					d.setting = d.hbuf[:0]
 					if length == 0 {
 						d.emitHeaders()
 					}
