@@ -26,9 +26,10 @@ import (
 var h2specKnownFailures = map[string]string{}
 
 // TestH2Spec runs the h2spec HTTP/2 conformance suite through one proxy
-// (its inbound listener) and through two (a client pod's outbound proxy,
-// mesh TLS, the server pod's inbound proxy: the path of a call between
-// two meshed pods), forwarding to an HTTP/2-only Go application.
+// (its inbound listener) and through two: a client pod's outbound proxy
+// (service VIP to endpoint) and the server pod's inbound proxy, in
+// plaintext and with mesh TLS between them, the path of a call between two
+// meshed pods. The application speaks only HTTP/2.
 func TestH2Spec(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds h2spec")
