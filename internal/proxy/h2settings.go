@@ -5,38 +5,63 @@ import (
 	"net"
 )
 
-// settingsDedup sits on the client-to-proxy side of an HTTP/2 connection
-// and rewrites every SETTINGS frame that names a parameter more than once
-// so that it names each parameter once, with its last value. RFC 9113
-// section 6.5.3 says the values of one frame are applied in order, so the
-// last one wins and the result is the same; the Go HTTP/2 server instead
-// refuses such a frame as a flood and closes the connection (h2spec
-// 6.5.3/1). Every other byte passes through unchanged.
+// settingsDedup sits on the client-to-proxy side of an HTTP/2 connection,
+// in front of the Go HTTP/2 server, and mends two answers of that server
+// that RFC 9113 does not allow:
+//
+//   - It rewrites every SETTINGS frame that names a parameter more than
+//     once so that it names each parameter once, with its last value. RFC
+//     9113 section 6.5.3 says the values of one frame are applied in
+//     order, so the last one wins and the result is the same; the Go
+//     server instead refuses such a frame as a flood and closes the
+//     connection (h2spec 6.5.3/1).
+//   - It reads every header block (a second HPACK decoder, kept in step
+//     with the server's) and marks a request that carries a
+//     connection-specific field or a TE other than "trailers" as malformed
+//     for the server's own parser (see headerCheck), which then resets the
+//     stream with PROTOCOL_ERROR as section 8.2.2 asks, where it would
+//     answer 400 (h2spec 8.1.2.2/1 and /2).
+//
+// Every other byte passes through unchanged.
 type settingsDedup struct {
 	net.Conn
 	preface int // preface bytes still to pass through
+	headers headerCheck
 
 	hdr     [9]byte
 	hdrLen  int
 	payload int    // bytes of the current non-SETTINGS frame still to pass
-	setting []byte // payload of the SETTINGS frame being collected
+	setting []byte // payload of the SETTINGS or header frame being collected
 	setLen  int    // its declared length
 
-	raw [16 << 10]byte
-	out []byte // processed bytes not yet returned
+	hbuf []byte // reused for header frames, which are copied to out
+	raw  [16 << 10]byte
+	out  []byte // processed bytes not yet returned
 }
 
 const (
-	frameSettings = 0x4
-	flagAck       = 0x1
+	frameHeaders      = 0x1
+	frameSettings     = 0x4
+	frameContinuation = 0x9
+	flagAck           = 0x1
+	flagEndHeaders    = 0x4
+	flagPadded        = 0x8
+	flagPriority      = 0x20
 	// maxSettingsRewrite bounds the SETTINGS frames the filter rewrites;
 	// larger ones pass unchanged (and the server refuses them).
 	maxSettingsRewrite = 16 << 10
 )
 
-func newSettingsDedup(c net.Conn) *settingsDedup {
-	return &settingsDedup{Conn: c, preface: 24}
+// newSettingsDedup filters what c reads. maxString is the longest header
+// string the server decodes (its header list limit); onMalformed is called
+// for each request it marks as malformed.
+func newSettingsDedup(c net.Conn, maxString uint32, onMalformed func()) *settingsDedup {
+	return &settingsDedup{Conn: c, preface: 24, headers: headerCheck{maxString: maxString, onMalformed: onMalformed}}
 }
+
+// onTooLarge sets what is called for each request header block the
+// server refuses for its size.
+func (d *settingsDedup) onTooLarge(f func()) { d.headers.onTooLarge = f }
 
 func (d *settingsDedup) Read(p []byte) (int, error) {
 	for len(d.out) == 0 {
@@ -75,7 +100,11 @@ func (d *settingsDedup) process(b []byte) {
 			d.setting = append(d.setting, b[:n]...)
 			b = b[n:]
 			if len(d.setting) == d.setLen {
-				d.emitSettings()
+				if d.hdr[3] == frameSettings {
+					d.emitSettings()
+				} else {
+					d.emitHeaders()
+				}
 			}
 		default:
 			n := copy(d.hdr[d.hdrLen:], b)
@@ -90,6 +119,22 @@ func (d *settingsDedup) process(b []byte) {
 				d.setLen = length
 				d.setting = make([]byte, 0, length)
 				continue
+			}
+			if (d.hdr[3] == frameHeaders || d.hdr[3] == frameContinuation) && d.headers.tracking() {
+				if length > maxSettingsRewrite {
+					// Larger than the server reads: it ends the connection.
+					d.headers.stop()
+				} else {
+					d.setLen = length
+					if cap(d.hbuf) < length {
+						d.hbuf = make([]byte, 0, length)
+					}
+					d.setting = d.hbuf[:0]
+					if length == 0 {
+						d.emitHeaders()
+					}
+					continue
+				}
 			}
 			d.out = append(d.out, d.hdr[:]...)
 			d.payload = length
@@ -127,4 +172,61 @@ func (d *settingsDedup) emitSettings() {
 	h[0], h[1], h[2] = byte(len(kept)>>16), byte(len(kept)>>8), byte(len(kept))
 	d.out = append(d.out, h[:]...)
 	d.out = append(d.out, kept...)
+}
+
+// emitHeaders passes on the collected HEADERS or CONTINUATION frame after
+// reading its part of the header block. When the frame ends a request's
+// block and the request is malformed, it passes the frame on without
+// END_HEADERS, followed by a CONTINUATION frame that ends the block with
+// one field the server's parser refuses (see headerCheck.mark).
+func (d *settingsDedup) emitHeaders() {
+	p := d.setting
+	d.setting = nil
+	h := d.hdr
+	stream := binary.BigEndian.Uint32(h[5:]) & (1<<31 - 1)
+	frag, ok := p, true
+	if h[3] == frameHeaders {
+		frag, ok = headerFragment(h[4], p)
+		d.headers.begin(stream)
+	}
+	if ok {
+		d.headers.read(frag)
+	} else {
+		d.headers.stop()
+	}
+	if h[4]&flagEndHeaders == 0 || !d.headers.end() {
+		d.out = append(d.out, h[:]...)
+		d.out = append(d.out, p...)
+		return
+	}
+	h[4] &^= flagEndHeaders
+	d.out = append(d.out, h[:]...)
+	d.out = append(d.out, p...)
+	mark := headerCheckMark
+	c := [9]byte{0, 0, byte(len(mark)), frameContinuation, flagEndHeaders}
+	binary.BigEndian.PutUint32(c[5:], stream)
+	d.out = append(d.out, c[:]...)
+	d.out = append(d.out, mark...)
+}
+
+// headerFragment is the header block fragment of a HEADERS frame's
+// payload, without padding and priority.
+func headerFragment(flags byte, p []byte) ([]byte, bool) {
+	pad := 0
+	if flags&flagPadded != 0 {
+		if len(p) < 1 {
+			return nil, false
+		}
+		pad, p = int(p[0]), p[1:]
+	}
+	if flags&flagPriority != 0 {
+		if len(p) < 5 {
+			return nil, false
+		}
+		p = p[5:]
+	}
+	if pad > len(p) {
+		return nil, false
+	}
+	return p[:len(p)-pad], true
 }

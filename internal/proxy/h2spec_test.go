@@ -6,13 +6,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/meshctl/mesh/internal/meshapi"
 	"github.com/meshctl/mesh/internal/testenv"
 )
 
@@ -20,13 +23,13 @@ import (
 // reason; docs/proxy.md lists the same. Any other failure fails the test,
 // and so does a listed case that starts passing (update the list and the
 // docs then).
-var h2specKnownFailures = map[string]string{
-	"http2/8.1.2.2: Sends a HEADERS frame that contains the connection-specific header field":                       "the Go HTTP/2 server answers 400 to connection-specific fields before the proxy's handler runs, where RFC 9113 asks for RST_STREAM(PROTOCOL_ERROR); the request is refused either way",
-	"http2/8.1.2.2: Sends a HEADERS frame that contains the TE header field with any value other than \"trailers\"": "as above, for TE other than \"trailers\"",
-}
+var h2specKnownFailures = map[string]string{}
 
-// TestH2Spec runs the h2spec HTTP/2 conformance suite against the inbound
-// listener, forwarding to a Go h2c server.
+// TestH2Spec runs the h2spec HTTP/2 conformance suite through one proxy
+// (its inbound listener) and through two: a client pod's outbound proxy
+// (service VIP to endpoint) and the server pod's inbound proxy, in
+// plaintext and with mesh TLS between them, the path of a call between two
+// meshed pods. The application speaks only HTTP/2.
 func TestH2Spec(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds h2spec")
@@ -45,8 +48,40 @@ func TestH2Spec(t *testing.T) {
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, "hello from the application\n")
 	}))
-	tp := startProxy(t, "", fixedDst(backend))
-	_, port, _ := net.SplitHostPort(tp.inbound)
+	t.Run("one proxy", func(t *testing.T) {
+		tp := startProxy(t, "", fixedDst(backend))
+		runH2Spec(ctx, t, bin, tp.inbound)
+	})
+	t.Run("two proxies plaintext", func(t *testing.T) {
+		server := startProxy(t, "", fixedDst(backend))
+		client := startProxy(t, "", fixedDst(serviceVIP))
+		client.store.Push(webSet(meshapi.Endpoint{Address: "127.0.0.1",
+			Ports: map[string]uint16{"http": netip.MustParseAddrPort(server.inbound).Port()}}), "test")
+		runH2Spec(ctx, t, bin, client.outbound)
+	})
+	t.Run("two proxies", func(t *testing.T) {
+		pki := newTestPKI(t, serverID)
+		server := startProxy(t, "", fixedDst(backend), func(o *Options) { o.ServerTLS = pki.serverTLS() })
+		client := startProxy(t, "", fixedDst(serviceVIP), func(o *Options) { o.ClientTLS = pki.withClientCert(pki.leaf(t, clientID)) })
+		client.store.Push(webSet(meshapi.Endpoint{Address: "127.0.0.1", Meshed: true, Identity: serverID,
+			Ports: map[string]uint16{"http": netip.MustParseAddrPort(server.inbound).Port()}}), "test")
+		runH2Spec(ctx, t, bin, client.outbound)
+		// The streams crossed both proxies as HTTP/2 over mesh TLS.
+		if m := server.metricsText(t); !strings.Contains(m, `meshproxy_mtls_connections_total{direction="inbound"`) {
+			t.Errorf("no mesh TLS connection reached the server's proxy:\n%s", m)
+		}
+		if m := client.metricsText(t); !strings.Contains(m, `meshproxy_detections_total{direction="outbound",protocol="h2c"}`) {
+			t.Errorf("the client's proxy detected no h2c:\n%s", m)
+		}
+	})
+}
+
+// runH2Spec runs every h2spec case against addr and fails the test on a
+// failure that h2specKnownFailures does not list, or on a listed case that
+// passes.
+func runH2Spec(ctx context.Context, t *testing.T, bin, addr string) {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(addr)
 	report := filepath.Join(t.TempDir(), "h2spec.xml")
 	out, _ := exec.CommandContext(ctx, bin, "-h", "127.0.0.1", "-p", port, "-o", "2", "-j", report).CombinedOutput()
 	failed, total := parseJUnit(t, report)
@@ -61,7 +96,10 @@ func TestH2Spec(t *testing.T) {
 			t.Errorf("h2spec case %q passes now: remove it from h2specKnownFailures and docs/proxy.md", k)
 		}
 	}
-	t.Logf("h2spec: %d cases, %d failed", total, len(failed))
+	t.Logf("h2spec: %d cases, %d passed, %d failed", total, total-len(failed), len(failed))
+	if total != 145 {
+		t.Errorf("h2spec ran %d cases, want 145", total)
+	}
 	if len(unexpected) > 0 {
 		t.Errorf("h2spec failures:\n  %q\n\n%s", unexpected, tail(string(out), 4000))
 	}

@@ -21,11 +21,22 @@ import (
 // h2c connections to the upstream. Trailers, streaming in both directions
 // and cancellation (RST_STREAM both ways) are the standard library's.
 func (s *session) serveHTTP2() {
-	s.p.h2Server.ServeConn(newSettingsDedup(s.client), &http2.ServeConnOpts{
+	// The limit the server decodes header strings to (x/net adds 320
+	// bytes to MaxHeaderBytes for its per-field overhead).
+	maxString := uint32(s.p.h2Base.MaxHeaderBytes + 320)
+	acct := &h2Account{Conn: s.client, series: s.series}
+	in := newSettingsDedup(acct, maxString, func() { s.series.Error(metrics.ReasonBadRequest) })
+	in.onTooLarge(acct.headerLimit)
+	// A copy of the server for this connection, to hear its errors; the
+	// copy shares the original's state, so a drain still reaches it.
+	srv := *s.p.h2Server
+	srv.CountError = acct.countError
+	srv.ServeConn(in, &http2.ServeConnOpts{
 		Context:    context.Background(),
 		Handler:    &h2Handler{s: s},
 		BaseConfig: s.p.h2Base,
 	})
+	acct.finish()
 }
 
 type h2Handler struct{ s *session }

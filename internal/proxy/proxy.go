@@ -173,6 +173,14 @@ func New(o Options) (*Proxy, error) {
 		// The protocol's default (16 KiB): a larger frame buys a forwarding
 		// proxy nothing and costs a larger read buffer per connection.
 		MaxReadFrameSize: 16 << 10,
+		// What a client may send ahead of the upstream reading it:
+		// Envoy's settings for untrusted peers. A request body the
+		// upstream does not read holds 64 KiB of the proxy, and of the
+		// client's connection window, so that one stalled upload does not
+		// stop the others on its connection; a connection holds at most
+		// 1 MiB.
+		MaxUploadBufferPerStream:     64 << 10,
+		MaxUploadBufferPerConnection: 1 << 20,
 	}
 	if err := http2.ConfigureServer(p.h2Base, p.h2Server); err != nil {
 		return nil, fmt.Errorf("configuring HTTP/2: %w", err)

@@ -82,13 +82,15 @@ const (
 	ReasonInternal                    // the proxy failed: a bug, contained to one connection
 	ReasonMTLSRequired                // plaintext refused on a port that requires mesh TLS
 	ReasonHandshake                   // a peer's mesh TLS handshake failed
+	ReasonHTTP2Flood                  // the HTTP/2 server refused a flood and closed the connection
+	ReasonHTTP2Protocol               // the HTTP/2 server ended a connection with an error (GOAWAY)
 	numReasons
 )
 
 var reasonNames = [numReasons]string{
 	"connect", "no_endpoints", "upstream", "timeout", "bad_request",
 	"header_limit", "connection_limit", "loop", "no_original_dst", "client_reset",
-	"internal", "mtls_required", "tls_handshake",
+	"internal", "mtls_required", "tls_handshake", "http2_flood", "http2_protocol",
 }
 
 func (r Reason) String() string { return reasonNames[r] }
