@@ -329,6 +329,7 @@ func TestMeshOnRealNode(t *testing.T) {
 		t.Errorf("meshctl check does not pass %q with every pod injected:\n%s", uninjectedCheck, out)
 	}
 	m.checkUninjectedPodReported(t, ctx, ns, webhook)
+	m.checkRolloutLosesNoRequest(t, ctx, ns, "web")
 
 	// Deleting the controller pod does not stop traffic between meshed
 	// pods: the proxies keep their certificates and tables while the
@@ -535,5 +536,42 @@ func (m *mesh) checkWireIsTLS(t *testing.T, ctx context.Context, ns string, c *c
 		len(segs), bytes, records)
 	if records["handshake"] == 0 {
 		t.Errorf("no TLS handshake captured between the client and web pods")
+	}
+}
+
+// checkRolloutLosesNoRequest restarts a meshed Deployment whose
+// application exits at once on SIGTERM while the meshed client pod sends
+// it steady requests: the server's proxy, still accepting during its drain
+// delay, tells the client's proxy that the application never saw such a
+// request, and the client's proxy sends it to the new pod (docs/proxy.md,
+// "Requests an endpoint did not process").
+func (m *mesh) checkRolloutLosesNoRequest(t *testing.T, ctx context.Context, ns, deployment string) {
+	t.Helper()
+	kubectl := func(args ...string) *exec.Cmd {
+		return exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", m.env.KubeconfigPath, "-n", ns}, args...)...)
+	}
+	type result struct {
+		out []byte
+		err error
+	}
+	loaded := make(chan result, 1)
+	go func() {
+		out, err := kubectl("exec", "client", "-c", "client", "--", "/usr/local/bin/testapp", "load", "http://"+deployment+"/", "20s", "20ms").CombinedOutput()
+		loaded <- result{out, err}
+	}()
+	time.Sleep(2 * time.Second)
+	began := time.Now()
+	if out, err := kubectl("rollout", "restart", "deployment/"+deployment).CombinedOutput(); err != nil {
+		t.Fatalf("kubectl rollout restart: %v\n%s", err, out)
+	}
+	if out, err := kubectl("rollout", "status", "deployment/"+deployment, "--timeout=2m").CombinedOutput(); err != nil {
+		t.Fatalf("kubectl rollout status: %v\n%s", err, out)
+	}
+	t.Logf("rollout of %s under load took %s", deployment, time.Since(began).Round(100*time.Millisecond))
+	r := <-loaded
+	if r.err != nil || !strings.Contains(string(r.out), " 0 failed") {
+		t.Errorf("steady requests during the rollout of %s: %v\n%s", deployment, r.err, r.out)
+	} else {
+		t.Logf("during the rollout: %s", strings.TrimSpace(string(r.out)))
 	}
 }

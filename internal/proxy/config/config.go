@@ -175,7 +175,7 @@ type Limits struct {
 	// DetectTimeout is how long the proxy waits for the client's first bytes
 	// before treating the connection as opaque TCP. Default 1s.
 	DetectTimeout Duration `json:"detectTimeout,omitempty"`
-	// ConnectTimeout bounds dialing an upstream. Default 5s.
+	// ConnectTimeout bounds dialing an upstream. Default 1s.
 	ConnectTimeout Duration `json:"connectTimeout,omitempty"`
 	// HeaderReadTimeout bounds reading one request's headers. Default 10s.
 	HeaderReadTimeout Duration `json:"headerReadTimeout,omitempty"`
@@ -244,7 +244,7 @@ var (
 const (
 	DefaultMaxConnections          = 10000
 	DefaultDetectTimeout           = time.Second
-	DefaultConnectTimeout          = 5 * time.Second
+	DefaultConnectTimeout          = 1 * time.Second
 	DefaultHeaderReadTimeout       = 10 * time.Second
 	DefaultIdleTimeout             = 60 * time.Second
 	DefaultStreamIdleTimeout       = 5 * time.Minute

@@ -176,9 +176,12 @@ func New(opts Options) (*Client, error) {
 			return tc, nil
 		},
 		// A controller that went away without closing the connection
-		// (its node died) is found by PING within 45 s.
-		ReadIdleTimeout: 30 * time.Second,
-		PingTimeout:     15 * time.Second,
+		// (its pod or node deleted at once) is found by PING within 15 s,
+		// so that the proxy reconnects to another replica and catches up
+		// with what changed meanwhile. A PING costs the controller only
+		// on a stream that carried nothing for 10 s.
+		ReadIdleTimeout: 10 * time.Second,
+		PingTimeout:     5 * time.Second,
 	}
 	initial := opts.Initial
 	if initial == nil {

@@ -47,12 +47,14 @@ func main() {
 			break
 		}
 		err = get(args[0])
+	case "load":
+		err = load(args)
 	case "sleep":
 		ch := make(chan os.Signal, 1)
 		signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
 		<-ch
 	default:
-		err = fmt.Errorf("unknown command %q: serve [addr] | get URL | sleep", cmd)
+		err = fmt.Errorf("unknown command %q: serve [addr] | get URL | load URL DURATION INTERVAL | sleep", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testapp:", err)
@@ -95,6 +97,45 @@ func get(url string) error {
 	fmt.Print(string(body))
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+// load GETs a URL every interval for a duration over one keep-alive
+// client, prints every failure and a summary, and fails if any request
+// did.
+func load(args []string) error {
+	if len(args) != 3 {
+		return fmt.Errorf("load wants URL DURATION INTERVAL")
+	}
+	d, err := time.ParseDuration(args[1])
+	if err != nil {
+		return err
+	}
+	every, err := time.ParseDuration(args[2])
+	if err != nil {
+		return err
+	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	n, failed := 0, 0
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(every) {
+		n++
+		resp, err := c.Get(args[0])
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err == nil && resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("status %s", resp.Status)
+			}
+		}
+		if err != nil {
+			failed++
+			fmt.Printf("%s request %d failed: %v\n", time.Now().Format(time.RFC3339Nano), n, err)
+		}
+	}
+	fmt.Printf("load: %d requests, %d failed\n", n, failed)
+	if failed > 0 {
+		return fmt.Errorf("%d of %d requests failed", failed, n)
 	}
 	return nil
 }
