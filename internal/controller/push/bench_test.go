@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http/httptest"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,6 +56,7 @@ var (
 	benchEndpoints = flag.Int("push.endpoints", 5000, "endpoints, spread over the services")
 	benchSubs      = flag.Int("push.subs", 10, "services each proxy subscribes to besides the hot one")
 	benchSource    = flag.String("push.source", "kube", "kube: EndpointSlices on the test API server; sink: feed the Sink directly")
+	benchProfile   = flag.String("push.cpuprofile", "", "write a CPU profile of the measured changes only (not the setup) to this file; its samples carry the label side=controller or side=proxy")
 )
 
 type benchFixture struct {
@@ -78,6 +83,17 @@ func heapAfterGC() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc
+}
+
+// processCPU is the CPU time the process used so far, user and system:
+// the controller's and the simulated proxies' together (the profile of
+// -push.cpuprofile tells them apart).
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func endpointAddr(svc, i int) string { return fmt.Sprintf("10.%d.%d.%d", 100+svc/250, svc%250, i+1) }
@@ -120,7 +136,15 @@ func setupBench(tb *testing.B) (*benchFixture, error) {
 	bundle := make(chan meshapi.Bundle, 1)
 	bundle <- ca.bundle
 	s.opts.Mesh, s.opts.Bundle = mesh, bundle
-	go s.Run(ctx)
+	// Profile labels separate the controller's CPU from the simulated
+	// proxies' (go tool pprof -tagfocus side=controller): goroutines
+	// inherit the labels of the goroutine that starts them.
+	asController := func(fn func()) {
+		pprof.SetGoroutineLabels(pprof.WithLabels(ctx, pprof.Labels("side", "controller")))
+		defer pprof.SetGoroutineLabels(ctx)
+		fn()
+	}
+	asController(func() { go s.Run(ctx) })
 	f.server = s
 
 	names := make([]string, nSvc)
@@ -188,7 +212,7 @@ func setupBench(tb *testing.B) (*benchFixture, error) {
 		default:
 		}
 		reg := registry.NewKube(kube, trustDomain, slog.New(slog.DiscardHandler))
-		go reg.Run(ctx, s)
+		asController(func() { go reg.Run(ctx, s) })
 		for reg.Synced() != nil {
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -225,7 +249,10 @@ func setupBench(tb *testing.B) (*benchFixture, error) {
 	}
 	f.stateHeap = heapAfterGC()
 
-	srv := ca.serve(b, s.Handler())
+	var srv *httptest.Server
+	asController(func() { srv = ca.serve(b, s.Handler()) })
+	pprof.SetGoroutineLabels(pprof.WithLabels(ctx, pprof.Labels("side", "proxy")))
+	defer pprof.SetGoroutineLabels(ctx)
 	f.seen = make([]atomic.Int64, nProx)
 	rnd := rand.New(rand.NewPCG(1, 2))
 	for i := range nProx {
@@ -333,6 +360,18 @@ func BenchmarkPush(b *testing.B) {
 	var lat []time.Duration
 	bytesBefore := f.server.Metrics().Bytes(meshapi.KindEndpoints)
 	gen0 := int(f.seen[0].Load())
+	if *benchProfile != "" {
+		out, err := os.Create(*benchProfile)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(out); err != nil {
+			b.Fatal(err)
+		}
+		defer out.Close()
+		defer pprof.StopCPUProfile()
+	}
+	cpu0 := processCPU()
 	b.ResetTimer()
 	for i := range b.N {
 		gen := gen0 + i + 1
@@ -357,6 +396,7 @@ func BenchmarkPush(b *testing.B) {
 		f.mu.Unlock()
 	}
 	b.StopTimer()
+	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/1000/float64(b.N), "cpu-ms/change")
 	slices.Sort(lat)
 	pct := func(p float64) float64 {
 		return float64(lat[min(len(lat)-1, int(float64(len(lat))*p))].Microseconds()) / 1000

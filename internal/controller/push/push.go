@@ -241,7 +241,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		batch := s.pending
 		s.pending = make(map[resKey]change, len(batch))
-		n := s.debounce.reset()
+		n := s.debounce.reset(now)
 		s.pmu.Unlock()
 		s.metrics.batches.Add(1)
 		s.metrics.changes.Add(uint64(n))
@@ -255,7 +255,7 @@ func (s *Server) Flush() {
 	s.pmu.Lock()
 	batch := s.pending
 	s.pending = map[resKey]change{}
-	n := s.debounce.reset()
+	n := s.debounce.reset(s.now())
 	s.pmu.Unlock()
 	if len(batch) > 0 {
 		s.metrics.batches.Add(1)
