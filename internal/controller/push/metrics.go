@@ -47,9 +47,31 @@ type Metrics struct {
 	batches atomic.Uint64
 	changes atomic.Uint64
 	latency admin.Histogram
-	// subscriptionsRefused counts subscriptions past a proxy's bound.
-	subscriptionsRefused atomic.Uint64
+	// subscriptionsRefused counts subscriptions past a bound, by
+	// refusedReasons.
+	subscriptionsRefused [len(refusedReasons)]atomic.Uint64
+	// streamsRefused counts streams past a bound, by streamReasons.
+	streamsRefused [len(streamReasons)]atomic.Uint64
+	// resolutions is a gauge of the Resolutions held, set by the server.
+	resolutions atomic.Int64
 }
+
+// The reasons a subscription is ignored, indexes of refusedReasons.
+const (
+	refusedResources = iota
+	refusedAddresses
+	refusedAddressesTotal
+)
+
+var refusedReasons = [...]string{"resources-per-proxy", "addresses-per-proxy", "addresses-total"}
+
+// The reasons a stream is refused, indexes of streamReasons.
+const (
+	streamPerIdentity = iota
+	streamTotal
+)
+
+var streamReasons = [...]string{"per-identity", "total"}
 
 func (m *Metrics) sent(k meshapi.Kind, n int, isDelta bool) {
 	i := kindIndex(k)
@@ -89,6 +111,8 @@ var MetricNames = []string{
 	"meshctl_controller_push_invalid_total",
 	"meshctl_controller_push_debounce_batches_total",
 	"meshctl_controller_push_subscriptions_refused_total",
+	"meshctl_controller_push_streams_refused_total",
+	"meshctl_controller_push_resolutions",
 	"meshctl_controller_push_debounced_changes_total",
 	"meshctl_controller_push_latency_seconds",
 }
@@ -115,8 +139,16 @@ func (m *Metrics) WriteMetrics(w io.Writer) error {
 	perKind("meshctl_controller_push_invalid_total", "Resource versions the controller refused to send because they failed validation, by kind; proxies keep the last good one.", &m.invalid)
 	head("meshctl_controller_push_debounce_batches_total", "counter", "Batches of registry changes applied after the debounce window.")
 	fmt.Fprintf(bw, "meshctl_controller_push_debounce_batches_total %d\n", m.batches.Load())
-	head("meshctl_controller_push_subscriptions_refused_total", "counter", "Subscriptions ignored because the proxy already followed as many resources as one proxy may.")
-	fmt.Fprintf(bw, "meshctl_controller_push_subscriptions_refused_total %d\n", m.subscriptionsRefused.Load())
+	head("meshctl_controller_push_subscriptions_refused_total", "counter", "Subscriptions ignored because a bound was reached, by reason: resources-per-proxy, addresses-per-proxy, addresses-total.")
+	for i, r := range refusedReasons {
+		fmt.Fprintf(bw, "meshctl_controller_push_subscriptions_refused_total{reason=%q} %d\n", r, m.subscriptionsRefused[i].Load())
+	}
+	head("meshctl_controller_push_streams_refused_total", "counter", "Discovery streams refused because a bound was reached, by reason: per-identity, total.")
+	for i, r := range streamReasons {
+		fmt.Fprintf(bw, "meshctl_controller_push_streams_refused_total{reason=%q} %d\n", r, m.streamsRefused[i].Load())
+	}
+	head("meshctl_controller_push_resolutions", "gauge", "Address resolutions held because some connected proxy follows them.")
+	fmt.Fprintf(bw, "meshctl_controller_push_resolutions %d\n", m.resolutions.Load())
 	head("meshctl_controller_push_debounced_changes_total", "counter", "Registry changes received; divided by the batches, the changes per batch.")
 	fmt.Fprintf(bw, "meshctl_controller_push_debounced_changes_total %d\n", m.changes.Load())
 	m.latency.Write(bw, latencyBuckets, "meshctl_controller_push_latency_seconds",

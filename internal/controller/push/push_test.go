@@ -308,7 +308,7 @@ func TestSubscriptionsAreBoundedPerProxy(t *testing.T) {
 	if n := sub.following(); n > 6 {
 		t.Errorf("the proxy follows %d resources, past its bound of 6", n)
 	}
-	if got := s.metrics.subscriptionsRefused.Load(); got != 2 {
+	if got := s.metrics.subscriptionsRefused[refusedResources].Load(); got != 2 {
 		t.Errorf("counted %d refused subscriptions, want 2 (the third address and a/3)", got)
 	}
 }
