@@ -19,6 +19,8 @@ var reasons = [...]string{
 	meshapi.ReasonBadRequest,
 	meshapi.ReasonWrongIdentity,
 	meshapi.ReasonInternal,
+	ReasonRateLimited,
+	ReasonBusy,
 }
 
 // latencyBuckets are the upper bounds, in seconds, of the request duration
@@ -72,7 +74,7 @@ func (m *Metrics) WriteMetrics(w io.Writer) error {
 	fmt.Fprintln(bw, "# HELP meshctl_controller_certificates_issued_total Workload certificates issued to proxies.")
 	fmt.Fprintln(bw, "# TYPE meshctl_controller_certificates_issued_total counter")
 	fmt.Fprintf(bw, "meshctl_controller_certificates_issued_total %d\n", m.issued.Load())
-	fmt.Fprintln(bw, "# HELP meshctl_controller_certificate_requests_refused_total Certificate requests refused, by reason: unauthenticated, wrong-audience, bad-request, wrong-identity, internal.")
+	fmt.Fprintln(bw, "# HELP meshctl_controller_certificate_requests_refused_total Certificate requests refused, by reason: unauthenticated, wrong-audience, bad-request, wrong-identity, internal, rate-limited, busy.")
 	fmt.Fprintln(bw, "# TYPE meshctl_controller_certificate_requests_refused_total counter")
 	for i, r := range reasons {
 		fmt.Fprintf(bw, "meshctl_controller_certificate_requests_refused_total{reason=%q} %d\n", r, m.refused[i].Load())
