@@ -56,15 +56,20 @@ var (
 	benchEndpoints = flag.Int("push.endpoints", 5000, "endpoints, spread over the services")
 	benchSubs      = flag.Int("push.subs", 10, "services each proxy subscribes to besides the hot one")
 	benchSource    = flag.String("push.source", "kube", "kube: EndpointSlices on the test API server; sink: feed the Sink directly")
+	benchChurn     = flag.Float64("push.churn", 0, "pods per second replaced in the other services' endpoints while the changes are measured")
 	benchProfile   = flag.String("push.cpuprofile", "", "write a CPU profile of the measured changes only (not the setup) to this file; its samples carry the label side=controller or side=proxy")
 )
 
 type benchFixture struct {
-	server    *Server
-	proxies   []*proxy
-	hotKey    string
-	change    func(ctx context.Context, gen int) error
-	stateHeap uint64
+	server  *Server
+	proxies []*proxy
+	hotKey  string
+	change  func(ctx context.Context, gen int) error
+	// churn replaces endpoint slot of service svc (not the hot one) with
+	// a new pod numbered n.
+	churn        func(ctx context.Context, svc, slot, n int) error
+	nSvc, perSvc int
+	stateHeap    uint64
 
 	mu      sync.Mutex
 	acked   map[int]*int64 // generation -> proxies that applied it
@@ -94,6 +99,52 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// churnAddr is the address of the n-th churned pod.
+func churnAddr(n int) string { return fmt.Sprintf("10.%d.%d.%d", 150+n/62500%50, n/250%250, n%250+1) }
+
+// runChurn replaces pods in the other services at rate per second until
+// stop is closed, with a few calls in flight (an API write takes longer
+// than the interval); ticks that find every worker busy are dropped. It
+// returns the pods replaced.
+func (f *benchFixture) runChurn(ctx context.Context, rate float64, stop <-chan struct{}) func() (int64, int64) {
+	var done, failed atomic.Int64
+	if rate <= 0 || f.nSvc < 2 {
+		return func() (int64, int64) { return 0, 0 }
+	}
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for n := range jobs {
+				svc := 1 + n%(f.nSvc-1)
+				if err := f.churn(ctx, svc, (n/(f.nSvc-1))%f.perSvc, n); err != nil {
+					failed.Add(1)
+					continue
+				}
+				done.Add(1)
+			}
+		})
+	}
+	go func() {
+		defer close(jobs)
+		t := time.NewTicker(time.Duration(float64(time.Second) / rate))
+		defer t.Stop()
+		for n := 0; ; {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			select {
+			case jobs <- n:
+				n++
+			default:
+			}
+		}
+	}()
+	return func() (int64, int64) { wg.Wait(); return done.Load(), failed.Load() }
 }
 
 func endpointAddr(svc, i int) string { return fmt.Sprintf("10.%d.%d.%d", 100+svc/250, svc%250, i+1) }
@@ -176,6 +227,22 @@ func setupBench(tb *testing.B) (*benchFixture, error) {
 			s.UpsertEndpoints(ns+"/"+names[0], epsOf(0, gen))
 			return nil
 		}
+		current := map[int][]meshapi.Endpoint{}
+		var cmu sync.Mutex
+		f.churn = func(_ context.Context, svc, slot, n int) error {
+			cmu.Lock()
+			defer cmu.Unlock()
+			e := current[svc]
+			if e == nil {
+				e = epsOf(svc, 0)
+			}
+			e = slices.Clone(e)
+			e[slot].Address, e[slot].Pod = churnAddr(n), fmt.Sprintf("%s/churn-%d", ns, n)
+			registry.SortEndpoints(e)
+			current[svc] = e
+			s.UpsertEndpoints(ns+"/"+names[svc], e)
+			return nil
+		}
 	case "kube":
 		env := testenv.Shared(b)
 		kube := env.Clientset()
@@ -225,10 +292,33 @@ func setupBench(tb *testing.B) (*benchFixture, error) {
 			_, err = kube.DiscoveryV1().EndpointSlices(ns).Update(ctx, sl, metav1.UpdateOptions{})
 			return err
 		}
+		// A churned pod: the new pod is created, the slice names it
+		// instead of the old one, the old one is deleted.
+		f.churn = func(ctx context.Context, svc, slot, n int) error {
+			pod := fmt.Sprintf("churn-%d", n)
+			if _, err := kube.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: pod, Annotations: map[string]string{wellknown.AnnotationInjected: "{}"}},
+				Spec:       corev1.PodSpec{ServiceAccountName: names[svc], Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}},
+			}, metav1.CreateOptions{}); err != nil {
+				return err
+			}
+			sl, err := kube.DiscoveryV1().EndpointSlices(ns).Get(ctx, names[svc], metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			old := sl.Endpoints[slot].TargetRef.Name
+			sl.Endpoints[slot].Addresses = []string{churnAddr(n)}
+			sl.Endpoints[slot].TargetRef = &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pod}
+			if _, err := kube.DiscoveryV1().EndpointSlices(ns).Update(ctx, sl, metav1.UpdateOptions{}); err != nil {
+				return err
+			}
+			return kube.CoreV1().Pods(ns).Delete(ctx, old, metav1.DeleteOptions{})
+		}
 	default:
 		return nil, fmt.Errorf("-push.source %q: want kube or sink", *benchSource)
 	}
 	f.hotKey = ns + "/" + names[0]
+	f.nSvc, f.perSvc = nSvc, perSvc
 	// Wait until the server holds every service's endpoints.
 	for deadline := time.Now().Add(5 * time.Minute); ; {
 		s.mu.RLock()
@@ -371,6 +461,12 @@ func BenchmarkPush(b *testing.B) {
 		defer out.Close()
 		defer pprof.StopCPUProfile()
 	}
+	stopChurn := make(chan struct{})
+	churned := f.runChurn(ctx, *benchChurn, stopChurn)
+	churnStart := time.Now()
+	if *benchChurn > 0 {
+		time.Sleep(2 * time.Second) // the churn is on before the first change
+	}
 	cpu0 := processCPU()
 	b.ResetTimer()
 	for i := range b.N {
@@ -396,6 +492,13 @@ func BenchmarkPush(b *testing.B) {
 		f.mu.Unlock()
 	}
 	b.StopTimer()
+	close(stopChurn)
+	if n, failed := churned(); *benchChurn > 0 {
+		b.ReportMetric(float64(n)/time.Since(churnStart).Seconds(), "churn-pods/s")
+		if failed > 0 {
+			b.Logf("%d churned pods failed", failed)
+		}
+	}
 	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/1000/float64(b.N), "cpu-ms/change")
 	slices.Sort(lat)
 	pct := func(p float64) float64 {
