@@ -69,6 +69,8 @@ type benchFixture struct {
 	// a new pod numbered n.
 	churn        func(ctx context.Context, svc, slot, n int) error
 	nSvc, perSvc int
+	churnErr     atomic.Pointer[error] // the first churn failure
+	churnNext    int                   // the next churned pod's number, across runs
 	stateHeap    uint64
 
 	mu      sync.Mutex
@@ -106,7 +108,8 @@ func churnAddr(n int) string { return fmt.Sprintf("10.%d.%d.%d", 150+n/62500%50,
 
 // runChurn replaces pods in the other services at rate per second until
 // stop is closed, with a few calls in flight (an API write takes longer
-// than the interval); ticks that find every worker busy are dropped. It
+// than the interval: 16 at a time); ticks that find every worker busy are
+// dropped. It
 // returns the pods replaced.
 func (f *benchFixture) runChurn(ctx context.Context, rate float64, stop <-chan struct{}) func() (int64, int64) {
 	var done, failed atomic.Int64
@@ -115,12 +118,14 @@ func (f *benchFixture) runChurn(ctx context.Context, rate float64, stop <-chan s
 	}
 	jobs := make(chan int)
 	var wg sync.WaitGroup
-	for range 8 {
+	for range 16 {
 		wg.Go(func() {
 			for n := range jobs {
 				svc := 1 + n%(f.nSvc-1)
 				if err := f.churn(ctx, svc, (n/(f.nSvc-1))%f.perSvc, n); err != nil {
-					failed.Add(1)
+					if failed.Add(1) == 1 {
+						f.churnErr.Store(&err)
+					}
 					continue
 				}
 				done.Add(1)
@@ -131,15 +136,15 @@ func (f *benchFixture) runChurn(ctx context.Context, rate float64, stop <-chan s
 		defer close(jobs)
 		t := time.NewTicker(time.Duration(float64(time.Second) / rate))
 		defer t.Stop()
-		for n := 0; ; {
+		for {
 			select {
 			case <-stop:
 				return
 			case <-t.C:
 			}
 			select {
-			case jobs <- n:
-				n++
+			case jobs <- f.churnNext:
+				f.churnNext++
 			default:
 			}
 		}
@@ -496,7 +501,7 @@ func BenchmarkPush(b *testing.B) {
 	if n, failed := churned(); *benchChurn > 0 {
 		b.ReportMetric(float64(n)/time.Since(churnStart).Seconds(), "churn-pods/s")
 		if failed > 0 {
-			b.Logf("%d churned pods failed", failed)
+			b.Logf("%d churned pods failed, the first: %v", failed, *f.churnErr.Load())
 		}
 	}
 	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/1000/float64(b.N), "cpu-ms/change")
