@@ -60,7 +60,7 @@ func TestDocsListMetricsReasonsAndPort(t *testing.T) {
 			t.Errorf("docs/reference/names.md does not name the series %s", n)
 		}
 	}
-	for _, r := range []string{meshapi.ReasonUnauthenticated, meshapi.ReasonWrongAudience, meshapi.ReasonBadRequest, meshapi.ReasonWrongIdentity, meshapi.ReasonInternal} {
+	for _, r := range []string{meshapi.ReasonUnauthenticated, meshapi.ReasonWrongAudience, meshapi.ReasonBadRequest, meshapi.ReasonWrongIdentity, meshapi.ReasonInternal, identity.ReasonRateLimited, identity.ReasonBusy} {
 		if !bytes.Contains(controllerDoc, []byte("| `"+r+"` |")) {
 			t.Errorf("docs/controller.md has no row for the refusal reason %s", r)
 		}

@@ -167,7 +167,11 @@ func setup(t testing.TB) *fixture {
 	}
 	f.metrics = &identity.Metrics{IssuerNotAfter: f.creds.IssuerNotAfter}
 	log := slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	f.handler = &identity.Handler{Reviewer: reviewer, Credentials: f.creds, Config: meshConfig, Logger: log, Metrics: f.metrics}
+	// Every request of these tests comes from one address, most with the
+	// same ServiceAccount: the per-peer budget is raised so that only the
+	// tests of the limits meet it.
+	f.handler = &identity.Handler{Reviewer: reviewer, Credentials: f.creds, Config: meshConfig, Logger: log, Metrics: f.metrics,
+		Limits: identity.Limits{MaxInFlightPerPeer: 64, RatePerPeer: 1e5, BurstPerPeer: 1e5, Rate: 1e5}}
 	f.server, err = meshapiserver.New(meshapiserver.Options{
 		Address: "127.0.0.1:0", MeshNamespace: meshNS, Credentials: f.creds, Config: meshConfig, Clock: clock, Logger: log,
 	})

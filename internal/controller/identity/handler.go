@@ -18,8 +18,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/meshctl/mesh/internal/meshapi"
@@ -59,6 +62,14 @@ type Handler struct {
 	Logger *slog.Logger
 	// Metrics counts them.
 	Metrics *Metrics
+	// Limits bound the requests worked on at once and per second, per
+	// peer and in total; the zero value means the Default* values.
+	Limits Limits
+	// Now is the clock of the rate limits; nil means time.Now.
+	Now func() time.Time
+
+	admissionOnce sync.Once
+	admission     *admission
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -70,6 +81,8 @@ type refusal struct {
 	msg    string // for the client
 	err    error  // for the log, with the detail; nil means msg
 	who    string // the token's ServiceAccount, "namespace/name", once known
+	// retryAfter, when set, is sent as Retry-After (whole seconds).
+	retryAfter time.Duration
 }
 
 func (r *refusal) Error() string { return r.msg }
@@ -87,13 +100,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if ref.status == http.StatusMethodNotAllowed {
 			w.Header().Set("Allow", http.MethodPost)
 		}
+		if ref.retryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(ref.retryAfter.Seconds()))))
+		}
 		detail := ref.msg
 		if ref.err != nil {
 			detail = ref.err.Error()
 		}
 		level := slog.LevelWarn
-		if ref.reason == meshapi.ReasonInternal {
+		switch ref.reason {
+		case meshapi.ReasonInternal:
 			level = slog.LevelError
+		case ReasonRateLimited, ReasonBusy:
+			// A flood must not become a flood of log lines: the
+			// refusals counter tells.
+			level = slog.LevelDebug
 		}
 		if ref.who != "" {
 			log = log.With("serviceAccount", ref.who)
@@ -122,6 +143,19 @@ func (h *Handler) issue(w http.ResponseWriter, r *http.Request) (*issued, *refus
 	if ref != nil {
 		return nil, ref
 	}
+	// Admitted only once the body is read, so that a slow sender holds
+	// no slot; the budget is spent before the TokenReview, so that a
+	// flood does not reach the API server.
+	h.admissionOnce.Do(func() { h.admission = newAdmission(h.Limits, h.Now) })
+	slot, no := h.admission.admit(peerKey(token, r.RemoteAddr), r.Context().Done())
+	if no != nil {
+		status := http.StatusTooManyRequests
+		if no.reason == ReasonBusy {
+			status = http.StatusServiceUnavailable
+		}
+		return nil, &refusal{status: status, reason: no.reason, msg: no.msg, retryAfter: no.retryAfter}
+	}
+	defer slot.done()
 
 	status, err := h.Reviewer.Review(r.Context(), token)
 	if err != nil {

@@ -168,9 +168,9 @@ func TestIssuanceWithoutTheRightToReviewTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := *f.handler
-	h.Reviewer = reviewer
-	f.server.Handle("/unprivileged", &h)
+	h := &identity.Handler{Reviewer: reviewer, Credentials: f.handler.Credentials, Config: f.handler.Config,
+		Logger: f.handler.Logger, Metrics: f.handler.Metrics, Limits: f.handler.Limits}
+	f.server.Handle("/unprivileged", h)
 	body := requestBody(must(csr(t, []string{spiffeID(appNS, "web")})))
 	req, _ := http.NewRequest("POST", "https://"+f.server.Addr().String()+"/unprivileged", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+f.token(t, appNS, "web", wellknown.IdentityTokenAudience))

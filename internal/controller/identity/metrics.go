@@ -18,6 +18,8 @@ var reasons = [...]string{
 	meshapi.ReasonBadRequest,
 	meshapi.ReasonWrongIdentity,
 	meshapi.ReasonInternal,
+	ReasonRateLimited,
+	ReasonBusy,
 }
 
 // latencyBuckets are the upper bounds, in seconds, of the request duration
@@ -70,7 +72,7 @@ func (m *Metrics) WriteMetrics(w io.Writer) error {
 	pw := promtext.NewWriter(w)
 	pw.Header("meshctl_controller_certificates_issued_total", promtext.Counter, "Workload certificates issued to proxies.")
 	pw.SampleUint("meshctl_controller_certificates_issued_total", m.issued.Load())
-	pw.Header("meshctl_controller_certificate_requests_refused_total", promtext.Counter, "Certificate requests refused, by reason: unauthenticated, wrong-audience, bad-request, wrong-identity, internal.")
+	pw.Header("meshctl_controller_certificate_requests_refused_total", promtext.Counter, "Certificate requests refused, by reason: unauthenticated, wrong-audience, bad-request, wrong-identity, internal, rate-limited, busy.")
 	for i, r := range reasons {
 		pw.SampleUint("meshctl_controller_certificate_requests_refused_total", m.refused[i].Load(), "reason", r)
 	}

@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http/httptest"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,14 +56,22 @@ var (
 	benchEndpoints = flag.Int("push.endpoints", 5000, "endpoints, spread over the services")
 	benchSubs      = flag.Int("push.subs", 10, "services each proxy subscribes to besides the hot one")
 	benchSource    = flag.String("push.source", "kube", "kube: EndpointSlices on the test API server; sink: feed the Sink directly")
+	benchChurn     = flag.Float64("push.churn", 0, "pods per second replaced in the other services' endpoints while the changes are measured")
+	benchProfile   = flag.String("push.cpuprofile", "", "write a CPU profile of the measured changes only (not the setup) to this file; its samples carry the label side=controller or side=proxy")
 )
 
 type benchFixture struct {
-	server    *Server
-	proxies   []*proxy
-	hotKey    string
-	change    func(ctx context.Context, gen int) error
-	stateHeap uint64
+	server  *Server
+	proxies []*proxy
+	hotKey  string
+	change  func(ctx context.Context, gen int) error
+	// churn replaces endpoint slot of service svc (not the hot one) with
+	// a new pod numbered n.
+	churn        func(ctx context.Context, svc, slot, n int) error
+	nSvc, perSvc int
+	churnErr     atomic.Pointer[error] // the first churn failure
+	churnNext    int                   // the next churned pod's number, across runs
+	stateHeap    uint64
 
 	mu      sync.Mutex
 	acked   map[int]*int64 // generation -> proxies that applied it
@@ -78,6 +90,66 @@ func heapAfterGC() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc
+}
+
+// processCPU is the CPU time the process used so far, user and system:
+// the controller's and the simulated proxies' together (the profile of
+// -push.cpuprofile tells them apart).
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// churnAddr is the address of the n-th churned pod.
+func churnAddr(n int) string { return fmt.Sprintf("10.%d.%d.%d", 150+n/62500%50, n/250%250, n%250+1) }
+
+// runChurn replaces pods in the other services at rate per second until
+// stop is closed, with a few calls in flight (an API write takes longer
+// than the interval: 16 at a time); ticks that find every worker busy are
+// dropped. It
+// returns the pods replaced.
+func (f *benchFixture) runChurn(ctx context.Context, rate float64, stop <-chan struct{}) func() (int64, int64) {
+	var done, failed atomic.Int64
+	if rate <= 0 || f.nSvc < 2 {
+		return func() (int64, int64) { return 0, 0 }
+	}
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for n := range jobs {
+				svc := 1 + n%(f.nSvc-1)
+				if err := f.churn(ctx, svc, (n/(f.nSvc-1))%f.perSvc, n); err != nil {
+					if failed.Add(1) == 1 {
+						f.churnErr.Store(&err)
+					}
+					continue
+				}
+				done.Add(1)
+			}
+		})
+	}
+	go func() {
+		defer close(jobs)
+		t := time.NewTicker(time.Duration(float64(time.Second) / rate))
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			select {
+			case jobs <- f.churnNext:
+				f.churnNext++
+			default:
+			}
+		}
+	}()
+	return func() (int64, int64) { wg.Wait(); return done.Load(), failed.Load() }
 }
 
 func endpointAddr(svc, i int) string { return fmt.Sprintf("10.%d.%d.%d", 100+svc/250, svc%250, i+1) }
@@ -120,7 +192,15 @@ func setupBench(tb *testing.B) (*benchFixture, error) {
 	bundle := make(chan meshapi.Bundle, 1)
 	bundle <- ca.bundle
 	s.opts.Mesh, s.opts.Bundle = mesh, bundle
-	go s.Run(ctx)
+	// Profile labels separate the controller's CPU from the simulated
+	// proxies' (go tool pprof -tagfocus side=controller): goroutines
+	// inherit the labels of the goroutine that starts them.
+	asController := func(fn func()) {
+		pprof.SetGoroutineLabels(pprof.WithLabels(ctx, pprof.Labels("side", "controller")))
+		defer pprof.SetGoroutineLabels(ctx)
+		fn()
+	}
+	asController(func() { go s.Run(ctx) })
 	f.server = s
 
 	names := make([]string, nSvc)
@@ -150,6 +230,22 @@ func setupBench(tb *testing.B) (*benchFixture, error) {
 		}
 		f.change = func(_ context.Context, gen int) error {
 			s.UpsertEndpoints(ns+"/"+names[0], epsOf(0, gen))
+			return nil
+		}
+		current := map[int][]meshapi.Endpoint{}
+		var cmu sync.Mutex
+		f.churn = func(_ context.Context, svc, slot, n int) error {
+			cmu.Lock()
+			defer cmu.Unlock()
+			e := current[svc]
+			if e == nil {
+				e = epsOf(svc, 0)
+			}
+			e = slices.Clone(e)
+			e[slot].Address, e[slot].Pod = churnAddr(n), fmt.Sprintf("%s/churn-%d", ns, n)
+			registry.SortEndpoints(e)
+			current[svc] = e
+			s.UpsertEndpoints(ns+"/"+names[svc], e)
 			return nil
 		}
 	case "kube":
@@ -188,7 +284,7 @@ func setupBench(tb *testing.B) (*benchFixture, error) {
 		default:
 		}
 		reg := registry.NewKube(kube, trustDomain, slog.New(slog.DiscardHandler))
-		go reg.Run(ctx, s)
+		asController(func() { go reg.Run(ctx, s) })
 		for reg.Synced() != nil {
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -201,10 +297,33 @@ func setupBench(tb *testing.B) (*benchFixture, error) {
 			_, err = kube.DiscoveryV1().EndpointSlices(ns).Update(ctx, sl, metav1.UpdateOptions{})
 			return err
 		}
+		// A churned pod: the new pod is created, the slice names it
+		// instead of the old one, the old one is deleted.
+		f.churn = func(ctx context.Context, svc, slot, n int) error {
+			pod := fmt.Sprintf("churn-%d", n)
+			if _, err := kube.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: pod, Annotations: map[string]string{wellknown.AnnotationInjected: "{}"}},
+				Spec:       corev1.PodSpec{ServiceAccountName: names[svc], Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}},
+			}, metav1.CreateOptions{}); err != nil {
+				return err
+			}
+			sl, err := kube.DiscoveryV1().EndpointSlices(ns).Get(ctx, names[svc], metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			old := sl.Endpoints[slot].TargetRef.Name
+			sl.Endpoints[slot].Addresses = []string{churnAddr(n)}
+			sl.Endpoints[slot].TargetRef = &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pod}
+			if _, err := kube.DiscoveryV1().EndpointSlices(ns).Update(ctx, sl, metav1.UpdateOptions{}); err != nil {
+				return err
+			}
+			return kube.CoreV1().Pods(ns).Delete(ctx, old, metav1.DeleteOptions{})
+		}
 	default:
 		return nil, fmt.Errorf("-push.source %q: want kube or sink", *benchSource)
 	}
 	f.hotKey = ns + "/" + names[0]
+	f.nSvc, f.perSvc = nSvc, perSvc
 	// Wait until the server holds every service's endpoints.
 	for deadline := time.Now().Add(5 * time.Minute); ; {
 		s.mu.RLock()
@@ -225,7 +344,10 @@ func setupBench(tb *testing.B) (*benchFixture, error) {
 	}
 	f.stateHeap = heapAfterGC()
 
-	srv := ca.serve(b, s.Handler())
+	var srv *httptest.Server
+	asController(func() { srv = ca.serve(b, s.Handler()) })
+	pprof.SetGoroutineLabels(pprof.WithLabels(ctx, pprof.Labels("side", "proxy")))
+	defer pprof.SetGoroutineLabels(ctx)
 	f.seen = make([]atomic.Int64, nProx)
 	rnd := rand.New(rand.NewPCG(1, 2))
 	for i := range nProx {
@@ -333,6 +455,24 @@ func BenchmarkPush(b *testing.B) {
 	var lat []time.Duration
 	bytesBefore := f.server.Metrics().Bytes(meshapi.KindEndpoints)
 	gen0 := int(f.seen[0].Load())
+	if *benchProfile != "" {
+		out, err := os.Create(*benchProfile)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(out); err != nil {
+			b.Fatal(err)
+		}
+		defer out.Close()
+		defer pprof.StopCPUProfile()
+	}
+	stopChurn := make(chan struct{})
+	churned := f.runChurn(ctx, *benchChurn, stopChurn)
+	churnStart := time.Now()
+	if *benchChurn > 0 {
+		time.Sleep(2 * time.Second) // the churn is on before the first change
+	}
+	cpu0 := processCPU()
 	b.ResetTimer()
 	for i := range b.N {
 		gen := gen0 + i + 1
@@ -357,6 +497,14 @@ func BenchmarkPush(b *testing.B) {
 		f.mu.Unlock()
 	}
 	b.StopTimer()
+	close(stopChurn)
+	if n, failed := churned(); *benchChurn > 0 {
+		b.ReportMetric(float64(n)/time.Since(churnStart).Seconds(), "churn-pods/s")
+		if failed > 0 {
+			b.Logf("%d churned pods failed, the first: %v", failed, *f.churnErr.Load())
+		}
+	}
+	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/1000/float64(b.N), "cpu-ms/change")
 	slices.Sort(lat)
 	pct := func(p float64) float64 {
 		return float64(lat[min(len(lat)-1, int(float64(len(lat))*p))].Microseconds()) / 1000

@@ -14,6 +14,10 @@ import (
 	"github.com/meshctl/mesh/internal/pki"
 )
 
+// ReasonTooManyStreams is the meshapi.Error reason of a stream refused
+// because a bound on streams was reached (status 429, with Retry-After).
+const ReasonTooManyStreams = "too-many-streams"
+
 // MaxClientMessageBytes bounds one line a proxy sends: subscriptions name
 // services and addresses, never resources.
 const MaxClientMessageBytes = 1 << 20
@@ -56,12 +60,30 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log := s.log.With("proxy", id, "remote", r.RemoteAddr)
+	release, why, ok := s.admitStream(id)
+	if !ok {
+		s.metrics.streamsRefused[why].Add(1)
+		log.Debug("refusing a discovery stream", "reason", streamReasons[why])
+		msg := fmt.Sprintf("this identity has %d discovery streams open, as many as one identity may", s.opts.MaxStreamsPerIdentity)
+		if why == streamTotal {
+			msg = fmt.Sprintf("the controller serves %d discovery streams, as many as it may; try another replica or later", s.opts.MaxStreams)
+		}
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusTooManyRequests, ReasonTooManyStreams, msg)
+		return
+	}
+	defer release()
+	// The slot is held from here: a stream that never says hello must
+	// not keep it.
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(s.opts.HelloTimeout))
 	dec := meshapi.NewDecoder(r.Body, MaxClientMessageBytes)
 	var hello meshapi.ClientMessage
 	if err := dec.Decode(&hello); err != nil || hello.Hello == nil {
 		writeError(w, http.StatusBadRequest, meshapi.ReasonBadRequest, "the first message must be a hello")
 		return
 	}
+	rc.SetReadDeadline(time.Time{})
 	if hello.Hello.APIVersion != meshapi.APIVersion {
 		writeError(w, http.StatusBadRequest, meshapi.ReasonBadRequest, fmt.Sprintf("apiVersion %q: this controller speaks %q", hello.Hello.APIVersion, meshapi.APIVersion))
 		return
@@ -69,7 +91,6 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) {
 	if hello.Hello.Pod != "" {
 		log = log.With("pod", hello.Hello.Namespace+"/"+hello.Hello.Pod)
 	}
-	rc := http.NewResponseController(w)
 	rc.EnableFullDuplex() // HTTP/1.1 only; HTTP/2 always is
 	w.Header().Set("Content-Type", meshapi.ContentType)
 	w.WriteHeader(http.StatusOK)
@@ -86,6 +107,7 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	readDone := make(chan error, 1)
 	go func() { readDone <- s.read(ctx, sub, dec) }()
+	var deadline time.Time
 
 	for {
 		select {
@@ -103,8 +125,14 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) {
 		case <-sub.wake:
 		}
 		// A proxy that stops reading blocks the write once its window is
-		// full; the deadline ends the stream instead of holding it.
-		rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+		// full; the deadline ends the stream instead of holding it. It is
+		// moved only when half of it is spent: on HTTP/2 each move is a
+		// message to the connection's goroutine and a new timer, which at
+		// a thousand proxies was a tenth of a push's CPU.
+		if now := time.Now(); now.After(deadline.Add(-s.opts.WriteTimeout / 2)) {
+			deadline = now.Add(s.opts.WriteTimeout)
+			rc.SetWriteDeadline(deadline)
+		}
 		if err := s.write(w, sub); err != nil {
 			log.Info("writing to the proxy", "error", err)
 			return

@@ -46,9 +46,31 @@ type Metrics struct {
 	batches atomic.Uint64
 	changes atomic.Uint64
 	latency admin.Histogram
-	// subscriptionsRefused counts subscriptions past a proxy's bound.
-	subscriptionsRefused atomic.Uint64
+	// subscriptionsRefused counts subscriptions past a bound, by
+	// refusedReasons.
+	subscriptionsRefused [len(refusedReasons)]atomic.Uint64
+	// streamsRefused counts streams past a bound, by streamReasons.
+	streamsRefused [len(streamReasons)]atomic.Uint64
+	// resolutions is a gauge of the Resolutions held, set by the server.
+	resolutions atomic.Int64
 }
+
+// The reasons a subscription is ignored, indexes of refusedReasons.
+const (
+	refusedResources = iota
+	refusedAddresses
+	refusedAddressesTotal
+)
+
+var refusedReasons = [...]string{"resources-per-proxy", "addresses-per-proxy", "addresses-total"}
+
+// The reasons a stream is refused, indexes of streamReasons.
+const (
+	streamPerIdentity = iota
+	streamTotal
+)
+
+var streamReasons = [...]string{"per-identity", "total"}
 
 func (m *Metrics) sent(k meshapi.Kind, n int, isDelta bool) {
 	i := kindIndex(k)
@@ -88,6 +110,8 @@ var MetricNames = []string{
 	"meshctl_controller_push_invalid_total",
 	"meshctl_controller_push_debounce_batches_total",
 	"meshctl_controller_push_subscriptions_refused_total",
+	"meshctl_controller_push_streams_refused_total",
+	"meshctl_controller_push_resolutions",
 	"meshctl_controller_push_debounced_changes_total",
 	"meshctl_controller_push_latency_seconds",
 }
@@ -113,7 +137,16 @@ func (m *Metrics) WriteMetrics(w io.Writer) error {
 	perKind("meshctl_controller_push_nacks_total", "Resource versions proxies refused (NACK), by kind.", &m.nacks)
 	perKind("meshctl_controller_push_invalid_total", "Resource versions the controller refused to send because they failed validation, by kind; proxies keep the last good one.", &m.invalid)
 	counter("meshctl_controller_push_debounce_batches_total", "Batches of registry changes applied after the debounce window.", m.batches.Load())
-	counter("meshctl_controller_push_subscriptions_refused_total", "Subscriptions ignored because the proxy already followed as many resources as one proxy may.", m.subscriptionsRefused.Load())
+	pw.Header("meshctl_controller_push_subscriptions_refused_total", promtext.Counter, "Subscriptions ignored because a bound was reached, by reason: resources-per-proxy, addresses-per-proxy, addresses-total.")
+	for i, r := range refusedReasons {
+		pw.SampleUint("meshctl_controller_push_subscriptions_refused_total", m.subscriptionsRefused[i].Load(), "reason", r)
+	}
+	pw.Header("meshctl_controller_push_streams_refused_total", promtext.Counter, "Discovery streams refused because a bound was reached, by reason: per-identity, total.")
+	for i, r := range streamReasons {
+		pw.SampleUint("meshctl_controller_push_streams_refused_total", m.streamsRefused[i].Load(), "reason", r)
+	}
+	pw.Header("meshctl_controller_push_resolutions", promtext.Gauge, "Address resolutions held because some connected proxy follows them.")
+	pw.SampleInt("meshctl_controller_push_resolutions", m.resolutions.Load())
 	counter("meshctl_controller_push_debounced_changes_total", "Registry changes received; divided by the batches, the changes per batch.", m.changes.Load())
 	m.latency.Write(pw, latencyBuckets, "meshctl_controller_push_latency_seconds",
 		"Time from a change reaching the push server to a proxy's ACK of the version that carries it.")

@@ -59,7 +59,35 @@ type Options struct {
 	// WriteTimeout bounds one write to a proxy; zero means
 	// DefaultWriteTimeout.
 	WriteTimeout time.Duration
+	// MaxStreams and MaxStreamsPerIdentity bound the discovery streams
+	// open at once, in total and per proxy identity (SPIFFE id); zero
+	// means DefaultMaxStreams and DefaultMaxStreamsPerIdentity.
+	MaxStreams            int
+	MaxStreamsPerIdentity int
+	// HelloTimeout bounds the wait for a stream's hello; zero means
+	// DefaultHelloTimeout.
+	HelloTimeout time.Duration
+	// MaxAddressesPerProxy bounds the addresses one proxy may follow, and
+	// MaxAddressSubscriptions the addresses followed by all proxies
+	// together (one address followed by two proxies counts twice); zero
+	// means the Default* values.
+	MaxAddressesPerProxy    int
+	MaxAddressSubscriptions int
 }
+
+// Defaults of the stream and subscription bounds. A stream costs the
+// controller about 40 KB (its HTTP/2 connection, TLS state and buffers)
+// and an address subscription about 800 bytes when no other proxy follows
+// the address (its Resolution, encoded, and the proxy's state of it). Pods of one Deployment share their
+// ServiceAccount and so their identity: a workload of more replicas than
+// MaxStreamsPerIdentity needs the bound raised.
+const (
+	DefaultMaxStreams              = 20000
+	DefaultMaxStreamsPerIdentity   = 5000
+	DefaultHelloTimeout            = 10 * time.Second
+	DefaultMaxAddressesPerProxy    = 10000
+	DefaultMaxAddressSubscriptions = 200000
+)
 
 // DefaultWriteTimeout is how long a write to a proxy may block. A proxy
 // that reads nothing for that long (its stream's flow-control window full)
@@ -132,6 +160,12 @@ type Server struct {
 	byAddress map[string]string
 	watchers  map[resKey]map[*subscriber]struct{}
 	subs      map[*subscriber]struct{}
+	// addrSubs counts the addresses followed, over all proxies.
+	addrSubs int
+
+	smu         sync.Mutex
+	streams     int            // open, hello pending or not
+	streamsByID map[string]int // open, by proxy identity
 }
 
 var _ registry.Sink = (*Server)(nil)
@@ -153,6 +187,21 @@ func New(opts Options) *Server {
 	if opts.MaxResourcesPerProxy <= 0 {
 		opts.MaxResourcesPerProxy = DefaultMaxResourcesPerProxy
 	}
+	if opts.MaxStreams <= 0 {
+		opts.MaxStreams = DefaultMaxStreams
+	}
+	if opts.MaxStreamsPerIdentity <= 0 {
+		opts.MaxStreamsPerIdentity = DefaultMaxStreamsPerIdentity
+	}
+	if opts.HelloTimeout <= 0 {
+		opts.HelloTimeout = DefaultHelloTimeout
+	}
+	if opts.MaxAddressesPerProxy <= 0 {
+		opts.MaxAddressesPerProxy = DefaultMaxAddressesPerProxy
+	}
+	if opts.MaxAddressSubscriptions <= 0 {
+		opts.MaxAddressSubscriptions = DefaultMaxAddressSubscriptions
+	}
 	return &Server{
 		opts: opts, log: opts.Logger, now: opts.Now, metrics: &Metrics{}, done: make(chan struct{}),
 		pending:   map[resKey]change{},
@@ -160,6 +209,7 @@ func New(opts Options) *Server {
 		kick:      make(chan struct{}, 1),
 		resources: map[resKey]*resource{}, byAddress: map[string]string{},
 		watchers: map[resKey]map[*subscriber]struct{}{}, subs: map[*subscriber]struct{}{},
+		streamsByID: map[string]int{},
 	}
 }
 
@@ -241,7 +291,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		batch := s.pending
 		s.pending = make(map[resKey]change, len(batch))
-		n := s.debounce.reset()
+		n := s.debounce.reset(now)
 		s.pmu.Unlock()
 		s.metrics.batches.Add(1)
 		s.metrics.changes.Add(uint64(n))
@@ -255,7 +305,7 @@ func (s *Server) Flush() {
 	s.pmu.Lock()
 	batch := s.pending
 	s.pending = map[resKey]change{}
-	n := s.debounce.reset()
+	n := s.debounce.reset(s.now())
 	s.pmu.Unlock()
 	if len(batch) > 0 {
 		s.metrics.batches.Add(1)
@@ -433,6 +483,9 @@ func (s *Server) resolve(address string, create time.Time) (resKey, bool) {
 		return k, false
 	}
 	r.resolution = owner
+	if old == nil {
+		s.metrics.resolutions.Add(1)
+	}
 	s.resources[k] = r
 	if owner != "" {
 		// Whoever follows this address now follows its service.
@@ -463,7 +516,7 @@ func (s *Server) subscribe(sub *subscriber, sn *meshapi.Subscription) {
 		if sub.following() < s.opts.MaxResourcesPerProxy {
 			return false
 		}
-		s.metrics.subscriptionsRefused.Add(1)
+		s.metrics.subscriptionsRefused[refusedResources].Add(1)
 		sub.log.Warn("ignoring a subscription: the proxy follows as many resources as it may", "max", s.opts.MaxResourcesPerProxy)
 		return true
 	}
@@ -482,12 +535,31 @@ func (s *Server) subscribe(sub *subscriber, sn *meshapi.Subscription) {
 		if full() {
 			return
 		}
+		if !sub.follows(resKey{meshapi.KindResolution, addr}) && !s.addressRoom(sub) {
+			continue
+		}
 		k, _ := s.resolve(addr, s.now())
 		s.watchLocked(sub, k)
 		if owner := s.resources[k].resolution; owner != "" {
 			s.watchLocked(sub, resKey{meshapi.KindService, owner}, resKey{meshapi.KindEndpoints, owner})
 		}
 	}
+}
+
+// addressRoom reports whether sub may follow one more address, and counts
+// and logs the subscription it ignores when not. mu must be held.
+func (s *Server) addressRoom(sub *subscriber) bool {
+	switch {
+	case sub.addresses >= s.opts.MaxAddressesPerProxy:
+		s.metrics.subscriptionsRefused[refusedAddresses].Add(1)
+		sub.log.Warn("ignoring a subscription by address: the proxy follows as many addresses as it may", "max", s.opts.MaxAddressesPerProxy)
+		return false
+	case s.addrSubs >= s.opts.MaxAddressSubscriptions:
+		s.metrics.subscriptionsRefused[refusedAddressesTotal].Add(1)
+		sub.log.Warn("ignoring a subscription by address: the proxies follow as many addresses as the controller holds", "max", s.opts.MaxAddressSubscriptions)
+		return false
+	}
+	return true
 }
 
 // watchLocked makes sub follow keys; mu must be held.
@@ -503,6 +575,10 @@ func (s *Server) watchLocked(sub *subscriber, keys ...resKey) {
 		}
 		w[sub] = struct{}{}
 		sub.follow(k)
+		if k.kind == meshapi.KindResolution {
+			sub.addresses++
+			s.addrSubs++
+		}
 		if _, ok := s.resources[k]; ok {
 			sub.mark(k, false)
 		}
@@ -525,12 +601,27 @@ func (s *Server) unsubscribe(sub *subscriber, sn *meshapi.Subscription) {
 	s.unwatchLocked(sub, keys)
 }
 
+// unwatchLocked makes sub stop following keys; mu must be held. A
+// Resolution that no proxy follows any more is dropped: proxies never
+// unsubscribe an address, so without that every address any proxy ever
+// asked about would be held for ever. Asked again, it gets a new version.
 func (s *Server) unwatchLocked(sub *subscriber, keys []resKey) {
 	for _, k := range keys {
-		if w := s.watchers[k]; w != nil {
-			delete(w, sub)
-			if len(w) == 0 {
-				delete(s.watchers, k)
+		w := s.watchers[k]
+		if _, ok := w[sub]; !ok {
+			sub.unfollow(k)
+			continue
+		}
+		delete(w, sub)
+		if k.kind == meshapi.KindResolution {
+			sub.addresses--
+			s.addrSubs--
+		}
+		if len(w) == 0 {
+			delete(s.watchers, k)
+			if _, held := s.resources[k]; held && k.kind == meshapi.KindResolution {
+				delete(s.resources, k)
+				s.metrics.resolutions.Add(-1)
 			}
 		}
 		sub.unfollow(k)
@@ -559,6 +650,29 @@ func (s *Server) disconnect(sub *subscriber) {
 	delete(s.subs, sub)
 	s.unwatchLocked(sub, sub.followed())
 	s.metrics.proxies.Add(-1)
+}
+
+// admitStream takes a stream slot for identity, or says which bound
+// refuses it; release gives the slot back.
+func (s *Server) admitStream(identity string) (release func(), refused int, ok bool) {
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	switch {
+	case s.streamsByID[identity] >= s.opts.MaxStreamsPerIdentity:
+		return nil, streamPerIdentity, false
+	case s.streams >= s.opts.MaxStreams:
+		return nil, streamTotal, false
+	}
+	s.streams++
+	s.streamsByID[identity]++
+	return func() {
+		s.smu.Lock()
+		defer s.smu.Unlock()
+		s.streams--
+		if s.streamsByID[identity]--; s.streamsByID[identity] == 0 {
+			delete(s.streamsByID, identity)
+		}
+	}, 0, true
 }
 
 // lookup returns the current version of a resource, or nil.

@@ -18,6 +18,9 @@ type subscriber struct {
 	identity string
 	log      *slog.Logger
 	wake     chan struct{}
+	// addresses counts the Resolutions followed; guarded by the
+	// server's mu.
+	addresses int
 
 	mu    sync.Mutex
 	due   map[resKey]bool // value: send in full even if a delta would do
@@ -43,6 +46,13 @@ func (sub *subscriber) following() int {
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
 	return len(sub.state)
+}
+
+// follows reports whether the subscriber follows k.
+func (sub *subscriber) follows(k resKey) bool {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	return sub.state[k] != nil
 }
 
 // follow starts tracking a resource; mark only marks followed ones.
