@@ -87,6 +87,12 @@ const (
 	ReasonBadRequest      = "bad-request" // not JSON, not a CSR, bad signature
 	ReasonWrongIdentity   = "wrong-identity"
 	ReasonInternal        = "internal"
+	// ReasonRateLimited: the requester's or the controller's rate, or the
+	// requester's concurrency, is spent (429, with Retry-After).
+	ReasonRateLimited = "rate-limited"
+	// ReasonBusy: the controller has too many requests in hand (503, with
+	// Retry-After).
+	ReasonBusy = "busy"
 )
 
 // Kind names a kind of resource.

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/meshctl/mesh/internal/meshapi"
 )
 
 // Limits bound the certificate requests the controller works on, so that
@@ -89,13 +91,14 @@ func (l Limits) withDefaults() Limits {
 
 // Why a request was not admitted; each is a value of the refusals
 // counter's reason label.
+// (meshapi's, which the proxy knows too).
 const (
 	// ReasonRateLimited: the peer's or the controller's rate, or the
 	// peer's concurrency, is spent (429, with Retry-After).
-	ReasonRateLimited = "rate-limited"
+	ReasonRateLimited = meshapi.ReasonRateLimited
 	// ReasonBusy: no slot came free within QueueWait, too many wait
 	// already, or too many peers are remembered (503, with Retry-After).
-	ReasonBusy = "busy"
+	ReasonBusy = meshapi.ReasonBusy
 )
 
 // bucket is a token bucket.

@@ -57,7 +57,7 @@ func ReasonOf(err error) string {
 func knownReason(r string) string {
 	switch r {
 	case meshapi.ReasonUnauthenticated, meshapi.ReasonWrongAudience, meshapi.ReasonBadRequest,
-		meshapi.ReasonWrongIdentity, meshapi.ReasonInternal:
+		meshapi.ReasonWrongIdentity, meshapi.ReasonInternal, meshapi.ReasonRateLimited, meshapi.ReasonBusy:
 		return r
 	}
 	return ReasonUnknown

@@ -56,7 +56,7 @@ func unixOrZero(t time.Time) float64 {
 // from the start so that a rate over them is defined.
 var FailureReasons = []string{
 	meshapi.ReasonUnauthenticated, meshapi.ReasonWrongAudience, meshapi.ReasonBadRequest,
-	meshapi.ReasonWrongIdentity, meshapi.ReasonInternal,
+	meshapi.ReasonWrongIdentity, meshapi.ReasonInternal, meshapi.ReasonRateLimited, meshapi.ReasonBusy,
 	ReasonUnreachable, ReasonToken, ReasonInvalidResponse, ReasonUnknown,
 }
 
