@@ -2,11 +2,13 @@ package inject
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/meshctl/mesh/internal/suggest"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
 
@@ -324,12 +326,7 @@ func skipReason(w *workload, t *podTemplate, s *Settings) string {
 // workloads keep theirs (a custom workload, or a misspelt kind), or a kind
 // one typo away from a workload's. Other objects are not workloads.
 func unknownKind(n *yaml.Node, kind string) string {
-	var near string
-	for k := range templatePaths {
-		if editDistance(strings.ToLower(kind), strings.ToLower(k)) <= 2 && (near == "" || k < near) {
-			near = k
-		}
-	}
+	near := suggest.Nearest(kind, maps.Keys(templatePaths), 2)
 	hint := ""
 	if near != "" {
 		hint = fmt.Sprintf(" (did you mean %s?)", near)
@@ -349,25 +346,4 @@ func unknownKind(n *yaml.Node, kind string) string {
 		return fmt.Sprintf("kind %q is not one inject knows%s", kind, hint)
 	}
 	return ""
-}
-
-// editDistance is the Levenshtein distance of two short strings.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

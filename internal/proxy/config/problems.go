@@ -4,11 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/meshctl/mesh/internal/suggest"
 )
 
 // Error is every problem found in one configuration document, one per
@@ -288,44 +291,5 @@ func describe(v any) string {
 // nearestField is the JSON name of the field of t closest to key, if one
 // is close enough to be the key misspelt (or in the wrong case).
 func nearestField(t reflect.Type, key string) string {
-	best, bestD := "", 3
-	for _, f := range reflect.VisibleFields(t) {
-		if !f.IsExported() || f.Anonymous {
-			continue
-		}
-		name := f.Name
-		if tag, ok := f.Tag.Lookup("json"); ok {
-			if tag == "-" {
-				continue
-			}
-			if n, _, _ := strings.Cut(tag, ","); n != "" {
-				name = n
-			}
-		}
-		if d := editDistance(strings.ToLower(key), strings.ToLower(name)); d < bestD || d == bestD && name < best && best != "" {
-			best, bestD = name, d
-		}
-	}
-	return best
-}
-
-// editDistance is the Levenshtein distance of two short strings.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
+	return suggest.Nearest(key, maps.Keys(maps.Collect(jsonFields(t))), 2)
 }

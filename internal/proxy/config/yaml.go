@@ -14,6 +14,7 @@ import (
 	"encoding"
 	"encoding/json"
 	"fmt"
+	"iter"
 	"reflect"
 	"strconv"
 	"strings"
@@ -133,29 +134,41 @@ func target(t reflect.Type) reflect.Type {
 	return nil
 }
 
+// jsonFields yields the fields of struct t that encoding/json fills, by
+// their JSON names.
+func jsonFields(t reflect.Type) iter.Seq2[string, reflect.Type] {
+	return func(yield func(string, reflect.Type) bool) {
+		for _, f := range reflect.VisibleFields(t) {
+			if !f.IsExported() || f.Anonymous {
+				continue
+			}
+			name := f.Name
+			if tag, ok := f.Tag.Lookup("json"); ok {
+				if tag == "-" {
+					continue
+				}
+				if n, _, _ := strings.Cut(tag, ","); n != "" {
+					name = n
+				}
+			}
+			if !yield(name, f.Type) {
+				return
+			}
+		}
+	}
+}
+
 // fieldType is the type of the field of struct t that encoding/json fills
 // from key: an exact match of its JSON name first, else a case-insensitive
 // one.
 func fieldType(t reflect.Type, key string) reflect.Type {
 	var folded reflect.Type
-	for _, f := range reflect.VisibleFields(t) {
-		if !f.IsExported() || f.Anonymous {
-			continue
-		}
-		name := f.Name
-		if tag, ok := f.Tag.Lookup("json"); ok {
-			if tag == "-" {
-				continue
-			}
-			if n, _, _ := strings.Cut(tag, ","); n != "" {
-				name = n
-			}
-		}
+	for name, ft := range jsonFields(t) {
 		if name == key {
-			return f.Type
+			return ft
 		}
 		if folded == nil && bytes.EqualFold([]byte(name), []byte(key)) {
-			folded = f.Type
+			folded = ft
 		}
 	}
 	return folded
