@@ -2,6 +2,8 @@ package check
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -11,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshctl/mesh/internal/inject"
+	"github.com/meshctl/mesh/internal/meshapi"
+	"github.com/meshctl/mesh/internal/pki"
 	"github.com/meshctl/mesh/internal/podstatus"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
@@ -27,6 +31,11 @@ func dataPlane() Category {
 		Hint:        "dp-uninjected-pods",
 		Severity:    Warning,
 		Run:         checkUninjectedPods,
+	}, {
+		Description: "meshed pods trust the current trust anchors",
+		Hint:        "dp-trust-anchors",
+		Severity:    Warning,
+		Run:         checkPodTrustAnchors,
 	}}}
 }
 
@@ -67,21 +76,33 @@ func checkUninjectedPods(ctx context.Context, s *State) error {
 	if len(missing) == 0 {
 		return nil
 	}
-	sort.Strings(missing)
-	var b strings.Builder
-	pods := "pods"
-	if len(missing) == 1 {
-		pods = "pod"
+	return podsError(fmt.Sprintf("%s in namespaces labelled %s=%s run without the proxy (created while the injector was unreachable, or before the label was set)",
+		plural(len(missing), "pod", "pods"), wellknown.LabelInject, wellknown.InjectEnabled),
+		missing, "restart their workloads so that the injector sees them again:", restarts)
+}
+
+// plural is n with the noun that agrees with it.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
 	}
-	fmt.Fprintf(&b, "%d %s in namespaces labelled %s=%s run without the proxy (created while the injector was unreachable, or before the label was set):", len(missing), pods, wellknown.LabelInject, wellknown.InjectEnabled)
-	for i, name := range missing {
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+// podsError is a data-plane warning: what is wrong, the pods it is wrong
+// with, and the commands that fix it, each list bounded by maxNamedPods.
+func podsError(what string, pods []string, fix string, restarts map[string]bool) error {
+	sort.Strings(pods)
+	var b strings.Builder
+	b.WriteString(what + ":")
+	for i, name := range pods {
 		if i == maxNamedPods {
-			fmt.Fprintf(&b, "\n  ... and %d more", len(missing)-i)
+			fmt.Fprintf(&b, "\n  ... and %d more", len(pods)-i)
 			break
 		}
 		b.WriteString("\n  pod " + name)
 	}
-	b.WriteString("\nrestart their workloads so that the injector sees them again:")
+	b.WriteString("\n" + fix)
 	cmds := make([]string, 0, len(restarts))
 	for c := range restarts {
 		cmds = append(cmds, c)
@@ -95,6 +116,62 @@ func checkUninjectedPods(ctx context.Context, s *State) error {
 		b.WriteString("\n  " + c)
 	}
 	return fmt.Errorf("%s", b.String())
+}
+
+// checkPodTrustAnchors finds running meshed pods whose proxy bootstrap
+// (written at injection) trusts none of the current trust anchors: after
+// a rotation removed the anchors they were injected with, such a proxy
+// keeps working until it restarts, and then cannot verify the controller.
+func checkPodTrustAnchors(ctx context.Context, s *State) error {
+	if err := s.clients(); err != nil {
+		return err
+	}
+	if s.anchors == nil {
+		if err := checkTrustAnchors(ctx, s); err != nil {
+			return err
+		}
+	}
+	pods, err := s.kube.CoreV1().Pods(s.cfg.WorkloadNamespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("listing pods: %w", err)
+	}
+	var stale []string
+	restarts := map[string]bool{}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || !podstatus.RunsProxy(p) {
+			continue
+		}
+		trusted, ok := bootstrapAnchors(p)
+		if !ok || slices.ContainsFunc(trusted, func(c *x509.Certificate) bool {
+			return slices.ContainsFunc(s.anchors, func(a *x509.Certificate) bool { return a.Equal(c) })
+		}) {
+			continue
+		}
+		stale = append(stale, p.Namespace+"/"+p.Name)
+		restarts[restartCommand(p)] = true
+	}
+	if len(stale) == 0 {
+		return nil
+	}
+	return podsError(plural(len(stale), "meshed pod trusts", "meshed pods trust")+" none of the current trust anchors (injected before the anchors were rotated): "+
+		"they work until their proxy restarts, and then cannot reach the controller",
+		stale, "restart their workloads so that they are injected with the current anchors:", restarts)
+}
+
+// bootstrapAnchors returns the trust anchors of a pod's proxy bootstrap;
+// ok is false when the pod carries no bootstrap with a controller (an
+// injection of a version without identity) or one that does not parse.
+func bootstrapAnchors(p *corev1.Pod) (anchors []*x509.Certificate, ok bool) {
+	var cfg struct {
+		Controller *meshapi.Bootstrap `json:"controller"`
+	}
+	raw, found := p.Annotations[wellknown.AnnotationProxyConfig]
+	if !found || json.Unmarshal([]byte(raw), &cfg) != nil || cfg.Controller == nil {
+		return nil, false
+	}
+	anchors, err := pki.ParseCertificates([]byte(strings.Join(cfg.Controller.TrustAnchors, "\n")))
+	return anchors, err == nil
 }
 
 // skippedNamespace: the webhook's namespaceSelector never sends pods of

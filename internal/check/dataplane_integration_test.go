@@ -2,6 +2,7 @@ package check
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/meshctl/mesh/internal/meshapi"
+	"github.com/meshctl/mesh/internal/pki"
 	"github.com/meshctl/mesh/internal/testenv"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
@@ -125,5 +128,86 @@ func TestUninjectedPodsAreNamed(t *testing.T) {
 	sum, out = run(t, env.Config, Config{Namespace: "dp-mesh", WorkloadNamespace: plain}, cats, Options{})
 	if r := result(t, sum, "pods in injection-enabled namespaces run the proxy"); r.Err != nil {
 		t.Errorf("with -n %s, pods of %s were reported:\n%s", plain, meshed, out)
+	}
+}
+
+// After a trust-anchor rotation, a running pod injected with anchors that
+// are no longer trusted is named: it works until its proxy restarts.
+func TestPodsTrustingOldAnchorsAreNamed(t *testing.T) {
+	env := testenv.Shared(t)
+	ctx := context.Background()
+	kube := env.Clientset()
+	const meshNS, appNS = "dp-anchors-mesh", "dp-anchors-app"
+	current, err := pki.GenerateIdentity(pki.IdentityOptions{TrustDomain: "cluster.local"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := pki.GenerateIdentity(pki.IdentityOptions{TrustDomain: "cluster.local"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range []string{meshNS, appNS} {
+		if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
+	}
+	if _, err := kube.CoreV1().ConfigMaps(meshNS).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: wellknown.TrustAnchorsName, Labels: map[string]string{wellknown.LabelControlPlaneNamespace: meshNS}},
+		Data:       map[string]string{trustAnchorsKey: string(current.TrustAnchorsPEM)},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bootstrap := func(anchors ...[]byte) string {
+		b := meshapi.Bootstrap{Address: "meshctl-controller." + meshNS + ".svc:15112"}
+		for _, a := range anchors {
+			b.TrustAnchors = append(b.TrustAnchors, string(a))
+		}
+		doc, _ := json.Marshal(map[string]any{"version": "bootstrap", "controller": b})
+		return string(doc)
+	}
+	meshed := func(name, config string, phase corev1.PodPhase) {
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: appNS},
+			Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{
+				{Name: "app", Image: "app"}, {Name: wellknown.ProxyContainerName, Image: "meshproxy"},
+			}},
+		}
+		if config != "" {
+			p.Annotations = map[string]string{wellknown.AnnotationProxyConfig: config}
+		}
+		created, err := kube.CoreV1().Pods(appNS).Create(ctx, p, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if phase != "" {
+			created.Status.Phase = phase
+			if _, err := kube.CoreV1().Pods(appNS).UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	meshed("current", bootstrap(current.TrustAnchorsPEM), "")
+	meshed("overlap", bootstrap(old.TrustAnchorsPEM, current.TrustAnchorsPEM), "")
+	meshed("stale", bootstrap(old.TrustAnchorsPEM), "")
+	meshed("stale-done", bootstrap(old.TrustAnchorsPEM), corev1.PodSucceeded)
+	meshed("no-bootstrap", "", "")
+
+	const description = "meshed pods trust the current trust anchors"
+	sum, out := run(t, env.Config, Config{Namespace: meshNS, WorkloadNamespace: appNS}, []Category{kubernetesAPI(), dataPlane()}, Options{})
+	r := result(t, sum, description)
+	if r.Err == nil || r.Status() != StatusWarning || !sum.Success {
+		t.Fatalf("want a warning that does not fail the run:\n%s", out)
+	}
+	msg := r.Err.Error()
+	for _, want := range []string{"1 meshed pod trusts none of the current trust anchors", "pod " + appNS + "/stale\n", "kubectl delete pod -n " + appNS + " stale"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the warning lacks %q:\n%s", want, msg)
+		}
+	}
+	for _, unwanted := range []string{"/current", "/overlap", "/stale-done", "/no-bootstrap"} {
+		if strings.Contains(msg, unwanted) {
+			t.Errorf("the warning names %s:\n%s", unwanted, msg)
+		}
 	}
 }
