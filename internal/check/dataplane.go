@@ -32,7 +32,7 @@ func dataPlane() Category {
 		Severity:    Warning,
 		Run:         checkUninjectedPods,
 	}, {
-		Description: "meshed pods trust the current trust anchors",
+		Description: "meshed pods trust every current trust anchor",
 		Hint:        "dp-trust-anchors",
 		Severity:    Warning,
 		Run:         checkPodTrustAnchors,
@@ -119,9 +119,10 @@ func podsError(what string, pods []string, fix string, restarts map[string]bool)
 }
 
 // checkPodTrustAnchors finds running meshed pods whose proxy bootstrap
-// (written at injection) trusts none of the current trust anchors: after
-// a rotation removed the anchors they were injected with, such a proxy
-// keeps working until it restarts, and then cannot verify the controller.
+// (written at injection) lacks one of the current trust anchors: injected
+// before a rotation added it, such a proxy keeps working until it
+// restarts, and then cannot verify a controller whose certificate chains
+// to that anchor.
 func checkPodTrustAnchors(ctx context.Context, s *State) error {
 	if err := s.clients(); err != nil {
 		return err
@@ -143,8 +144,8 @@ func checkPodTrustAnchors(ctx context.Context, s *State) error {
 			continue
 		}
 		trusted, ok := bootstrapAnchors(p)
-		if !ok || slices.ContainsFunc(trusted, func(c *x509.Certificate) bool {
-			return slices.ContainsFunc(s.anchors, func(a *x509.Certificate) bool { return a.Equal(c) })
+		if !ok || !slices.ContainsFunc(s.anchors, func(a *x509.Certificate) bool {
+			return !slices.ContainsFunc(trusted, a.Equal)
 		}) {
 			continue
 		}
@@ -154,8 +155,8 @@ func checkPodTrustAnchors(ctx context.Context, s *State) error {
 	if len(stale) == 0 {
 		return nil
 	}
-	return podsError(plural(len(stale), "meshed pod trusts", "meshed pods trust")+" none of the current trust anchors (injected before the anchors were rotated): "+
-		"they work until their proxy restarts, and then cannot reach the controller",
+	return podsError(plural(len(stale), "meshed pod lacks", "meshed pods lack")+" a current trust anchor (injected before it was added): "+
+		"once the issuer chains to it, their proxies cannot verify the controller after a restart",
 		stale, "restart their workloads so that they are injected with the current anchors:", restarts)
 }
 

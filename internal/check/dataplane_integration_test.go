@@ -131,9 +131,10 @@ func TestUninjectedPodsAreNamed(t *testing.T) {
 	}
 }
 
-// After a trust-anchor rotation, a running pod injected with anchors that
-// are no longer trusted is named: it works until its proxy restarts.
-func TestPodsTrustingOldAnchorsAreNamed(t *testing.T) {
+// During a trust-anchor rotation, a running pod injected before the new
+// anchor was added is named: after a restart its proxy could not verify a
+// controller whose certificate chains to the new anchor.
+func TestPodsLackingACurrentAnchorAreNamed(t *testing.T) {
 	env := testenv.Shared(t)
 	ctx := context.Background()
 	kube := env.Clientset()
@@ -193,14 +194,14 @@ func TestPodsTrustingOldAnchorsAreNamed(t *testing.T) {
 	meshed("stale-done", bootstrap(old.TrustAnchorsPEM), corev1.PodSucceeded)
 	meshed("no-bootstrap", "", "")
 
-	const description = "meshed pods trust the current trust anchors"
+	const description = "meshed pods trust every current trust anchor"
 	sum, out := run(t, env.Config, Config{Namespace: meshNS, WorkloadNamespace: appNS}, []Category{kubernetesAPI(), dataPlane()}, Options{})
 	r := result(t, sum, description)
 	if r.Err == nil || r.Status() != StatusWarning || !sum.Success {
 		t.Fatalf("want a warning that does not fail the run:\n%s", out)
 	}
 	msg := r.Err.Error()
-	for _, want := range []string{"1 meshed pod trusts none of the current trust anchors", "pod " + appNS + "/stale\n", "kubectl delete pod -n " + appNS + " stale"} {
+	for _, want := range []string{"1 meshed pod lacks a current trust anchor", "pod " + appNS + "/stale\n", "kubectl delete pod -n " + appNS + " stale"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("the warning lacks %q:\n%s", want, msg)
 		}
