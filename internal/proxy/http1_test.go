@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -615,6 +616,49 @@ func TestHTTP1ConnectRefusedUnlessConnectProxy(t *testing.T) {
 			json.Unmarshal([]byte(log.lines()[0]), &e)
 			if e.Method != "CONNECT" || e.Status != 405 || e.Upstream != "" {
 				t.Errorf("access log %+v", e)
+			}
+		})
+	}
+}
+
+// An HTTP/2 CONNECT stream is refused the same way outside
+// connectProxyPorts, and the connection serves the next stream.
+func TestHTTP2ConnectRefusedUnlessConnectProxy(t *testing.T) {
+	seen := make(chan string, 16)
+	app := dualBackend(t, "127.0.0.1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Method
+		w.WriteHeader(http.StatusOK)
+	}))
+	backend := "127.0.0.1:" + strconv.Itoa(int(app))
+	for _, tc := range []struct {
+		name, cfg string
+		addr      func(*testProxy) string
+		dst       string
+	}{
+		{"outbound", withService("", backend), func(tp *testProxy) string { return tp.outbound }, serviceVIP},
+		{"inbound", "", func(tp *testProxy) string { return tp.inbound }, backend},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tp := startProxy(t, tc.cfg, fixedDst(tc.dst))
+			c := h2cClient(tc.addr(tp))
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			req, _ := http.NewRequest(http.MethodConnect, "http://db.test:5432", pr)
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") == "" {
+				t.Fatalf("CONNECT answered %d, Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
+			}
+			resp, err = c.Get("http://web/after")
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("stream after the 405: %v, %v", resp, err)
+			}
+			resp.Body.Close()
+			if got := <-seen; got != http.MethodGet {
+				t.Errorf("the application saw %s", got)
 			}
 		})
 	}

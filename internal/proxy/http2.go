@@ -63,6 +63,15 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(sw, "request header fields too large", http.StatusRequestHeaderFieldsTooLarge)
 		return
 	}
+	if r.Method == http.MethodConnect && !s.p.cfg.Load().ConnectProxy(s.info.Direction == metrics.Inbound, s.dst.Port()) {
+		// As for HTTP/1 (refuseConnect): only a CONNECT proxy gets one.
+		// A stream cannot smuggle into others, but an application that is
+		// no CONNECT proxy has no business answering it either.
+		rec.Fail(metrics.ReasonBadRequest)
+		sw.Header().Set("Allow", allowedMethods)
+		http.Error(sw, "CONNECT is not forwarded to this destination", http.StatusMethodNotAllowed)
+		return
+	}
 	rt, err := s.route(meshapi.ProtocolHTTP2)
 	defer func() { rt.done() }()
 	rec.Service, rec.Series = rt.service, s.seriesOf(rt.service)
