@@ -51,20 +51,22 @@ import (
 // state), and bytes of Endpoints messages sent per change per subscribed
 // proxy.
 var (
-	benchProxies   = flag.Int("push.proxies", 1000, "simulated proxies")
-	benchServices  = flag.Int("push.services", 500, "services")
-	benchEndpoints = flag.Int("push.endpoints", 5000, "endpoints, spread over the services")
-	benchSubs      = flag.Int("push.subs", 10, "services each proxy subscribes to besides the hot one")
-	benchSource    = flag.String("push.source", "kube", "kube: EndpointSlices on the test API server; sink: feed the Sink directly")
-	benchChurn     = flag.Float64("push.churn", 0, "pods per second replaced in the other services' endpoints while the changes are measured")
-	benchProfile   = flag.String("push.cpuprofile", "", "write a CPU profile of the measured changes only (not the setup) to this file; its samples carry the label side=controller or side=proxy")
+	benchProxies        = flag.Int("push.proxies", 1000, "simulated proxies")
+	benchServices       = flag.Int("push.services", 500, "services")
+	benchEndpoints      = flag.Int("push.endpoints", 5000, "endpoints, spread over the services")
+	benchSubs           = flag.Int("push.subs", 10, "services each proxy subscribes to besides the hot one")
+	benchSource         = flag.String("push.source", "kube", "kube: EndpointSlices on the test API server; sink: feed the Sink directly")
+	benchChurn          = flag.Float64("push.churn", 0, "pods per second replaced in the other services' endpoints while the changes are measured")
+	benchClientsProcess = flag.Bool("push.clients-process", false, "run the simulated proxies in a child process (the test binary again), so that this process runs the controller alone: cpu-ms/change and the latency are the controller's, and each process holds one descriptor per proxy (10,000 proxies fit a 20,000 limit)")
+	benchClientsCPUs    = flag.String("push.clients-cpus", "", "with -push.clients-process: the CPUs of the child process, as taskset -c takes them (pin this process to the others with taskset too)")
+	benchProfile        = flag.String("push.cpuprofile", "", "write a CPU profile of the measured changes only (not the setup) to this file; its samples carry the label side=controller or side=proxy")
 )
 
 type benchFixture struct {
-	server  *Server
-	proxies []*proxy
-	hotKey  string
-	change  func(ctx context.Context, gen int) error
+	server   *Server
+	nProxies int
+	hotKey   string
+	change   func(ctx context.Context, gen int) error
 	// churn replaces endpoint slot of service svc (not the hot one) with
 	// a new pod numbered n.
 	churn        func(ctx context.Context, svc, slot, n int) error
@@ -73,10 +75,22 @@ type benchFixture struct {
 	churnNext    int                   // the next churned pod's number, across runs
 	stateHeap    uint64
 
+	// current is the newest generation of the hot service that every
+	// proxy applied; waiters hear when a generation gets there.
+	current atomic.Int64
 	mu      sync.Mutex
-	acked   map[int]*int64 // generation -> proxies that applied it
 	waiters map[int]chan struct{}
-	seen    []atomic.Int64 // per proxy: newest generation applied
+}
+
+// allApplied records that every proxy applied generation gen.
+func (f *benchFixture) allApplied(gen int) {
+	f.current.Store(int64(gen))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if w, ok := f.waiters[gen]; ok {
+		close(w)
+		delete(f.waiters, gen)
+	}
 }
 
 var (
@@ -185,7 +199,7 @@ func setupBench(tb *testing.B) (*benchFixture, error) {
 	ca := newTestCA(b)
 	nSvc, nEps, nProx := *benchServices, *benchEndpoints, *benchProxies
 	perSvc := max(1, nEps/nSvc)
-	f := &benchFixture{acked: map[int]*int64{}, waiters: map[int]chan struct{}{}}
+	f := &benchFixture{waiters: map[int]chan struct{}{}, nProxies: nProx}
 	s := New(Options{Logger: slog.New(slog.DiscardHandler)})
 	mesh := make(chan meshapi.MeshSettings, 1)
 	mesh <- meshapi.MeshSettings{TrustDomain: trustDomain, InboundMTLS: meshapi.MTLSPermissive}
@@ -346,42 +360,24 @@ func setupBench(tb *testing.B) (*benchFixture, error) {
 
 	var srv *httptest.Server
 	asController(func() { srv = ca.serve(b, s.Handler()) })
+	rnd := rand.New(rand.NewPCG(1, 2))
+	subs := make([][]string, nProx)
+	for i := range subs {
+		subs[i] = []string{f.hotKey}
+		for range *benchSubs {
+			subs[i] = append(subs[i], ns+"/"+names[rnd.IntN(nSvc)])
+		}
+	}
+	if *benchClientsProcess {
+		if err := startClientsProcess(ca, srv.URL, ns, f.hotKey, subs, f.allApplied); err != nil {
+			return nil, err
+		}
+		return f, nil
+	}
 	pprof.SetGoroutineLabels(pprof.WithLabels(ctx, pprof.Labels("side", "proxy")))
 	defer pprof.SetGoroutineLabels(ctx)
-	f.seen = make([]atomic.Int64, nProx)
-	rnd := rand.New(rand.NewPCG(1, 2))
-	for i := range nProx {
-		idx := i
-		p, err := dialProxy(ca.client(b, fmt.Sprintf("spiffe://cluster.local/ns/%s/sa/proxy-%d", ns, i)), srv.URL, fmt.Sprint("proxy-", i), func(p *proxy) {
-			p.OnAck = func(m *meshapi.ServerMessage) {
-				if m.Kind != meshapi.KindEndpoints || m.Name != f.hotKey {
-					return
-				}
-				p.mu.Lock()
-				gen := zoneGen(p.set, f.hotKey)
-				p.msgs = p.msgs[:0] // keep the proxy's memory flat
-				p.mu.Unlock()
-				f.applied(idx, gen)
-			}
-		})
-		if err != nil {
-			return nil, err
-		}
-		subs := []string{f.hotKey}
-		for range *benchSubs {
-			subs = append(subs, ns+"/"+names[rnd.IntN(nSvc)])
-		}
-		if err := p.subscribe(subs, nil); err != nil {
-			return nil, err
-		}
-		f.proxies = append(f.proxies, p)
-	}
-	for _, p := range f.proxies {
-		if err := p.wait(5*time.Minute, "the hot service", func(set *meshapi.Set, _ []*meshapi.ServerMessage) bool {
-			return zoneGen(set, f.hotKey) >= 0
-		}); err != nil {
-			return nil, err
-		}
+	if _, err := startSwarm(b, ca, srv.URL, ns, f.hotKey, subs, f.allApplied); err != nil {
+		return nil, err
 	}
 	return f, nil
 }
@@ -426,25 +422,6 @@ func createBenchService(ctx context.Context, kube kubernetes.Interface, ns, name
 
 // applied records that proxy idx applied generation gen (and so every one
 // before it that coalescing skipped).
-func (f *benchFixture) applied(idx, gen int) {
-	for {
-		old := f.seen[idx].Load()
-		if int64(gen) <= old {
-			return
-		}
-		if f.seen[idx].CompareAndSwap(old, int64(gen)) {
-			break
-		}
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if c, ok := f.acked[gen]; ok {
-		if atomic.AddInt64(c, 1) == int64(len(f.proxies)) {
-			close(f.waiters[gen])
-		}
-	}
-}
-
 func BenchmarkPush(b *testing.B) {
 	benchOnce.Do(func() { benchFix, benchErr = setupBench(b) })
 	if benchErr != nil {
@@ -454,7 +431,7 @@ func BenchmarkPush(b *testing.B) {
 	ctx := context.Background()
 	var lat []time.Duration
 	bytesBefore := f.server.Metrics().Bytes(meshapi.KindEndpoints)
-	gen0 := int(f.seen[0].Load())
+	gen0 := int(f.current.Load())
 	if *benchProfile != "" {
 		out, err := os.Create(*benchProfile)
 		if err != nil {
@@ -476,10 +453,9 @@ func BenchmarkPush(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		gen := gen0 + i + 1
-		var n int64
 		done := make(chan struct{})
 		f.mu.Lock()
-		f.acked[gen], f.waiters[gen] = &n, done
+		f.waiters[gen] = done
 		f.mu.Unlock()
 		start := time.Now()
 		if err := f.change(ctx, gen); err != nil {
@@ -488,13 +464,9 @@ func BenchmarkPush(b *testing.B) {
 		select {
 		case <-done:
 		case <-time.After(30 * time.Second):
-			b.Fatalf("change %d: %d of %d proxies applied it after 30s", gen, atomic.LoadInt64(&n), len(f.proxies))
+			b.Fatalf("change %d: not every one of %d proxies applied it after 30s", gen, f.nProxies)
 		}
 		lat = append(lat, time.Since(start))
-		f.mu.Lock()
-		delete(f.acked, gen)
-		delete(f.waiters, gen)
-		f.mu.Unlock()
 	}
 	b.StopTimer()
 	close(stopChurn)
@@ -514,5 +486,5 @@ func BenchmarkPush(b *testing.B) {
 	b.ReportMetric(float64(heapAfterGC())/(1<<20), "heap-MB")
 	b.ReportMetric(float64(f.stateHeap)/(1<<20), "state-heap-MB")
 	sent := f.server.Metrics().Bytes(meshapi.KindEndpoints) - bytesBefore
-	b.ReportMetric(float64(sent)/float64(b.N)/float64(len(f.proxies)), "B/change/proxy")
+	b.ReportMetric(float64(sent)/float64(b.N)/float64(f.nProxies), "B/change/proxy")
 }

@@ -47,6 +47,11 @@ func newTestCA(t testing.TB) *testCA {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newTestCAFrom(ca)
+}
+
+// newTestCAFrom is the test CA of an issuer made elsewhere.
+func newTestCAFrom(ca *pki.IdentityBundle) *testCA {
 	pool := x509.NewCertPool()
 	for _, a := range ca.TrustAnchors {
 		pool.AddCert(a)
