@@ -49,6 +49,7 @@ type result struct {
 	proxyCPU      float64 // seconds, all proxies of the setup, measured phase only
 	peakRSS       int64   // bytes, the largest VmHWM of the setup's proxies
 	idleRSS       int64   // bytes, the largest VmRSS of the setup's proxies before any load
+	idleAnon      int64   // bytes, the RssAnon of that proxy: its private memory
 	rounds        int     // how many runs combine() merged into this one
 }
 
@@ -87,7 +88,13 @@ func measure(ctx context.Context, o options, t tools, s setup, ph phase, round i
 		if err != nil {
 			return result{}, err
 		}
-		r.idleRSS = max(r.idleRSS, rss)
+		anon, err := statusKB(pid, "RssAnon:")
+		if err != nil {
+			return result{}, err
+		}
+		if rss > r.idleRSS {
+			r.idleRSS, r.idleAnon = rss, anon
+		}
 	}
 
 	if o.warmup > 0 {
@@ -289,7 +296,9 @@ func combine(results []result) []result {
 			c.failed += r.failed
 			c.proxyCPU += r.proxyCPU
 			c.peakRSS = max(c.peakRSS, r.peakRSS)
-			c.idleRSS = max(c.idleRSS, r.idleRSS)
+			if r.idleRSS > c.idleRSS {
+				c.idleRSS, c.idleAnon = r.idleRSS, r.idleAnon
+			}
 		}
 		c.rounds = len(g)
 		out = append(out, c)
