@@ -60,3 +60,34 @@ func TestReportRefusesRatiosAgainstNoise(t *testing.T) {
 		t.Errorf("p50 verdict wrong:\n%s", out)
 	}
 }
+
+// The mTLS pairs get their own rows, the new-connection phase its own
+// table and ratio, and the memory goals of the sidecar with mTLS.
+func TestReportMTLSPairs(t *testing.T) {
+	mesh, ha := setup{kind: kindMeshproxyMTLS, pair: true}, setup{kind: kindHAProxyTLS, pair: true}
+	results := []result{
+		{setup: setup{kind: kindNone}, rate: 1000, p50: 0.001, p90: 0.001, p99: 0.002, requests: 10000, rounds: 1},
+		{setup: setup{kind: kindNone}, rate: 0, requests: 10000, rounds: 1},
+		{setup: mesh, rate: 1000, p50: 0.0015, p90: 0.0015, p99: 0.003, requests: 10000, proxyCPU: 1, idleRSS: 9 << 20, peakRSS: 12 << 20, rounds: 1},
+		{setup: mesh, rate: 0, requests: 30000, proxyCPU: 2, rounds: 1},
+		{setup: mesh, newConns: true, qps: 500, requests: 5000, proxyCPU: 4, rounds: 1},
+		{setup: ha, rate: 1000, p50: 0.002, p90: 0.002, p99: 0.004, requests: 10000, proxyCPU: 1, idleRSS: 8 << 20, peakRSS: 9 << 20, rounds: 1},
+		{setup: ha, rate: 0, requests: 20000, proxyCPU: 2, rounds: 1},
+		{setup: ha, newConns: true, qps: 400, requests: 4000, proxyCPU: 2, rounds: 1},
+	}
+	var b bytes.Buffer
+	report(&b, options{rate: 1000, connections: 16, payload: 1024, duration: 10 * time.Second, rounds: 1, shape: shapeGet}, results)
+	out := b.String()
+	for _, want := range []string{
+		"GET of 1024-byte responses",
+		"| meshproxy-mtls x2 | 500 | 0.000 | 0.000 | 0.40 | 2500 | 0 |",
+		"| meshproxy-mtls x2 / haproxy-tls x2 | 0.50 | 0.50 | 1.50 | 1.00 | 1.33 |",
+		"| meshproxy-mtls x2 / haproxy-tls x2, new connections | | | 0.62 (connections/s per core) | | |",
+		"- req/s per proxy core of a meshproxy pair with mTLS >= HAProxy's: met (30000 vs 20000)",
+		"- idle RSS with mTLS <= 10 MB: met (9.0 MiB = 9.4 MB, of which anonymous 0.0 MiB)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -15,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshctl/mesh/internal/meshapi"
+	"github.com/meshctl/mesh/internal/pki"
 	"github.com/meshctl/mesh/internal/testenv/netns"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
@@ -37,7 +42,26 @@ const (
 	kindMeshproxy kind = "meshproxy"
 	kindHAProxy   kind = "haproxy"
 	kindNginx     kind = "nginx"
+	// The mTLS setups exist only as pairs: TLS 1.3 with client
+	// certificates, verified, between the client pod's proxy and the
+	// server pod's (see mtls.go).
+	kindMeshproxyMTLS kind = "meshproxy-mtls"
+	kindHAProxyTLS    kind = "haproxy-tls"
 )
+
+// tls reports whether the setup's proxies speak TLS to each other.
+func (k kind) tls() bool { return k == kindMeshproxyMTLS || k == kindHAProxyTLS }
+
+// program is the proxy program a kind runs.
+func (k kind) program() kind {
+	switch k {
+	case kindMeshproxyMTLS:
+		return kindMeshproxy
+	case kindHAProxyTLS:
+		return kindHAProxy
+	}
+	return k
+}
 
 // setup is one topology: which proxy, and whether only the client pod has one
 // or both pods do.
@@ -69,7 +93,8 @@ func (s setup) proxies() int {
 // tools are the binaries a run uses.
 type tools struct {
 	fortio, meshproxy, haproxy, nginx string
-	workDir                           string // readable by the proxy's user
+	workDir                           string              // readable by the proxy's user
+	ca                                *pki.IdentityBundle // the mTLS setups' CA
 }
 
 // env is one setup brought up: two pods, the echo server, the proxies.
@@ -78,6 +103,8 @@ type env struct {
 	client, server *netns.Pod
 	procs          []*exec.Cmd
 	proxyPIDs      []int
+	meshproxies    []*netns.Pod // pods whose proxy is a meshproxy, for profiles
+	controllers    []*meshController
 	target         string // the URL the load generator requests
 }
 
@@ -100,6 +127,9 @@ func (e *env) close() {
 			<-done
 		}
 	}
+	for _, c := range e.controllers {
+		c.close()
+	}
 	if e.net != nil {
 		if err := e.net.Close(); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: removing namespaces:", err)
@@ -110,7 +140,7 @@ func (e *env) close() {
 // start brings up a setup. Proxies run as the mesh's proxy user, pinned to
 // one core each (the client's to cpu 0, the server's to the last cpu); the
 // load generator and the echo server are not pinned.
-func start(ctx context.Context, t tools, s setup, subnet netip.Prefix, lastCPU int) (_ *env, err error) {
+func start(ctx context.Context, o options, t tools, s setup, ph phase, subnet netip.Prefix, lastCPU int) (_ *env, err error) {
 	e := &env{}
 	defer func() {
 		if err != nil {
@@ -140,11 +170,25 @@ func start(ctx context.Context, t tools, s setup, subnet netip.Prefix, lastCPU i
 		return nil, err
 	}
 
+	path := "/echo"
+	if o.shape == shapeGet {
+		path = fmt.Sprintf("/echo?size=%d", o.payload)
+	}
 	if s.kind == kindNone {
-		e.target = fmt.Sprintf("http://%s:%d/echo", e.server.Addr, appPort)
+		e.target = fmt.Sprintf("http://%s:%d%s", e.server.Addr, appPort, path)
 		return e, nil
 	}
-	e.target = fmt.Sprintf("http://%s:%d/echo", serviceVIP, servicePort)
+	e.target = fmt.Sprintf("http://%s:%d%s", serviceVIP, servicePort, path)
+	if ph.newConns {
+		// Many short connections: let the pods reuse ports in TIME_WAIT
+		// and use the whole ephemeral range, so that a 10 s phase at
+		// thousands of connections per second does not run out of ports.
+		for _, p := range []*netns.Pod{e.client, e.server} {
+			if _, err := p.Run(ctx, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=1024 65000"); err != nil {
+				return nil, fmt.Errorf("setting sysctls in pod %s: %w", p.Name, err)
+			}
+		}
+	}
 	// Interception is the same for every proxy: the client pod's outbound
 	// rules, and with a pair the server pod's inbound rules, send the
 	// connections to the proxy's ports; the proxy user is exempt.
@@ -156,13 +200,14 @@ func start(ctx context.Context, t tools, s setup, subnet netip.Prefix, lastCPU i
 			return nil, err
 		}
 	}
-	if err := e.startProxy(ctx, t, s.kind, e.client, "client", 0, logs); err != nil {
-		return nil, err
-	}
+	// The server's proxy first, so that the client's finds it ready.
 	if s.pair {
-		if err := e.startProxy(ctx, t, s.kind, e.server, "server", lastCPU, logs); err != nil {
+		if err := e.startProxy(ctx, t, s.kind, ph, e.server, "server", lastCPU, logs); err != nil {
 			return nil, err
 		}
+	}
+	if err := e.startProxy(ctx, t, s.kind, ph, e.client, "client", 0, logs); err != nil {
+		return nil, err
 	}
 	return e, nil
 }
@@ -205,9 +250,10 @@ func (e *env) run(p *netns.Pod, cmd *exec.Cmd, logs, name string, asProxy bool, 
 // startProxy starts one proxy of kind k in pod p. The client-side proxy
 // listens on the outbound port and sends everything to the server pod's app
 // port; the server-side one listens on the inbound port and sends to the app.
-// meshproxy gets the same through its configuration: a service on the VIP
-// whose endpoint is the server pod.
-func (e *env) startProxy(ctx context.Context, t tools, k kind, p *netns.Pod, side string, cpu int, logs string) error {
+// meshproxy gets the same through its configuration, or in the mTLS setup
+// from its controller: a service on the VIP whose endpoint is the server
+// pod.
+func (e *env) startProxy(ctx context.Context, t tools, k kind, ph phase, p *netns.Pod, side string, cpu int, logs string) error {
 	dir := filepath.Join(t.workDir, p.Name+"-"+string(k))
 	if err := os.MkdirAll(dir, 0o777); err != nil {
 		return err
@@ -223,13 +269,46 @@ func (e *env) startProxy(ctx context.Context, t tools, k kind, p *netns.Pod, sid
 	switch k {
 	case kindMeshproxy:
 		conf := filepath.Join(dir, "meshproxy.json")
-		if err := writeJSON(conf, meshproxyConfig(side, e.server.Addr)); err != nil {
+		if err := writeJSON(conf, meshproxyConfig(side, e.server.Addr, nil)); err != nil {
 			return err
 		}
 		cmd = exec.CommandContext(ctx, t.meshproxy, "run", "--config", conf)
-	case kindHAProxy:
+	case kindMeshproxyMTLS:
+		id, proto := clientID, meshapi.ProtocolDetect
+		if side == "server" {
+			id = serverID
+		}
+		if ph.newConns {
+			// One TLS connection between the proxies per client
+			// connection: TCP forwarding, which pools nothing.
+			proto = meshapi.ProtocolOpaque
+		}
+		ctl, err := startController(p, t.ca, dir, id, side == "client", e.server.Addr, proto)
+		if err != nil {
+			return err
+		}
+		e.controllers = append(e.controllers, ctl)
+		boot := ctl.ctl.Bootstrap()
+		conf := filepath.Join(dir, "meshproxy.json")
+		if err := writeJSON(conf, meshproxyConfig(side, e.server.Addr, &boot)); err != nil {
+			return err
+		}
+		cmd = exec.CommandContext(ctx, t.meshproxy, "run", "--config", conf, "--pod-namespace", "bench", "--service-account", side)
+	case kindHAProxy, kindHAProxyTLS:
+		var tlsFiles *haproxyTLS
+		if k == kindHAProxyTLS {
+			id := clientID
+			if side == "server" {
+				id = serverID
+			}
+			crt, ca, err := haproxyCerts(t.ca, dir, id)
+			if err != nil {
+				return err
+			}
+			tlsFiles = &haproxyTLS{crt: crt, ca: ca, tcp: ph.newConns}
+		}
 		conf := filepath.Join(dir, "haproxy.cfg")
-		if err := os.WriteFile(conf, []byte(haproxyConfig(listen, upstream)), 0o644); err != nil {
+		if err := os.WriteFile(conf, []byte(haproxyConfig(listen, upstream, side, tlsFiles)), 0o644); err != nil {
 			return err
 		}
 		cmd = exec.CommandContext(ctx, t.haproxy, "-db", "-f", conf)
@@ -244,13 +323,27 @@ func (e *env) startProxy(ctx context.Context, t tools, k kind, p *netns.Pod, sid
 		return err
 	}
 	e.proxyPIDs = append(e.proxyPIDs, cmd.Process.Pid)
-	return waitListening(ctx, p, listen)
+	if err := waitListening(ctx, p, listen); err != nil {
+		return err
+	}
+	if k.program() == kindMeshproxy {
+		e.meshproxies = append(e.meshproxies, p)
+		// /ready answers 200 once the configuration is loaded and, with a
+		// controller, a certificate and the mesh settings are held.
+		return waitReady(ctx, p)
+	}
+	return nil
 }
 
-func meshproxyConfig(side string, server netip.Addr) map[string]any {
+func meshproxyConfig(side string, server netip.Addr, controller *meshapi.Bootstrap) map[string]any {
 	c := map[string]any{
 		"version":  "bench-" + side,
 		"workload": map[string]any{"name": "bench-" + side, "namespace": "bench"},
+	}
+	if controller != nil {
+		// Services, endpoints and their identities come from discovery.
+		c["controller"] = controller
+		return c
 	}
 	if side == "client" {
 		c["services"] = []any{map[string]any{
@@ -264,24 +357,48 @@ func meshproxyConfig(side string, server netip.Addr) map[string]any {
 	return c
 }
 
+// haproxyTLS are the files and mode of HAProxy in the mTLS setup.
+type haproxyTLS struct {
+	crt, ca string
+	tcp     bool // mode tcp: one TLS connection per client connection
+}
+
 // haproxyConfig is an HTTP-mode proxy with connection reuse to the upstream,
-// which is what meshproxy does for HTTP/1.
-func haproxyConfig(listen int, upstream netip.AddrPort) string {
+// which is what meshproxy does for HTTP/1. With tls, the client side
+// originates TLS 1.3 to the server pod with its certificate and verifies
+// the server's chain, and the server side terminates TLS 1.3 and requires
+// and verifies the client's certificate: what mesh TLS does, except that
+// HAProxy checks the chain and not the SPIFFE id in it.
+func haproxyConfig(listen int, upstream netip.AddrPort, side string, tls *haproxyTLS) string {
+	mode, bindTLS, serverTLS := "http", "", ""
+	if tls != nil {
+		if tls.tcp {
+			mode = "tcp"
+		}
+		if side == "server" {
+			bindTLS = fmt.Sprintf(" ssl crt %s ca-file %s verify required ssl-min-ver TLSv1.3", tls.crt, tls.ca)
+		} else {
+			serverTLS = fmt.Sprintf(" ssl crt %s ca-file %s verify required ssl-min-ver TLSv1.3", tls.crt, tls.ca)
+		}
+	}
+	reuse := "    http-reuse always\n"
+	if mode == "tcp" {
+		reuse = ""
+	}
 	return fmt.Sprintf(`global
     nbthread 1
     maxconn 4096
 defaults
-    mode http
+    mode %s
     timeout connect 5s
     timeout client 60s
     timeout server 60s
-    http-reuse always
-frontend in
-    bind :%d
+%sfrontend in
+    bind :%d%s
     default_backend app
 backend app
-    server app %s
-`, listen, upstream)
+    server app %s%s
+`, mode, reuse, listen, bindTLS, upstream, serverTLS)
 }
 
 // nginxConfig is one worker proxying HTTP/1.1 with upstream keep-alive. It
@@ -346,6 +463,50 @@ func waitListening(ctx context.Context, p *netns.Pod, port int) error {
 	}
 }
 
+// waitReady waits until the meshproxy in pod p answers 200 on /ready.
+func waitReady(ctx context.Context, p *netns.Pod) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		status, body, err := adminRequest(p, http.MethodGet, "/ready", 5*time.Second)
+		if err == nil && status == http.StatusOK {
+			return nil
+		}
+		if err == nil {
+			err = fmt.Errorf("%d: %s", status, body)
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("waiting for meshproxy in pod %s to be ready: %w", p.Name, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// adminRequest sends one request to the admin API of the meshproxy in pod
+// p, on the pod's loopback. It dials in the pod's namespace itself, since
+// net/http would dial from a goroutine outside it.
+func adminRequest(p *netns.Pod, method, path string, timeout time.Duration) (status int, body []byte, err error) {
+	err = p.Do(func() error {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", wellknown.ProxyAdminPort), time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(timeout))
+		if _, err := fmt.Fprintf(c, "%s %s HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", method, path); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		status = resp.StatusCode
+		body, err = io.ReadAll(resp.Body)
+		return err
+	})
+	return status, body, err
+}
+
 // cpuSeconds is the user+system time of pid and its children (nginx's
 // worker) so far, from /proc/<pid>/stat, whose times are in USER_HZ ticks:
 // 100 per second on every Linux the kernel ABI promises.
@@ -366,8 +527,9 @@ func cpuSeconds(pid int) (float64, error) {
 	return total, nil
 }
 
-// peakRSS is the sum of VmHWM over pid and its children, in bytes.
-func peakRSS(pid int) (int64, error) {
+// statusKB is the sum of a field in kB (VmHWM:, VmRSS:) of
+// /proc/<pid>/status over pid and its children, in bytes.
+func statusKB(pid int, field string) (int64, error) {
 	var total int64
 	for _, p := range withChildren(pid) {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p))
@@ -375,7 +537,7 @@ func peakRSS(pid int) (int64, error) {
 			return 0, err
 		}
 		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			if v, ok := strings.CutPrefix(line, field); ok {
 				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 				total += kb * 1024
 			}

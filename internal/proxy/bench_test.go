@@ -176,7 +176,10 @@ func BenchmarkHTTP1ProxyPost(b *testing.B) {
 // rawEcho is an HTTP/1 backend that costs next to nothing: it reads each
 // request of the raw benchmarks (a head and a 1 KiB body) and writes a
 // canned 1 KiB response, so that the proxy's share dominates a profile.
-func rawEcho(b *testing.B) string {
+func rawEcho(b *testing.B) string { return rawServer(b, 1024) }
+
+// rawServer is rawEcho for requests with a body of reqBody bytes.
+func rawServer(b *testing.B, reqBody int) string {
 	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1024\r\n\r\n" + string(kib))
 	return listenTCP(b, func(c net.Conn) {
 		buf := make([]byte, 16<<10)
@@ -189,10 +192,10 @@ func rawEcho(b *testing.B) string {
 			have += n
 			for {
 				end := bytes.Index(buf[:have], []byte("\r\n\r\n"))
-				if end < 0 || have < end+4+1024 {
+				if end < 0 || have < end+4+reqBody {
 					break
 				}
-				used := end + 4 + 1024
+				used := end + 4 + reqBody
 				copy(buf, buf[used:have])
 				have -= used
 				if _, err := c.Write(resp); err != nil {
@@ -209,7 +212,20 @@ func rawEcho(b *testing.B) string {
 // proxy's, and -cpuprofile shows where it goes.
 func BenchmarkHTTP1ProxyRaw(b *testing.B) {
 	tp := startProxy(b, withService("", rawEcho(b)), fixedDst(serviceVIP))
-	req := []byte("POST /echo HTTP/1.1\r\nHost: svc.test\r\nUser-Agent: bench\r\nContent-Type: application/octet-stream\r\nContent-Length: 1024\r\n\r\n" + string(kib))
+	benchRaw(b, tp, []byte("POST /echo HTTP/1.1\r\nHost: svc.test\r\nUser-Agent: bench\r\nContent-Type: application/octet-stream\r\nContent-Length: 1024\r\n\r\n"+string(kib)))
+}
+
+// BenchmarkHTTP1ProxyRawGet is the harness's -shape get (a GET answered
+// with 1 KiB, the head fortio sends) through the outbound listener, with
+// the raw client and backend of BenchmarkHTTP1ProxyRaw.
+func BenchmarkHTTP1ProxyRawGet(b *testing.B) {
+	tp := startProxy(b, withService("", rawServer(b, 0)), fixedDst(serviceVIP))
+	benchRaw(b, tp, []byte("GET /echo?size=1024 HTTP/1.1\r\nHost: 10.96.0.80\r\nUser-Agent: fortio.org/fortio-1.63.9\r\n\r\n"))
+}
+
+// benchRaw sends req over one connection per parallel worker and reads
+// each 1 KiB response.
+func benchRaw(b *testing.B, tp *testProxy, req []byte) {
 	b.SetBytes(1024)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
