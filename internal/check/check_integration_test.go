@@ -14,10 +14,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/meshctl/mesh/internal/install/render"
+	"github.com/meshctl/mesh/internal/meshconfig"
 	"github.com/meshctl/mesh/internal/pki"
 	"github.com/meshctl/mesh/internal/testenv"
 	"github.com/meshctl/mesh/internal/wellknown"
@@ -279,6 +283,76 @@ func TestCheckInstalledMesh(t *testing.T) {
 			t.Errorf("a version warning failed the run:\n%s", out)
 		}
 	})
+
+	t.Run("probes under strict mTLS", func(t *testing.T) {
+		ctx := context.Background()
+		kube := env.Clientset()
+		const app = "mesh-installed-app"
+		if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: app}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		defer kube.CoreV1().Namespaces().Delete(ctx, app, metav1.DeleteOptions{})
+		probed := func(name, inbound string, port intstr.IntOrString) {
+			p := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: app, Annotations: map[string]string{
+					wellknown.AnnotationProxyConfig: `{"version":"bootstrap","inbound":` + inbound + `}`,
+				}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{
+					{Name: "web", Image: "web", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+						ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: port}}}},
+					{Name: wellknown.ProxyContainerName, Image: "meshproxy"},
+				}},
+			}
+			if _, err := kube.CoreV1().Pods(app).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		probed("named-port", `{"address":":15101"}`, intstr.FromString("http"))
+		probed("exempt", `{"address":":15101","permissiveMTLSPorts":[8080]}`, intstr.FromInt32(8080))
+		probed("workload-permissive", `{"address":":15101","mtls":"permissive"}`, intstr.FromInt32(8080))
+		const description = "the kubelet's probes reach meshed pods"
+		appCfg := cfg
+		appCfg.WorkloadNamespace = app
+
+		// Permissive, the default: every probe gets through.
+		sum, out := run(t, env.Config, appCfg, PostInstall(), Options{})
+		if r := result(t, sum, description); r.Err != nil {
+			t.Fatalf("a permissive mesh warns about probes:\n%s", out)
+		}
+		setMTLSMode(t, env, ns, "strict")
+		defer setMTLSMode(t, env, ns, "")
+		sum, out = run(t, env.Config, appCfg, PostInstall(), Options{})
+		r := result(t, sum, description)
+		if r.Status() != StatusWarning || !sum.Success {
+			t.Fatalf("want a warning that does not fail the run:\n%s", out)
+		}
+		msg := r.Err.Error()
+		if !strings.Contains(msg, "pod "+app+"/named-port (container web, readiness probe, port 8080)") || !strings.Contains(msg, wellknown.AnnotationPermissiveMTLSPorts) {
+			t.Errorf("the warning does not name the probe and the way out:\n%s", msg)
+		}
+		for _, unwanted := range []string{"/exempt", "/workload-permissive"} {
+			if strings.Contains(msg, unwanted) {
+				t.Errorf("the warning names %s:\n%s", unwanted, msg)
+			}
+		}
+	})
+}
+
+// setMTLSMode sets the MeshConfig's spec.mtls.mode ("" removes it).
+func setMTLSMode(t *testing.T, env *testenv.Env, namespace, mode string) {
+	t.Helper()
+	dyn, err := dynamic.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patch := `{"spec":{"mtls":{"mode":"` + mode + `"}}}`
+	if mode == "" {
+		patch = `{"spec":{"mtls":null}}`
+	}
+	if _, err := dyn.Resource(meshconfig.GroupVersionResource).Namespace(namespace).Patch(context.Background(),
+		wellknown.MeshConfigName, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // setIssuer writes the trust anchors and the issuer of id into the mesh's

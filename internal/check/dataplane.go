@@ -11,10 +11,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/meshctl/mesh/internal/inject"
 	"github.com/meshctl/mesh/internal/meshapi"
+	"github.com/meshctl/mesh/internal/meshconfig"
 	"github.com/meshctl/mesh/internal/pki"
+	"github.com/meshctl/mesh/internal/proxyinit"
 	"github.com/meshctl/mesh/internal/podstatus"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
@@ -36,6 +39,11 @@ func dataPlane() Category {
 		Hint:        "dp-trust-anchors",
 		Severity:    Warning,
 		Run:         checkPodTrustAnchors,
+	}, {
+		Description: "the kubelet's probes reach meshed pods",
+		Hint:        "dp-strict-probes",
+		Severity:    Warning,
+		Run:         checkStrictProbes,
 	}}}
 }
 
@@ -78,7 +86,7 @@ func checkUninjectedPods(ctx context.Context, s *State) error {
 	}
 	return podsError(fmt.Sprintf("%s in namespaces labelled %s=%s run without the proxy (created while the injector was unreachable, or before the label was set)",
 		plural(len(missing), "pod", "pods"), wellknown.LabelInject, wellknown.InjectEnabled),
-		missing, "restart their workloads so that the injector sees them again:", restarts)
+		missing, "restart their workloads so that the injector sees them again", restarts)
 }
 
 // plural is n with the noun that agrees with it.
@@ -103,6 +111,10 @@ func podsError(what string, pods []string, fix string, restarts map[string]bool)
 		b.WriteString("\n  pod " + name)
 	}
 	b.WriteString("\n" + fix)
+	if len(restarts) == 0 {
+		return fmt.Errorf("%s", b.String())
+	}
+	b.WriteString(":")
 	cmds := make([]string, 0, len(restarts))
 	for c := range restarts {
 		cmds = append(cmds, c)
@@ -132,14 +144,14 @@ func checkPodTrustAnchors(ctx context.Context, s *State) error {
 			return err
 		}
 	}
-	pods, err := s.kube.CoreV1().Pods(s.cfg.WorkloadNamespace).List(ctx, metav1.ListOptions{})
+	pods, err := s.podsOfWorkloads(ctx)
 	if err != nil {
-		return fmt.Errorf("listing pods: %w", err)
+		return err
 	}
 	var stale []string
 	restarts := map[string]bool{}
-	for i := range pods.Items {
-		p := &pods.Items[i]
+	for i := range pods {
+		p := &pods[i]
 		if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || !podstatus.RunsProxy(p) {
 			continue
 		}
@@ -157,7 +169,137 @@ func checkPodTrustAnchors(ctx context.Context, s *State) error {
 	}
 	return podsError(plural(len(stale), "meshed pod lacks", "meshed pods lack")+" a current trust anchor (injected before it was added): "+
 		"once the issuer chains to it, their proxies cannot verify the controller after a restart",
-		stale, "restart their workloads so that they are injected with the current anchors:", restarts)
+		stale, "restart their workloads so that they are injected with the current anchors", restarts)
+}
+
+// checkStrictProbes finds running meshed pods with an HTTP, TCP or gRPC
+// probe on a port that refuses plaintext: the kubelet probes from the
+// node, in plaintext, so such a pod is never Ready (or is restarted).
+func checkStrictProbes(ctx context.Context, s *State) error {
+	u, err := s.object(ctx, meshConfigs, wellknown.MeshConfigName)
+	if err != nil {
+		return err
+	}
+	mc, err := decode[meshconfig.MeshConfig](u)
+	if err != nil {
+		return err
+	}
+	pods, err := s.podsOfWorkloads(ctx)
+	if err != nil {
+		return err
+	}
+	var refused []string
+	for i := range pods {
+		p := &pods[i]
+		if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || !podstatus.RunsProxy(p) {
+			continue
+		}
+		in, ok := inboundOf(p)
+		if !ok {
+			continue
+		}
+		skipped, _ := proxyinit.ParsePorts([]string{p.Annotations[wellknown.AnnotationSkipInboundPorts]})
+		for _, pr := range probedPorts(p) {
+			if !inRanges(skipped, pr.port) && in.strict(pr.port, mc.Spec.MTLS.Mode) {
+				refused = append(refused, fmt.Sprintf("%s/%s (%s)", p.Namespace, p.Name, pr.what))
+			}
+		}
+	}
+	if len(refused) == 0 {
+		return nil
+	}
+	return podsError(plural(len(refused), "probe of a meshed pod goes", "probes of meshed pods go")+
+		" to a port that refuses plaintext (strict mTLS); the kubelet probes in plaintext, so they fail",
+		refused, "list each probed port in the pod template's annotation "+wellknown.AnnotationPermissiveMTLSPorts+", or probe a port that serves nothing else", nil)
+}
+
+// inRanges reports whether port is in one of the ranges: a port whose
+// connections bypass the proxy (skip-inbound-ports) is not refused.
+func inRanges(ranges []proxyinit.PortRange, port int) bool {
+	return slices.ContainsFunc(ranges, func(r proxyinit.PortRange) bool { return int(r.First) <= port && port <= int(r.Last) })
+}
+
+// bootstrapInbound is the inbound mTLS part of a pod's proxy bootstrap.
+type bootstrapInbound struct {
+	MTLS                string `json:"mtls"`
+	StrictMTLSPorts     []int  `json:"strictMTLSPorts"`
+	PermissiveMTLSPorts []int  `json:"permissiveMTLSPorts"`
+}
+
+// strict reports whether port refuses plaintext under the mesh-wide mode,
+// with the proxy's precedence: the port lists, the workload's mode, the
+// mesh's.
+func (b bootstrapInbound) strict(port int, meshMode string) bool {
+	switch {
+	case slices.Contains(b.StrictMTLSPorts, port):
+		return true
+	case slices.Contains(b.PermissiveMTLSPorts, port):
+		return false
+	case b.MTLS != "":
+		return b.MTLS == meshconfig.MTLSStrict
+	}
+	return meshMode == meshconfig.MTLSStrict
+}
+
+// inboundOf reads the inbound part of a pod's proxy bootstrap; ok is
+// false when the pod has none that parses.
+func inboundOf(p *corev1.Pod) (in bootstrapInbound, ok bool) {
+	var cfg struct {
+		Inbound bootstrapInbound `json:"inbound"`
+	}
+	raw, found := p.Annotations[wellknown.AnnotationProxyConfig]
+	if !found || json.Unmarshal([]byte(raw), &cfg) != nil {
+		return bootstrapInbound{}, false
+	}
+	return cfg.Inbound, true
+}
+
+type probedPort struct {
+	port int
+	what string // e.g. "container web, readiness probe, port 8080"
+}
+
+// probedPorts lists the ports the kubelet probes in the application's
+// containers, named ports resolved.
+func probedPorts(p *corev1.Pod) []probedPort {
+	var out []probedPort
+	for _, c := range append(slices.Clone(p.Spec.InitContainers), p.Spec.Containers...) {
+		if c.Name == wellknown.ProxyContainerName {
+			continue
+		}
+		for _, pr := range []struct {
+			kind  string
+			probe *corev1.Probe
+		}{{"liveness", c.LivenessProbe}, {"readiness", c.ReadinessProbe}, {"startup", c.StartupProbe}} {
+			if pr.probe == nil {
+				continue
+			}
+			var port intstr.IntOrString
+			switch h := pr.probe.ProbeHandler; {
+			case h.HTTPGet != nil:
+				port = h.HTTPGet.Port
+			case h.TCPSocket != nil:
+				port = h.TCPSocket.Port
+			case h.GRPC != nil:
+				port = intstr.FromInt32(h.GRPC.Port)
+			default:
+				continue
+			}
+			n := port.IntValue()
+			if port.Type == intstr.String {
+				n = 0
+				for _, cp := range c.Ports {
+					if cp.Name == port.StrVal {
+						n = int(cp.ContainerPort)
+					}
+				}
+			}
+			if n > 0 {
+				out = append(out, probedPort{n, fmt.Sprintf("container %s, %s probe, port %d", c.Name, pr.kind, n)})
+			}
+		}
+	}
+	return out
 }
 
 // bootstrapAnchors returns the trust anchors of a pod's proxy bootstrap;

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -60,6 +61,30 @@ type State struct {
 	anchors     []*x509.Certificate
 	issuerChain []*x509.Certificate
 	webhookCert *x509.Certificate
+
+	// workloadPods are the pods of the workloads' namespace (every
+	// namespace without one), listed once for the data-plane checks.
+	workloadPods []corev1.Pod
+}
+
+// podsOfWorkloads returns the pods of the workloads' namespace, or of
+// every namespace, listing them on first use only.
+func (s *State) podsOfWorkloads(ctx context.Context) ([]corev1.Pod, error) {
+	if s.workloadPods != nil {
+		return s.workloadPods, nil
+	}
+	if err := s.clients(); err != nil {
+		return nil, err
+	}
+	l, err := s.kube.CoreV1().Pods(s.cfg.WorkloadNamespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing pods: %w", err)
+	}
+	s.workloadPods = l.Items
+	if s.workloadPods == nil {
+		s.workloadPods = []corev1.Pod{}
+	}
+	return s.workloadPods, nil
 }
 
 type listed struct {
