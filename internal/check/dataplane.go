@@ -17,8 +17,8 @@ import (
 	"github.com/meshctl/mesh/internal/meshapi"
 	"github.com/meshctl/mesh/internal/meshconfig"
 	"github.com/meshctl/mesh/internal/pki"
-	"github.com/meshctl/mesh/internal/proxyinit"
 	"github.com/meshctl/mesh/internal/podstatus"
+	"github.com/meshctl/mesh/internal/proxyinit"
 	"github.com/meshctl/mesh/internal/wellknown"
 )
 
