@@ -107,7 +107,6 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	readDone := make(chan error, 1)
 	go func() { readDone <- s.read(ctx, sub, dec) }()
-	var deadline time.Time
 
 	for {
 		select {
@@ -125,14 +124,11 @@ func (s *Server) serveDiscovery(w http.ResponseWriter, r *http.Request) {
 		case <-sub.wake:
 		}
 		// A proxy that stops reading blocks the write once its window is
-		// full; the deadline ends the stream instead of holding it. It is
-		// moved only when half of it is spent: on HTTP/2 each move is a
-		// message to the connection's goroutine and a new timer, which at
-		// a thousand proxies was a tenth of a push's CPU.
-		if now := time.Now(); now.After(deadline.Add(-s.opts.WriteTimeout / 2)) {
-			deadline = now.Add(s.opts.WriteTimeout)
-			rc.SetWriteDeadline(deadline)
-		}
+		// full; the deadline ends the stream instead of holding it. It
+		// bounds this write only (cleared below), so it is set before
+		// every write: a deadline left over from an earlier write would
+		// have passed, or been cleared.
+		rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
 		if err := s.write(w, sub); err != nil {
 			log.Info("writing to the proxy", "error", err)
 			return
