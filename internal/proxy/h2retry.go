@@ -17,7 +17,7 @@ import (
 type h2Retry struct {
 	s *session
 	// rt is the stream's route; a retry replaces it, releasing the old.
-	rt  *route
+	rt  route
 	rec *telemetry.Record
 }
 
@@ -37,7 +37,7 @@ func (h *h2Retry) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		h.rec.Series.Retry()
 		h.rt.done()
-		*h.rt = other
+		h.rt = other
 		h.rec.Upstream = other.target.Addr
 		req = req.Clone(context.WithValue(req.Context(), targetKey{}, other.target))
 		req.URL.Host = other.target.Addr

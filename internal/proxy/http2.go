@@ -72,8 +72,15 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(sw, "CONNECT is not forwarded to this destination", http.StatusMethodNotAllowed)
 		return
 	}
-	rt, err := s.route(meshapi.ProtocolHTTP2)
-	defer func() { rt.done() }()
+	// The route lives in the stream's transport, which replaces it when
+	// it sends the stream elsewhere (h2Retry); both live in sw, the
+	// stream's one allocation.
+	tr := &sw.transport
+	tr.s, tr.rec = s, rec
+	var err error
+	tr.rt, err = s.route(meshapi.ProtocolHTTP2)
+	rt := &tr.rt
+	defer rt.done()
 	rec.Service, rec.Series = rt.service, s.seriesOf(rt.service)
 	if err != nil {
 		rec.Fail(metrics.ReasonNoEndpoints)
@@ -110,7 +117,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		},
-		Transport: &h2Retry{s: s, rt: &rt, rec: rec},
+		Transport: tr,
 		// A response of unknown length (every gRPC response) is flushed
 		// as it comes; ReverseProxy decides that from ContentLength.
 		ModifyResponse: keepTrailersOnly,
@@ -170,14 +177,15 @@ func keepTrailersOnly(res *http.Response) error {
 }
 
 // statusWriter records the status and body bytes of a response, and
-// holds the stream's record (one allocation for both); Unwrap lets
+// holds the stream's record and transport (one allocation for all); Unwrap lets
 // ReverseProxy reach Flush and the trailers of the real writer.
 type statusWriter struct {
 	http.ResponseWriter
-	code  int
-	n     int64
-	guard *idleGuard
-	rec   telemetry.Record
+	code      int
+	n         int64
+	guard     *idleGuard
+	rec       telemetry.Record
+	transport h2Retry
 }
 
 func (w *statusWriter) WriteHeader(code int) {
