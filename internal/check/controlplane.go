@@ -100,12 +100,17 @@ func checkCRD(ctx context.Context, s *State) error {
 	return fmt.Errorf("CustomResourceDefinition %s is not established yet", crd.Name)
 }
 
-func checkMeshConfig(ctx context.Context, s *State) error {
+// meshConfig returns the control plane's MeshConfig.
+func (s *State) meshConfig(ctx context.Context) (*meshconfig.MeshConfig, error) {
 	u, err := s.object(ctx, meshConfigs, wellknown.MeshConfigName)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	mc, err := decode[meshconfig.MeshConfig](u)
+	return decode[meshconfig.MeshConfig](u)
+}
+
+func checkMeshConfig(ctx context.Context, s *State) error {
+	mc, err := s.meshConfig(ctx)
 	if err != nil {
 		return err
 	}

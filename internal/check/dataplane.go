@@ -176,11 +176,7 @@ func checkPodTrustAnchors(ctx context.Context, s *State) error {
 // probe on a port that refuses plaintext: the kubelet probes from the
 // node, in plaintext, so such a pod is never Ready (or is restarted).
 func checkStrictProbes(ctx context.Context, s *State) error {
-	u, err := s.object(ctx, meshConfigs, wellknown.MeshConfigName)
-	if err != nil {
-		return err
-	}
-	mc, err := decode[meshconfig.MeshConfig](u)
+	mc, err := s.meshConfig(ctx)
 	if err != nil {
 		return err
 	}

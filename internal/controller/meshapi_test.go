@@ -214,7 +214,11 @@ func TestControllerIssuesCertificates(t *testing.T) {
 	}
 
 	// A proxy's discovery stream, with the certificate it got.
-	cert, err := tls.X509KeyPair([]byte(resp.CertificateChain), pemKey(t, key))
+	proxyKeyPEM, err := pki.EncodePrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair([]byte(resp.CertificateChain), proxyKeyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,13 +257,4 @@ func TestControllerIssuesCertificates(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Error("the discovery stream is still open after Run returned")
 	}
-}
-
-func pemKey(t *testing.T, key *ecdsa.PrivateKey) []byte {
-	t.Helper()
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }
