@@ -333,6 +333,17 @@ func TestMeshOnRealNode(t *testing.T) {
 		t.Errorf("meshctl check does not pass %q with every pod injected:\n%s", uninjectedCheck, out)
 	}
 	m.checkUninjectedPodReported(t, ctx, ns, webhook)
+	// The controller was away just now: a pod deleted meanwhile (the old
+	// web pod of the rollout above) can stay in the client proxy's table,
+	// with a pooled connection to its vanished address, until the proxy
+	// notices the lost stream and reconnects (within 15 s; see "Losing the
+	// controller" in docs/proxy.md). Wait for that before the next step,
+	// which is about the controller pod's deletion alone.
+	poll(t, ctx, time.Minute, "the client's traffic after the controller's outage", func(ctx context.Context) (bool, error) {
+		out, err := exec.CommandContext(ctx, "kubectl", "--kubeconfig", m.env.KubeconfigPath, "-n", ns,
+			"exec", "client", "-c", "client", "--", "/usr/local/bin/testapp", "get", "http://web/").CombinedOutput()
+		return err == nil && strings.Contains(string(out), "client id: "+clientID), nil
+	})
 
 	// Deleting the controller pod does not stop traffic between meshed
 	// pods: the proxies keep their certificates and tables while the
