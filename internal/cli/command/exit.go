@@ -25,6 +25,10 @@ const (
 	// way that matters, uninstall while workloads are injected); nothing was
 	// changed.
 	ExitRefused = 4
+	// ExitUnreachable: a command that asks many proxies printed a partial
+	// answer because some of them could not be reached (or did not answer
+	// in time); every proxy that answered is in the output.
+	ExitUnreachable = 5
 )
 
 // ExitError carries an exit code to the one place that turns errors into
@@ -50,6 +54,9 @@ func Timeout(err error) error { return withCode(ExitTimeout, err) }
 
 // Refused marks err as forbidden by the cluster's state: exit code 4.
 func Refused(err error) error { return withCode(ExitRefused, err) }
+
+// Unreachable marks err as a partial answer: exit code 5.
+func Unreachable(err error) error { return withCode(ExitUnreachable, err) }
 
 // Silent is an error whose message was already printed (a failed check
 // report); only its exit code matters.
